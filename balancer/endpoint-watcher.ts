@@ -1,0 +1,160 @@
+import { EventEmitter } from 'node:events';
+import type { Etcd3, IWatchResponse, Watcher } from 'etcd3';
+import { DecodeError, decodeEndpoint, type EndpointRecord } from './endpoint-codec';
+import { StateCell } from './state-cell';
+import { Backoff } from './backoff';
+import { componentLogger, type Logger } from './logger';
+
+/**
+ * IDLE: not started. LISTING: Get of the prefix under way. WATCHING: watch
+ * open from the listed revision + 1. RETRYING: etcd did not answer the Get;
+ * trying again. CLOSED: final.
+ */
+export type EndpointWatcherState = 'IDLE' | 'LISTING' | 'WATCHING' | 'RETRYING' | 'CLOSED';
+
+/** One delivery: the complete current endpoint set and the etcd revision it reflects. */
+export interface EndpointSnapshot {
+  endpoints: EndpointRecord[];
+  revision: string;
+}
+
+/**
+ * The live endpoint set under one key prefix, as etcd's Go `naming/resolver`
+ * builds it: a Get of the prefix, then a Watch from the Get's revision + 1,
+ * so no event between the two is missed or applied twice. Every delivery is
+ * the full set, never a delta.
+ *
+ * - Events of one watch response, and responses arriving in the same tick,
+ *   are coalesced: a burst of N changes costs one `update`, not N.
+ * - A watch cancelled by etcd (compaction past our revision, member restart)
+ *   is answered by a fresh Get and Watch; the new set replaces the old one
+ *   whole, so nothing stale stays and nothing live is dropped.
+ * - While etcd is unreachable nothing is delivered: the last set stands.
+ * - Bad records are logged once with their key and left out.
+ *
+ * Events: `update(EndpointSnapshot)`, `error(Error)` (a Get failed; retrying).
+ * No event fires after `close()`.
+ */
+export class EndpointWatcher extends EventEmitter {
+  private readonly cell: StateCell<EndpointWatcherState>;
+  private readonly log: Logger;
+  private readonly records = new Map<string, EndpointRecord>();
+  private readonly backoff = new Backoff(100, 1_000);
+  private watcher: Watcher | undefined;
+  private retryTimer: NodeJS.Timeout | undefined;
+  private flushScheduled = false;
+  private revision = '0';
+  /** Bumped on every (re)list so callbacks of an abandoned watch do nothing. */
+  private epoch = 0;
+
+  constructor(
+    private readonly client: Etcd3,
+    /** Full key prefix including the trailing slash, e.g. `services/greeter/`. */
+    readonly keyPrefix: string,
+    log?: Logger,
+  ) {
+    super();
+    this.log = log ?? componentLogger('endpoint-watcher', { prefix: keyPrefix });
+    this.cell = new StateCell<EndpointWatcherState>('IDLE', this.log, 'watcher');
+  }
+
+  get state(): EndpointWatcherState {
+    return this.cell.value;
+  }
+
+  /** The current set (may be empty before the first Get answers). */
+  snapshot(): EndpointSnapshot {
+    return { endpoints: [...this.records.values()].sort((a, b) => a.key.localeCompare(b.key)), revision: this.revision };
+  }
+
+  start(): void {
+    if (!this.cell.is('IDLE')) return;
+    void this.list('start');
+  }
+
+  close(): void {
+    if (this.cell.is('CLOSED')) return;
+    this.epoch++;
+    this.cell.set('CLOSED', 'close() called');
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const w = this.watcher;
+    this.watcher = undefined;
+    if (w) void w.cancel().catch(() => undefined);
+    this.removeAllListeners();
+  }
+
+  private async list(reason: string): Promise<void> {
+    const epoch = ++this.epoch;
+    const old = this.watcher;
+    this.watcher = undefined;
+    if (old) void old.cancel().catch(() => undefined);
+    this.cell.set('LISTING', reason);
+    try {
+      const res = await this.client.getAll().prefix(this.keyPrefix).exec();
+      if (epoch !== this.epoch) return;
+      this.records.clear();
+      for (const kv of res.kvs) this.apply('PUT', kv.key, kv.value);
+      this.revision = res.header.revision;
+      this.backoff.reset();
+      this.watchFrom(epoch, (BigInt(res.header.revision) + 1n).toString());
+      this.cell.set('WATCHING', 'listed', { revision: this.revision, endpoints: this.records.size });
+      this.scheduleFlush();
+    } catch (err) {
+      if (epoch !== this.epoch) return;
+      const delay = this.backoff.next();
+      this.cell.set('RETRYING', `list failed: ${String(err)}`, { retryInMs: delay });
+      this.emit('error', err instanceof Error ? err : new Error(String(err)));
+      this.retryTimer = setTimeout(() => void this.list('retry'), delay);
+    }
+  }
+
+  private watchFrom(epoch: number, startRevision: string): void {
+    const w = this.client.watch().prefix(this.keyPrefix).startRevision(startRevision).watcher();
+    this.watcher = w;
+    w.on('data', (res: IWatchResponse) => {
+      if (epoch !== this.epoch) return;
+      for (const ev of res.events) this.apply(ev.type, ev.kv.key, ev.kv.value);
+      this.revision = res.header.revision;
+      if (res.events.length > 0) this.scheduleFlush();
+    });
+    w.on('disconnected', (err: unknown) => {
+      if (epoch !== this.epoch) return;
+      // etcd3 reconnects and resumes from the last revision it saw by itself.
+      this.log.warn({ event: 'watcher.disconnected', err: String(err), revision: this.revision }, 'watch stream lost; keeping the last set while etcd3 reconnects');
+    });
+    w.on('connected', () => {
+      if (epoch !== this.epoch) return;
+      this.log.debug({ event: 'watcher.connected', revision: this.revision }, 'watch stream open');
+    });
+    w.on('error', (err: unknown) => {
+      if (epoch !== this.epoch) return;
+      // etcd cancelled the watch (typically: our revision was compacted).
+      void this.list(`watch cancelled by etcd: ${String(err)}`);
+    });
+  }
+
+  private apply(type: string, rawKey: Buffer, value: Buffer): void {
+    const key = rawKey.toString('utf8');
+    if (type === 'Delete' || type === 'DELETE') {
+      this.records.delete(key);
+      return;
+    }
+    const rec = decodeEndpoint(key, value);
+    if (rec instanceof DecodeError) {
+      this.log.warn({ event: 'watcher.bad_record', key, reason: rec.reason }, `skipping bad registry record ${key}: ${rec.reason}`);
+      this.records.delete(key);
+      return;
+    }
+    this.records.set(key, rec);
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => {
+      this.flushScheduled = false;
+      if (this.cell.is('CLOSED')) return;
+      this.emit('update', this.snapshot());
+    });
+  }
+}

@@ -1,0 +1,180 @@
+import { EventEmitter } from 'node:events';
+import type { Etcd3, Lease, Watcher } from 'etcd3';
+import { encodeEndpoint, endpointKey } from './endpoint-codec';
+import type { Registration, RegistrationOptions, RegistrationState } from './registration';
+import { StateCell } from './state-cell';
+import { componentLogger, type Logger } from './logger';
+import { Backoff } from './backoff';
+
+/**
+ * Registration on an etcd lease (see registration.ts for the contract).
+ *
+ * Workarounds named here because etcd3 leaves them to the caller:
+ * - etcd3's Lease emits `lost` and never re-grants; we grant a fresh lease
+ *   and write the key again, retrying with a backoff capped at 500 ms so the
+ *   key is back within about half a second of etcd answering.
+ * - A key deleted by hand while its lease lives is invisible to keepalives;
+ *   we watch our own key and write it again under the same lease.
+ */
+export class LeaseRegistration extends EventEmitter implements Registration {
+  readonly key: string;
+  private readonly value: string;
+  private readonly cell: StateCell<RegistrationState>;
+  private readonly log: Logger;
+  private lease: Lease | undefined;
+  private watcher: Watcher | undefined;
+  private readonly backoff = new Backoff(50, 500);
+  private retryTimer: NodeJS.Timeout | undefined;
+  private firstRegistered: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
+  /** Bumped on every new grant attempt so stale callbacks of older leases do nothing. */
+  private generation = 0;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly opts: RegistrationOptions,
+    log?: Logger,
+  ) {
+    super();
+    this.key = endpointKey(opts.prefix, opts.service, opts.addr);
+    this.value = encodeEndpoint(opts.addr, opts.metadata ?? null);
+    this.log = log ?? componentLogger('registration', { key: this.key });
+    this.cell = new StateCell<RegistrationState>('IDLE', this.log, 'registration');
+    this.cell.on('change', (next: RegistrationState, prev: RegistrationState) => this.emit('state', next, prev));
+  }
+
+  get state(): RegistrationState {
+    return this.cell.value;
+  }
+
+  get leaseId(): string | undefined {
+    return this.currentLeaseId;
+  }
+  private currentLeaseId: string | undefined;
+
+  start(): Promise<void> {
+    if (!this.firstRegistered) {
+      this.firstRegistered = new Promise<void>((resolve, reject) => {
+        const onState = (next: RegistrationState) => {
+          if (next === 'REGISTERED') {
+            this.off('state', onState);
+            resolve();
+          } else if (next === 'CLOSED') {
+            this.off('state', onState);
+            reject(new Error(`registration of ${this.key} closed before it completed`));
+          }
+        };
+        this.on('state', onState);
+      });
+      this.watchOwnKey();
+      void this.grant('start');
+    }
+    return this.firstRegistered;
+  }
+
+  close(): Promise<void> {
+    if (!this.closing) this.closing = this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    const lease = this.lease;
+    this.lease = undefined;
+    this.generation++;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    const watcher = this.watcher;
+    this.watcher = undefined;
+    this.cell.set('CLOSED', 'close() called', { leaseId: this.currentLeaseId });
+    // Revoke first: it is what removes the key, and what clients are waiting for.
+    if (lease) {
+      const t0 = process.hrtime.bigint();
+      try {
+        await lease.revoke();
+        this.log.info({ event: 'registration.revoked', leaseId: this.currentLeaseId, ms: Number(process.hrtime.bigint() - t0) / 1e6 }, 'lease revoked; key deleted');
+      } catch (err) {
+        this.log.warn({ event: 'registration.revoke_failed', err: String(err) }, 'revoke failed; the key will expire with its lease');
+      }
+    }
+    if (watcher) await watcher.cancel().catch(() => undefined);
+    this.removeAllListeners('state');
+  }
+
+  /** One attempt at a fresh lease + key; on failure, schedules the next. */
+  private async grant(reason: string): Promise<void> {
+    if (this.cell.is('CLOSED')) return;
+    const gen = ++this.generation;
+    this.cell.set('GRANTING', reason);
+    const lease = this.client.lease(this.opts.ttlSeconds);
+    lease.on('lost', (err) => this.onLeaseLost(gen, err));
+    try {
+      await lease.put(this.key).value(this.value).exec();
+      if (gen !== this.generation) {
+        // close() (or a newer attempt) overtook us: this lease must not linger.
+        await lease.revoke().catch(() => undefined);
+        return;
+      }
+      this.lease = lease;
+      this.currentLeaseId = await lease.grant();
+      this.backoff.reset();
+      this.cell.set('REGISTERED', 'key written under a live lease', { leaseId: this.currentLeaseId, ttl: this.opts.ttlSeconds });
+    } catch (err) {
+      // Revoke rather than release: if the put did land and only its answer
+      // was lost, the orphan lease would otherwise hold a key for a full TTL.
+      void lease.revoke().catch(() => undefined);
+      if (gen !== this.generation) return;
+      const delay = this.backoff.next();
+      this.log.warn({ event: 'registration.grant_failed', err: String(err), retryInMs: delay }, 'could not register; retrying');
+      this.retryTimer = setTimeout(() => void this.grant('retry after failure'), delay);
+    }
+  }
+
+  private onLeaseLost(gen: number, err: unknown): void {
+    if (gen !== this.generation || this.cell.is('CLOSED', 'GRANTING')) return;
+    this.lease = undefined;
+    this.cell.set('LOST', `lease lost: ${String(err)}`, { leaseId: this.currentLeaseId });
+    this.currentLeaseId = undefined;
+    void this.grant('lease lost');
+  }
+
+  /**
+   * Our key deleted while we hold a live lease (by hand, or by a lease expiry
+   * we have not heard of yet): write it again under the current lease. If the
+   * lease is in fact gone, etcd3 turns the put's failure into `lost`, and we
+   * grant anew.
+   */
+  private watchOwnKey(): void {
+    const watcher = this.client.watch().key(this.key).watcher();
+    this.watcher = watcher;
+    watcher.on('delete', () => {
+      const lease = this.lease;
+      if (!lease || !this.cell.is('REGISTERED')) return;
+      const gen = this.generation;
+      this.log.warn({ event: 'registration.key_deleted', leaseId: this.currentLeaseId }, 'our key was deleted while the lease lives; writing it again');
+      lease
+        .put(this.key)
+        .value(this.value)
+        .exec()
+        .then(() => {
+          if (gen === this.generation) this.log.info({ event: 'registration.key_restored', leaseId: this.currentLeaseId }, 'key written again');
+        })
+        .catch((err) => {
+          // An invalid lease already emitted `lost`; anything else: start over.
+          if (gen === this.generation && this.cell.is('REGISTERED')) {
+            this.lease = undefined;
+            lease.release();
+            this.cell.set('LOST', `re-put after delete failed: ${String(err)}`);
+            void this.grant('re-put failed');
+          }
+        });
+    });
+    watcher.on('error', (err) => {
+      // Cancelled by etcd (compaction): watch again from now; the key's current
+      // state is re-checked by writing it if we are registered.
+      this.log.warn({ event: 'registration.watch_cancelled', err: String(err) }, 'own-key watch cancelled; watching again');
+      if (this.cell.is('CLOSED')) return;
+      this.watchOwnKey();
+      const lease = this.lease;
+      if (lease && this.cell.is('REGISTERED')) void lease.put(this.key).value(this.value).exec().catch(() => undefined);
+    });
+  }
+}

@@ -1,0 +1,48 @@
+import { Command, CommanderError } from 'commander';
+import { serverCommand } from './command-server';
+import { clientCommand } from './command-client';
+import { loadCommand } from './command-load';
+import { CommandFailure, errorText } from './common';
+
+/**
+ * `mesh`: argument parsing and dispatch only. Usage errors (unknown flags,
+ * bad values, missing arguments) are one line on stderr and exit code 2;
+ * runtime failures (etcd unreachable, port taken) one line and exit code 1.
+ */
+export function buildProgram(): Command {
+  const program = new Command('mesh')
+    .description('gRPC client-side load balancing on etcd, and the classic etcd coordination patterns')
+    .version(require('../../package.json').version as string)
+    .showSuggestionAfterError(true);
+  for (const cmd of [serverCommand(), clientCommand(), loadCommand()]) program.addCommand(cmd);
+  configureErrors(program);
+  return program;
+}
+
+/** Every command: no help dump after an error, and throw instead of exiting so exit codes are ours. */
+function configureErrors(cmd: Command): void {
+  cmd.exitOverride();
+  cmd.configureOutput({ outputError: (str, write) => write(str.split('\n')[0].replace(/^error: /, 'mesh: ') + '\n') });
+  cmd.showHelpAfterError(false);
+  for (const sub of cmd.commands) configureErrors(sub);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // --help and --version arrive here too, with exit code 0.
+      process.exit(err.exitCode === 0 ? 0 : 2);
+    }
+    if (err instanceof CommandFailure) {
+      process.stderr.write(`mesh: ${err.message}\n`);
+      process.exit(err.exitCode);
+    }
+    process.stderr.write(`mesh: ${errorText(err)}\n`);
+    process.exit(1);
+  }
+}
+
+if (require.main === module) void main(process.argv);
