@@ -2,6 +2,8 @@ import { Command, CommanderError } from 'commander';
 import { serverCommand } from './command-server';
 import { clientCommand } from './command-client';
 import { loadCommand } from './command-load';
+import { coordinationCommands } from './commands-coordination';
+import { observeCommands } from './commands-observe';
 import { CommandFailure, errorText } from './common';
 
 /**
@@ -14,7 +16,7 @@ export function buildProgram(): Command {
     .description('gRPC client-side load balancing on etcd, and the classic etcd coordination patterns')
     .version(require('../../package.json').version as string)
     .showSuggestionAfterError(true);
-  for (const cmd of [serverCommand(), clientCommand(), loadCommand()]) program.addCommand(cmd);
+  for (const cmd of [serverCommand(), clientCommand(), loadCommand(), ...coordinationCommands(), ...observeCommands()]) program.addCommand(cmd);
   configureErrors(program);
   return program;
 }

@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { DecodeError, decodeEndpoint, encodeEndpoint, endpointKey, isHostPort } from '../balancer/endpoint-codec';
+
+describe('endpoint codec (Go naming/endpoints format)', () => {
+  it('writes what Go endpoints.Manager writes', () => {
+    expect(encodeEndpoint('127.0.0.1:50051', { weight: 1 })).toBe('{"Op":0,"Addr":"127.0.0.1:50051","Metadata":{"weight":1}}');
+    expect(encodeEndpoint('127.0.0.1:50051')).toBe('{"Op":0,"Addr":"127.0.0.1:50051","Metadata":null}');
+    expect(endpointKey('services', 'greeter', '127.0.0.1:1')).toBe('services/greeter/127.0.0.1:1');
+    expect(endpointKey('/services/', 'greeter', '127.0.0.1:1')).toBe('services/greeter/127.0.0.1:1');
+  });
+
+  it('reads Go records with any Metadata', () => {
+    for (const md of ['null', '"x"', '42', '[1,2]', '{"a":{"b":[true]}}']) {
+      const r = decodeEndpoint('k', `{"Op":0,"Addr":"10.0.0.1:80","Metadata":${md}}`);
+      expect(r).not.toBeInstanceOf(DecodeError);
+      expect((r as { addr: string }).addr).toBe('10.0.0.1:80');
+      expect((r as { metadata: unknown }).metadata).toEqual(JSON.parse(md));
+    }
+    expect(decodeEndpoint('k', '{"Addr":"[::1]:80"}')).toMatchObject({ addr: '[::1]:80', metadata: null });
+  });
+
+  it('rejects garbage with a reason, never throws', () => {
+    const bad: [string | Buffer, RegExp][] = [
+      ['', /empty/],
+      ['garbage', /not JSON/],
+      ['null', /not a JSON object/],
+      ['[1]', /not a JSON object/],
+      ['{"Op":0}', /missing Addr/],
+      ['{"Op":1,"Addr":"a:1"}', /Op/],
+      ['{"Addr":"no-port"}', /not host:port/],
+      ['{"Addr":"a:99999"}', /not host:port/],
+      [Buffer.from([0xff, 0xfe, 0x00, 0x01]), /not JSON/],
+      ['{"Addr":"a:1","Metadata":' + '['.repeat(5000) + ']'.repeat(5000) + '}', /./],
+      ['x'.repeat(70_000), /exceeds/],
+    ];
+    for (const [value, reason] of bad) {
+      const r = decodeEndpoint('services/greeter/x', value);
+      if (r instanceof DecodeError) {
+        expect(r.key).toBe('services/greeter/x');
+        expect(r.reason).toMatch(reason);
+      } else {
+        // deeply nested but valid JSON is a valid record
+        expect(r.addr).toBe('a:1');
+      }
+    }
+  });
+
+  it('validates host:port', () => {
+    expect(isHostPort('127.0.0.1:1')).toBe(true);
+    expect(isHostPort('host.example:65535')).toBe(true);
+    expect(isHostPort('[::1]:443')).toBe(true);
+    expect(isHostPort('127.0.0.1:0')).toBe(false);
+    expect(isHostPort('127.0.0.1')).toBe(false);
+    expect(isHostPort('a b:1')).toBe(false);
+  });
+});
