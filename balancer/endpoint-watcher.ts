@@ -32,7 +32,8 @@ export interface EndpointSnapshot {
  * - While etcd is unreachable nothing is delivered: the last set stands.
  * - Bad records are logged once with their key and left out.
  *
- * Events: `update(EndpointSnapshot)`, `error(Error)` (a Get failed; retrying).
+ * Events: `update(EndpointSnapshot)`, `error(Error)` (a Get failed; retrying),
+ * `state(next, previous, reason)` on every transition.
  * No event fires after `close()`.
  */
 export class EndpointWatcher extends EventEmitter {
@@ -56,6 +57,7 @@ export class EndpointWatcher extends EventEmitter {
     super();
     this.log = log ?? componentLogger('endpoint-watcher', { prefix: keyPrefix });
     this.cell = new StateCell<EndpointWatcherState>('IDLE', this.log, 'watcher');
+    this.cell.on('change', (next: EndpointWatcherState, prev: EndpointWatcherState, reason: string) => this.emit('state', next, prev, reason));
   }
 
   get state(): EndpointWatcherState {
@@ -117,13 +119,18 @@ export class EndpointWatcher extends EventEmitter {
       this.revision = res.header.revision;
       if (res.events.length > 0) this.scheduleFlush();
     });
+    // One warning per outage, not one per reconnect attempt.
+    let reported = false;
     w.on('disconnected', (err: unknown) => {
-      if (epoch !== this.epoch) return;
+      if (epoch !== this.epoch || reported) return;
+      reported = true;
       // etcd3 reconnects and resumes from the last revision it saw by itself.
       this.log.warn({ event: 'watcher.disconnected', err: String(err), revision: this.revision }, 'watch stream lost; keeping the last set while etcd3 reconnects');
     });
     w.on('connected', () => {
       if (epoch !== this.epoch) return;
+      if (reported) this.log.info({ event: 'watcher.reconnected', revision: this.revision }, 'watch stream open again');
+      reported = false;
       this.log.debug({ event: 'watcher.connected', revision: this.revision }, 'watch stream open');
     });
     w.on('error', (err: unknown) => {

@@ -23,13 +23,13 @@ export class StateCell<S extends string> extends EventEmitter {
     return this.current;
   }
 
-  /** Move to `next` (no-op if already there); emits `change(next, old)`. */
+  /** Move to `next` (no-op if already there); emits `change(next, old, reason)`. */
   set(next: S, reason: string, fields: Record<string, unknown> = {}): void {
     const old = this.current;
     if (old === next) return;
     this.current = next;
     this.log.info({ event: `${this.what}.state`, from: old, to: next, reason, ...fields }, `${this.what} ${old} -> ${next}: ${reason}`);
-    this.emit('change', next, old);
+    this.emit('change', next, old, reason);
   }
 
   is(...states: S[]): boolean {

@@ -79,7 +79,7 @@ export class GreeterServer {
   }
 
   private readonly sayHello = (call: grpc.ServerUnaryCall<HelloRequest, HelloReply>, cb: grpc.sendUnaryData<HelloReply>): void => {
-    this.served++;
+    if (this.served++ === 0) this.log.info({ event: 'server.first_call', addr: this.addr }, 'first call served');
     this.lastCallAt = Date.now();
     const name = call.request.name || 'world';
     cb(null, { message: `Hello ${name} from ${this.addr}` });
