@@ -24,8 +24,11 @@ export interface EndpointSnapshot {
  * so no event between the two is missed or applied twice. Every delivery is
  * the full set, never a delta.
  *
- * - Events of one watch response, and responses arriving in the same tick,
- *   are coalesced: a burst of N changes costs one `update`, not N.
+ * - Deliveries are coalesced: the first change after a quiet spell is
+ *   delivered on the next tick (no added latency), further changes at most
+ *   once per `minIntervalMs` (default 50 ms). A burst of N changes costs one
+ *   or two updates, not N, which matters when each update rebuilds grpc-js's
+ *   round_robin children for thousands of endpoints.
  * - A watch cancelled by etcd (compaction past our revision, member restart)
  *   is answered by a fresh Get and Watch; the new set replaces the old one
  *   whole, so nothing stale stays and nothing live is dropped.
@@ -44,6 +47,8 @@ export class EndpointWatcher extends EventEmitter {
   private watcher: Watcher | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private flushScheduled = false;
+  private flushTimer: NodeJS.Timeout | undefined;
+  private lastFlushAt = 0;
   private revision = '0';
   /** Bumped on every (re)list so callbacks of an abandoned watch do nothing. */
   private epoch = 0;
@@ -53,6 +58,7 @@ export class EndpointWatcher extends EventEmitter {
     /** Full key prefix including the trailing slash, e.g. `services/greeter/`. */
     readonly keyPrefix: string,
     log?: Logger,
+    private readonly minIntervalMs = 50,
   ) {
     super();
     this.log = log ?? componentLogger('endpoint-watcher', { prefix: keyPrefix });
@@ -64,9 +70,9 @@ export class EndpointWatcher extends EventEmitter {
     return this.cell.value;
   }
 
-  /** The current set (may be empty before the first Get answers). */
+  /** The current set, in no particular order (may be empty before the first Get answers). */
   snapshot(): EndpointSnapshot {
-    return { endpoints: [...this.records.values()].sort((a, b) => a.key.localeCompare(b.key)), revision: this.revision };
+    return { endpoints: [...this.records.values()], revision: this.revision };
   }
 
   start(): void {
@@ -79,6 +85,7 @@ export class EndpointWatcher extends EventEmitter {
     this.epoch++;
     this.cell.set('CLOSED', 'close() called');
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.flushTimer) clearTimeout(this.flushTimer);
     const w = this.watcher;
     this.watcher = undefined;
     if (w) void w.cancel().catch(() => undefined);
@@ -158,10 +165,15 @@ export class EndpointWatcher extends EventEmitter {
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
-    setImmediate(() => {
+    const flush = () => {
       this.flushScheduled = false;
+      this.flushTimer = undefined;
       if (this.cell.is('CLOSED')) return;
+      this.lastFlushAt = performance.now();
       this.emit('update', this.snapshot());
-    });
+    };
+    const wait = this.lastFlushAt + this.minIntervalMs - performance.now();
+    if (wait <= 0) setImmediate(flush);
+    else this.flushTimer = setTimeout(flush, wait);
   }
 }

@@ -141,6 +141,22 @@ describe('resolver', () => {
   });
 });
 
+describe('endpoint watcher', () => {
+  it('coalesces a burst of 300 registrations into a few full-set updates', async () => {
+    const { EndpointWatcher } = await import('../balancer/endpoint-watcher');
+    const w = new EndpointWatcher(client, 'burst/greeter/');
+    const sizes: number[] = [];
+    w.on('update', (snap: { endpoints: unknown[] }) => sizes.push(snap.endpoints.length));
+    w.start();
+    await waitFor('initial list', () => sizes.length === 1);
+    await Promise.all(Array.from({ length: 300 }, (_, i) => client.put(`burst/greeter/127.0.0.1:${10000 + i}`).value(encodeEndpoint(`127.0.0.1:${10000 + i}`))));
+    await waitFor('all 300 delivered', () => sizes[sizes.length - 1] === 300);
+    w.close();
+    console.log(`[coalescing] 300 puts -> ${sizes.length - 1} updates`);
+    expect(sizes.length - 1).toBeLessThan(60);
+  });
+});
+
 describe('round robin through the etcd resolver', () => {
   it('three servers share 3,000 calls evenly (max/min <= 1.1)', async () => {
     const servers = await Promise.all([startServer('rr'), startServer('rr'), startServer('rr')]);
