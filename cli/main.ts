@@ -1,10 +1,19 @@
+import { existsSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { serverCommand } from './command-server';
 import { clientCommand } from './command-client';
 import { loadCommand } from './command-load';
+import { demoCommand } from './command-demo';
 import { coordinationCommands } from './commands-coordination';
 import { observeCommands } from './commands-observe';
 import { CommandFailure, errorText } from './common';
+
+/** package.json's version, found from both cli/ (sources) and dist/cli/. */
+function packageVersion(): string {
+  const file = [path.resolve(__dirname, '..', 'package.json'), path.resolve(__dirname, '..', '..', 'package.json')].find((f) => existsSync(f));
+  return file ? (JSON.parse(readFileSync(file, 'utf8')) as { version: string }).version : 'unknown';
+}
 
 /**
  * `mesh`: argument parsing and dispatch only. Usage errors (unknown flags,
@@ -14,9 +23,9 @@ import { CommandFailure, errorText } from './common';
 export function buildProgram(): Command {
   const program = new Command('mesh')
     .description('gRPC client-side load balancing on etcd, and the classic etcd coordination patterns')
-    .version(require('../../package.json').version as string)
+    .version(packageVersion())
     .showSuggestionAfterError(true);
-  for (const cmd of [serverCommand(), clientCommand(), loadCommand(), ...coordinationCommands(), ...observeCommands()]) program.addCommand(cmd);
+  for (const cmd of [serverCommand(), clientCommand(), loadCommand(), demoCommand(), ...coordinationCommands(), ...observeCommands()]) program.addCommand(cmd);
   configureErrors(program);
   return program;
 }
@@ -27,6 +36,27 @@ function configureErrors(cmd: Command): void {
   cmd.configureOutput({ outputError: (str, write) => write(str.split('\n')[0].replace(/^error: /, 'mesh: ') + '\n') });
   cmd.showHelpAfterError(false);
   for (const sub of cmd.commands) configureErrors(sub);
+}
+
+/**
+ * Parse `args` (without "node mesh") exactly as `mesh` would, running no
+ * command: the error message, or undefined when the command line is valid.
+ * Used to check docker-compose.yml and scripts against the real parser.
+ */
+export async function checkArgs(args: string[]): Promise<string | undefined> {
+  const program = buildProgram();
+  const quiet = (cmd: Command) => {
+    cmd.configureOutput({ writeOut: () => undefined, writeErr: () => undefined });
+    if (cmd.commands.length === 0) cmd.action(() => undefined);
+    cmd.commands.forEach(quiet);
+  };
+  quiet(program);
+  try {
+    await program.parseAsync(['node', 'mesh', ...args]);
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err.message : String(err);
+  }
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -3,5 +3,5 @@
 # cluster, greeters and load client). Extra arguments go to `mesh demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+MESH_SETUP_DEMO_ONLY=1 bash scripts/setup.sh
 exec node dist/cli/main.js demo "$@"
