@@ -1,6 +1,6 @@
 import { Command, Option } from 'commander';
 import { addEtcdOptions, addServiceOptions, connectEtcd, type EtcdFlags, type ServiceFlags } from './common';
-import { parseHost, parsePort, parseTtl } from './parse';
+import { parseHost, parseName, parsePort, parseTtl } from './parse';
 import { GreeterServer } from '../services/greeter-server';
 import { componentLogger } from '../balancer/logger';
 import { serverCredentials, addServerTlsOptions, type ServerTlsFlags } from './tls';
@@ -10,6 +10,7 @@ interface ServerFlags extends EtcdFlags, ServiceFlags, ServerTlsFlags {
   host: string;
   ttl: number;
   register: boolean;
+  elect?: string;
 }
 
 export function serverCommand(): Command {
@@ -18,7 +19,8 @@ export function serverCommand(): Command {
     .addOption(new Option('--port <port>', 'port to listen on (0 picks a free one)').argParser(parsePort).makeOptionMandatory())
     .addOption(new Option('--host <host>', 'address to bind and advertise').default('127.0.0.1').argParser(parseHost))
     .addOption(new Option('--ttl <seconds>', 'lease TTL').default(10).argParser(parseTtl))
-    .option('--no-register', 'serve only; do not register in etcd');
+    .option('--no-register', 'serve only; do not register in etcd')
+    .addOption(new Option('--elect <name>', 'also campaign in election NAME: the leader builds the shared index (progress in progress/NAME), followers load it').argParser(parseName));
   addEtcdOptions(addServiceOptions(cmd));
   addServerTlsOptions(cmd);
   return cmd.action(async (flags: ServerFlags) => {
@@ -32,6 +34,7 @@ export function serverCommand(): Command {
       service: flags.service,
       ttlSeconds: flags.ttl,
       credentials: serverCredentials(flags),
+      elect: flags.elect,
     });
     let signalled = false;
     const onSignal = (sig: NodeJS.Signals) => {

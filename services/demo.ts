@@ -102,11 +102,15 @@ export class Demo {
     } else {
       this.cluster = await LocalEtcdCluster.start(3);
       this.endpoints = this.cluster.members.map((m) => m.endpoint);
-      this.record('etcd.started', { members: 3, endpoints: this.endpoints }, `started a local 3-member etcd cluster at ${this.endpoints.join(',')}`);
+      this.record('etcd.started', { members: 3, endpoints: this.endpoints, dataRoot: this.cluster.dataRoot }, `started a local 3-member etcd cluster at ${this.endpoints.join(',')}`);
     }
     this.client = createEtcdClient(opts.etcd ?? { endpoints: this.endpoints });
     // A previous demo against the same etcd may have left a finished index behind.
-    await this.client.delete().prefix(`${opts.election}/`).exec();
+    await Promise.all([
+      this.client.delete().prefix(`${opts.election}/`).exec(),
+      this.client.delete().key(`progress/${opts.election}`).exec(),
+      this.client.delete().key(`index/${opts.election}`).exec(),
+    ]);
 
     for (let i = 0; i < 3; i++) await this.startServer('started');
     registerEtcdResolver(this.client, 'demo');
@@ -115,10 +119,13 @@ export class Demo {
     const abort = new AbortController();
     opts.signal?.addEventListener('abort', () => abort.abort());
     const ticks: LoadTick[] = [];
+    // --duration covers the whole demo: the load gets what start-up left of it.
+    const loadStart = Date.now();
+    const loadMs = Math.max(5_000, opts.durationMs - (loadStart - this.start));
     const load = runLoad({
       client: greeter,
       concurrency: opts.concurrency,
-      durationMs: opts.durationMs,
+      durationMs: loadMs,
       deadlineMs: 1000,
       name: 'demo',
       signal: abort.signal,
@@ -129,7 +136,7 @@ export class Demo {
     });
     this.record('load.started', { concurrency: opts.concurrency, target: `etcd:///${opts.prefix}/${opts.service}` }, `load client: ${opts.concurrency} calls in flight through etcd:///${opts.prefix}/${opts.service}`);
 
-    const at = (fraction: number) => this.start + fraction * opts.durationMs;
+    const at = (fraction: number) => loadStart + fraction * loadMs;
     const steps: [number, () => Promise<void>][] = [
       [0.25, () => this.killLeaderOrFirst(ticks)],
       [0.5, () => this.restartKilled(ticks)],
@@ -182,7 +189,7 @@ export class Demo {
 
   private async startServer(how: 'started' | 'restarted' | 'added', port?: number): Promise<DemoServer> {
     const p = port ?? (await freePort());
-    const args = [MAIN_JS, 'server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3'];
+    const args = [MAIN_JS, 'server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.opts.election];
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' } });
     const addr = `127.0.0.1:${p}`;
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));

@@ -56,6 +56,11 @@ export class LocalEtcdCluster {
     return c;
   }
 
+  /** The temporary folder holding every member's data dir (removed by stop()). */
+  get dataRoot(): string {
+    return this.root;
+  }
+
   /** Comma-separated client endpoints, as --etcd / ETCD_ENDPOINTS take them. */
   get endpoints(): string {
     return this.members.map((m) => m.endpoint).join(',');

@@ -6,6 +6,7 @@ import type { Registration } from '../balancer/registration';
 import { MESH_SERVER_OPTIONS } from '../balancer/channel';
 import { StateCell } from '../balancer/state-cell';
 import { componentLogger, type Logger } from '../balancer/logger';
+import { IndexJob } from './index-job';
 
 /**
  * STARTING: binding and registering. SERVING: registered (or --no-register)
@@ -36,6 +37,8 @@ export interface GreeterServerOptions {
   quietMs?: number;
   /** Upper bound on waiting for in-flight calls after that, ms (default 5000). */
   drainTimeoutMs?: number;
+  /** Campaign in this election and share the index job (see index-job.ts). */
+  elect?: string;
 }
 
 /**
@@ -52,6 +55,7 @@ export class GreeterServer {
   private served = 0;
   private lastCallAt = 0;
   private stopping: Promise<void> | undefined;
+  private indexJob: IndexJob | undefined;
 
   constructor(private readonly opts: GreeterServerOptions) {
     this.log = componentLogger('greeter-server');
@@ -103,6 +107,10 @@ export class GreeterServer {
         metadata: { ...this.opts.metadata, pid: process.pid, startedAt: new Date().toISOString() },
       });
       await this.registration.start();
+      if (this.opts.elect) {
+        this.indexJob = new IndexJob(this.opts.etcd, { name: this.opts.elect, addr: this.addr, ttlSeconds: this.opts.ttlSeconds });
+        this.indexJob.start();
+      }
     }
     this.cell.set('SERVING', this.opts.etcd ? 'registered' : 'serving without registration (--no-register)', { addr: this.addr });
   }
@@ -116,7 +124,8 @@ export class GreeterServer {
   private async doShutdown(reason: string): Promise<void> {
     this.cell.set('DRAINING', reason);
     const t0 = Date.now();
-    if (this.registration) await this.registration.close();
+    // Leave the registry and the election together: clients and the next leader move at once.
+    await Promise.all([this.registration?.close(), this.indexJob?.close()]);
     const revokedMs = Date.now() - t0;
     // Clients drop us as soon as their watch delivers the delete; until then
     // they may still pick us, so keep answering until traffic goes quiet.

@@ -1,0 +1,167 @@
+import { EventEmitter } from 'node:events';
+import type { Etcd3 } from 'etcd3';
+import { componentLogger, type Logger } from '../balancer/logger';
+import { StateCell } from '../balancer/state-cell';
+import { Session } from './lock-session';
+import { Ticket, TicketLostError } from './lock-ticket';
+import { validateCoordinationName } from './lock-name';
+import { ElectionObserver, type LeaderInfo } from './election-observer';
+
+/**
+ * Leader election on etcd with the layout of Go's `concurrency.Election`, so
+ * it interoperates with `etcdctl elect NAME PROPOSAL` and `etcdctl elect -l
+ * NAME` both ways:
+ *
+ * - candidate key `NAME/<lease id hex>` holding the proposal, under a session
+ *   lease, created by a txn guarded by `create_revision == 0`;
+ * - the leader is the candidate with the lowest create revision;
+ * - a candidate waits for the deletion of the candidate just ahead of it
+ *   (Go's waitDeletes), so leadership passes in campaign order.
+ *
+ * Leadership ends by resign() (our key is deleted, the next candidate leads)
+ * or by loss: the session's lease expired or may have (no keepalive answer
+ * within the TTL — declared before etcd can expire it, so two leaders never
+ * both believe they lead), was revoked, or our key was deleted by hand. Loss
+ * moves the state to LOST and emits `lost` once; the work must stop at once.
+ * A new campaign() after a loss runs on a new session (lease).
+ */
+export type ElectionState = 'IDLE' | 'CAMPAIGNING' | 'LEADER' | 'LOST' | 'RESIGNED';
+
+export interface ElectionOptions {
+  /** Election name; keys live under `NAME/` exactly as for `etcdctl elect NAME`. */
+  name: string;
+  /** TTL (s) of each lease the election opens when no `session` is given (default 60, Go's default). */
+  ttlSeconds?: number;
+  /** A session to campaign under; never closed by the election. One campaign only, as in Go. */
+  session?: Session;
+  log?: Logger;
+}
+
+/** Our campaign key or its lease went away. */
+export class LeadershipLostError extends Error {
+  override name = 'LeadershipLostError';
+}
+
+export class Election extends EventEmitter {
+  readonly name: string;
+  private readonly prefix: string;
+  private readonly log: Logger;
+  private readonly cell: StateCell<ElectionState>;
+  private ticket: Ticket | undefined;
+  private ownSession: Session | undefined;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly opts: ElectionOptions,
+  ) {
+    super();
+    const bad = validateCoordinationName(opts.name);
+    if (bad) throw new Error(`invalid election name ${JSON.stringify(opts.name)}: ${bad}`);
+    this.name = opts.name;
+    this.prefix = `${opts.name}/`;
+    this.log = opts.log ?? componentLogger('election', { election: opts.name });
+    this.cell = new StateCell<ElectionState>('IDLE', this.log, 'election');
+    this.cell.on('change', (next: ElectionState, prev: ElectionState) => this.emit('state', next, prev));
+  }
+
+  get state(): ElectionState {
+    return this.cell.value;
+  }
+
+  /** Our candidate key, once written. */
+  get key(): string | undefined {
+    return this.ticket?.key;
+  }
+
+  /** Create revision of our candidate key: the term of our leadership. */
+  get revision(): string | undefined {
+    return this.ticket?.revision.toString();
+  }
+
+  /**
+   * Become a candidate with `value` and resolve once we lead. Rejects with
+   * LeadershipLostError if our key or lease goes while waiting, or with
+   * `signal.reason` on abort (our key is then deleted).
+   */
+  async campaign(value: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
+    if (!this.cell.is('IDLE', 'LOST', 'RESIGNED')) throw new Error(`election ${this.name}: campaign() while ${this.state}`);
+    this.cell.set('CAMPAIGNING', 'campaign() called', { value });
+    let ticket: Ticket | undefined;
+    try {
+      opts.signal?.throwIfAborted();
+      const session = this.opts.session ?? (this.ownSession = await Session.open(this.client, this.opts.ttlSeconds ?? 60, this.log));
+      ticket = await Ticket.take(this.client, this.prefix, session, value, this.log);
+      this.ticket = ticket;
+      this.log.info({ event: 'election.candidate', key: ticket.key, revision: ticket.revision.toString() }, `candidate ${ticket.key}`);
+      if (!ticket.headAtTakeIsUs) {
+        await ticket.waitTurn(opts.signal, (ahead) =>
+          this.log.debug({ event: 'election.wait', ahead: ahead.key.toString(), aheadRevision: ahead.create_revision }, 'waiting for the candidate ahead to go'),
+        );
+      }
+    } catch (err) {
+      await this.cleanup();
+      const lost = err instanceof TicketLostError;
+      this.cell.set(lost ? 'LOST' : 'RESIGNED', `campaign failed: ${err instanceof Error ? err.message : String(err)}`);
+      throw lost ? new LeadershipLostError(`election ${this.name}: ${err.message}`) : err;
+    }
+    const mine = ticket;
+    mine.once('lost', (reason: string) => this.onLost(mine, reason));
+    this.cell.set('LEADER', 'ours is the lowest create revision', { key: mine.key, revision: mine.revision.toString(), value });
+    this.emit('elected', value);
+    if (mine.lost) this.onLost(mine, 'lost while campaigning');
+  }
+
+  /** Change the value of our candidate key (seen by observers if we lead). */
+  async proclaim(value: string): Promise<void> {
+    if (!this.ticket || !this.cell.is('CAMPAIGNING', 'LEADER')) throw new Error(`election ${this.name}: proclaim() while ${this.state}`);
+    try {
+      await this.ticket.setValue(value);
+    } catch (err) {
+      if (err instanceof TicketLostError) throw new LeadershipLostError(`election ${this.name}: ${err.message}`);
+      throw err;
+    }
+  }
+
+  /** Give up leadership (or candidacy): our key is deleted, our own lease revoked. Idempotent; never throws. */
+  async resign(): Promise<void> {
+    if (this.cell.is('LEADER', 'CAMPAIGNING')) this.cell.set('RESIGNED', 'resign() called');
+    await this.cleanup();
+  }
+
+  /** The current leader, or undefined if there is no candidate. */
+  async leader(): Promise<LeaderInfo | undefined> {
+    const res = await this.client.getAll().prefix(this.prefix).sort('Create', 'Ascend').limit(1).exec();
+    const kv = res.kvs[0];
+    return kv && { key: kv.key.toString(), value: kv.value.toString(), createRevision: kv.create_revision };
+  }
+
+  /** Follow the leader of this election (call start() on the result). */
+  observe(log?: Logger): ElectionObserver {
+    return new ElectionObserver(this.client, this.name, log ?? this.log);
+  }
+
+  private onLost(ticket: Ticket, reason: string): void {
+    if (ticket !== this.ticket || !this.cell.is('LEADER')) return;
+    this.cell.set('LOST', reason, { key: ticket.key, revision: ticket.revision.toString() });
+    void this.cleanup();
+    this.emit('lost', new LeadershipLostError(`election ${this.name}: leadership lost: ${reason}`));
+  }
+
+  private async cleanup(): Promise<void> {
+    const ticket = this.ticket;
+    const session = this.ownSession;
+    this.ownSession = undefined;
+    try {
+      if (session) {
+        await ticket?.close();
+        await session.close();
+      } else if (ticket) {
+        await ticket.discard();
+      }
+    } catch (err) {
+      this.log.warn({ event: 'election.resign_failed', err: String(err) }, 'could not delete our candidate key; it goes when its lease expires');
+    }
+  }
+}
+
+export { ElectionObserver, type LeaderInfo };

@@ -1,0 +1,83 @@
+import { existsSync } from 'node:fs';
+import { connect } from 'node:net';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MeshProcess, runMesh } from './harness/mesh-process';
+
+interface DemoEvent {
+  t: number;
+  event: string;
+  [k: string]: unknown;
+}
+
+afterAll(() => MeshProcess.killAll());
+
+function portClosed(endpoint: string): Promise<boolean> {
+  const [host, port] = endpoint.split(':');
+  return new Promise((resolve) => {
+    const s = connect(Number(port), host);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', () => resolve(true));
+  });
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Nothing the demo started is left: greeters, etcd members, ports, data dirs. */
+async function expectNothingLeft(events: DemoEvent[]): Promise<void> {
+  const etcd = events.find((e) => e.event === 'etcd.started')!;
+  for (const ep of etcd.endpoints as string[]) expect(await portClosed(ep)).toBe(true);
+  expect(existsSync(etcd.dataRoot as string)).toBe(false);
+  const pids = events.filter((e) => /^server\.(started|restarted|added)$/.test(e.event)).map((e) => e.pid as number);
+  expect(pids.length).toBeGreaterThanOrEqual(3);
+  for (const pid of pids) expect(alive(pid)).toBe(false);
+}
+
+describe('mesh demo', () => {
+  it('runs end to end: zero failed calls, traffic leaves the killed leader and returns, a fourth joins, leadership moves, nothing left behind', async () => {
+    const res = await runMesh(['demo', '--duration', '16s', '--json'], {}, 60_000);
+    expect(res.code).toBe(0);
+    const summary = JSON.parse(res.stdout[res.stdout.length - 1]) as { ok: number; failed: number; events: DemoEvent[]; leaders: string[] };
+    const events = summary.events;
+    const names = events.map((e) => e.event);
+    console.log(`[demo] ok=${summary.ok} failed=${summary.failed} leaders=${summary.leaders.join(' -> ')}\n${events.map((e) => `  ${e.t}ms ${e.event}`).join('\n')}`);
+    expect(summary.failed).toBe(0);
+    expect(summary.ok).toBeGreaterThan(1000);
+    for (const e of ['etcd.started', 'leader.elected', 'server.killed', 'traffic.left', 'server.restarted', 'traffic.returned', 'server.added', 'traffic.rebalanced', 'leader.changed', 'index.loaded', 'cleanup.done']) {
+      expect(names).toContain(e);
+    }
+    const killed = events.find((e) => e.event === 'server.killed')!;
+    expect(killed.wasLeader).toBe(true);
+    expect(events.find((e) => e.event === 'traffic.left')!.addr).toBe(killed.addr);
+    expect(events.find((e) => e.event === 'traffic.returned')!.addr).toBe(killed.addr);
+    const changed = events.find((e) => e.event === 'leader.changed')!;
+    expect(changed.from).toBe(killed.addr);
+    expect(changed.to).not.toBe(killed.addr);
+    const rebalanced = events.find((e) => e.event === 'traffic.rebalanced')!;
+    expect(Object.keys(rebalanced.shares as object)).toHaveLength(4);
+    // Events are in order.
+    expect(events.map((e) => e.t)).toEqual([...events.map((e) => e.t)].sort((a, b) => a - b));
+    await expectNothingLeft(events);
+  });
+
+  it('Ctrl-C (SIGINT) mid-run stops everything and cleans up', async () => {
+    const demo = new MeshProcess(['demo', '--duration', '60s', '--json']);
+    await demo.waitForLog('demo.load.started', {}, 30_000);
+    demo.kill('SIGINT');
+    const { code } = await demo.exited;
+    expect(code).toBe(0);
+    const summary = JSON.parse(demo.stdout[demo.stdout.length - 1]) as { failed: number; events: DemoEvent[] };
+    expect(summary.failed).toBe(0);
+    expect(summary.events.map((e) => e.event)).toContain('cleanup.done');
+    await expectNothingLeft(summary.events);
+  });
+});
