@@ -17,7 +17,7 @@ export function rootLogger(): Logger {
     // Synchronous pretty stream: no worker thread, nothing lost on exit.
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const pretty = require('pino-pretty') as (o: object) => NodeJS.WritableStream;
-    root = pino({ level }, pretty({ destination: 2, sync: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname' }));
+    root = pino({ level }, pretty({ destination: 2, sync: true, singleLine: true, translateTime: 'HH:MM:ss.l', ignore: 'pid,hostname,event,from,to,reason' }));
   } else {
     root = pino({ level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
   }
