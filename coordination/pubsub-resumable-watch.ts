@@ -107,7 +107,10 @@ export class ResumableWatch extends EventEmitter {
   private open(reason: string): void {
     const epoch = ++this.epoch;
     this.cell.set('CONNECTING', reason, { fromRevision: this.next.toString() });
-    const w = this.client.watch().inRange({ start: this.range.start, end: this.range.end }).startRevision(this.next.toString()).watcher();
+    // A single key is watched with `.key()`: an empty range_end on the wire
+    // means "every key >= start" to etcd's range code (see command-kv.ts).
+    const b = this.client.watch();
+    const w = (this.range.end.length ? b.inRange({ start: this.range.start, end: this.range.end }) : b.key(this.range.start)).startRevision(this.next.toString()).watcher();
     this.watcher = w;
     w.on('connected', () => {
       if (epoch !== this.epoch) return;
@@ -134,15 +137,13 @@ export class ResumableWatch extends EventEmitter {
   }
 
   private onData(res: IWatchResponse): void {
-    if (res.events.length === 0) {
-      // A progress notification: etcd sends these only to watchers that have
-      // caught up, so every change up to header.revision has been delivered.
-      // Moving `next` up keeps a later resume from hitting compaction
-      // needlessly when the range itself is quiet.
-      const rev = BigInt(res.header.revision) + 1n;
-      if (rev > this.next) this.next = rev;
-      return;
-    }
+    // A response without events is a progress notification. Its revision is
+    // deliberately not used to move `next`: progress notifications have been
+    // out of step with the event stream in etcd releases (etcd-io/etcd#15220,
+    // #17507; our etcd is 3.4.23), and trusting one that ran ahead would skip
+    // events. The cost: on a quiet range, a resume after a compaction reports
+    // CompactedError although nothing may have been lost; it never hides a loss.
+    if (res.events.length === 0) return;
     const floor = this.next;
     const fresh: IEvent[] = res.events.filter((ev) => BigInt(ev.kv.mod_revision) >= floor);
     if (fresh.length === 0) return;

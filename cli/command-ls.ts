@@ -1,0 +1,81 @@
+import { Command, Option } from 'commander';
+import { addEtcdOptions, connectEtcd, type EtcdFlags } from './common';
+import { parseName, parsePrefix } from './parse';
+import { scanCluster, type ClusterView, type MonitorOptions } from '../coordination/monitor';
+import { componentLogger } from '../balancer/logger';
+
+/**
+ * `mesh ls [--service S] [--prefix P] [--election-prefix E] [--json]`: one
+ * read of services, endpoints (metadata, lease, TTL left), election leaders
+ * and lock holders. `--json` prints one ClusterView object (coordination/monitor.ts).
+ */
+
+export interface MonitorFlags extends EtcdFlags {
+  prefix: string;
+  service?: string;
+  electionPrefix?: string;
+  json: boolean;
+}
+
+/** The options `ls` and `top` share. */
+export function addMonitorOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--prefix <prefix>', 'registry key prefix').default('services').argParser(parsePrefix))
+    .addOption(new Option('--service <name>', 'only this service (default: all)').argParser(parseName))
+    .addOption(new Option('--election-prefix <prefix>', 'look for elections and locks only under this key prefix (default: whole keyspace)'))
+    .addOption(new Option('--json', 'JSON output').default(false));
+}
+
+export function monitorOptions(flags: MonitorFlags): MonitorOptions {
+  return { prefix: flags.prefix, service: flags.service, electionPrefix: flags.electionPrefix };
+}
+
+function ttlText(ttl: number | null): string {
+  if (ttl === null) return '-';
+  return ttl < 0 ? 'expired' : `${ttl}s`;
+}
+
+/** Printable form of a stored string: as is when plain, JSON-quoted when it has spaces or control bytes. */
+function shown(s: string): string {
+  return s !== '' && !/[\s\x00-\x1f\x7f"]/.test(s) ? s : JSON.stringify(s);
+}
+
+/** Left-aligned columns, two spaces apart; the last column is not padded. */
+export function table(rows: string[][]): string[] {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]))).join('  '));
+}
+
+/** The human view of a ClusterView (also `mesh top`'s screen). */
+export function renderView(v: ClusterView): string[] {
+  const lines: string[] = [];
+  const eps = v.services.flatMap((s) => s.endpoints.map((e) => [s.name, e.addr, ttlText(e.ttl), e.lease ?? '-', JSON.stringify(e.metadata)]));
+  if (eps.length) lines.push(...table([['SERVICE', 'ENDPOINT', 'TTL', 'LEASE', 'METADATA'], ...eps]));
+  else lines.push(`no services under ${v.prefix}/`);
+  lines.push('');
+  if (v.elections.length) lines.push(...table([['ELECTION', 'LEADER', 'TTL', 'CANDIDATES', 'KEY'], ...v.elections.map((e) => [e.name, shown(e.leader.value), ttlText(e.leader.ttl), String(e.candidates), e.leader.key])]));
+  else lines.push('no elections');
+  if (v.locks.length) {
+    lines.push('');
+    lines.push(...table([['LOCK', 'HOLDER', 'TTL', 'WAITERS'], ...v.locks.map((l) => [l.name, l.holder.key, ttlText(l.holder.ttl), String(l.waiters)])]));
+  }
+  if (v.invalid.length) {
+    lines.push('');
+    lines.push(...table([['INVALID RECORD', 'REASON'], ...v.invalid.map((i) => [i.key, i.reason])]));
+  }
+  return lines;
+}
+
+export function lsCommand(): Command {
+  const cmd = new Command('ls').description('list services, their endpoints (metadata, lease TTL left), election leaders and lock holders');
+  addEtcdOptions(addMonitorOptions(cmd));
+  return cmd.action(async (flags: MonitorFlags) => {
+    const etcd = await connectEtcd(flags);
+    try {
+      const view = await scanCluster(etcd, monitorOptions(flags), componentLogger('monitor'));
+      process.stdout.write(flags.json ? `${JSON.stringify(view)}\n` : `${renderView(view).join('\n')}\n`);
+    } finally {
+      etcd.close();
+    }
+  });
+}
