@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import type { Etcd3, IWatchResponse, Watcher } from 'etcd3';
+import type { Etcd3, IEvent } from 'etcd3';
+import { ResumableWatch, prefixRange } from './resumable-watch';
 import { DecodeError, decodeEndpoint, type EndpointRecord } from './endpoint-codec';
 import { StateCell } from './state-cell';
 import { Backoff } from './backoff';
@@ -29,9 +30,10 @@ export interface EndpointSnapshot {
  *   once per `minIntervalMs` (default 50 ms). A burst of N changes costs one
  *   or two updates, not N, which matters when each update rebuilds grpc-js's
  *   round_robin children for thousands of endpoints.
- * - A watch cancelled by etcd (compaction past our revision, member restart)
- *   is answered by a fresh Get and Watch; the new set replaces the old one
- *   whole, so nothing stale stays and nothing live is dropped.
+ * - A dropped stream resumes from the last applied event's revision + 1. A
+ *   watch that cannot resume (etcd compacted past that revision) is answered
+ *   by a fresh Get and Watch; the new set replaces the old one whole, so
+ *   nothing stale stays and nothing live is dropped.
  * - While etcd is unreachable nothing is delivered: the last set stands.
  * - Bad records are logged once with their key and left out.
  *
@@ -44,7 +46,7 @@ export class EndpointWatcher extends EventEmitter {
   private readonly log: Logger;
   private readonly records = new Map<string, EndpointRecord>();
   private readonly backoff = new Backoff(100, 1_000);
-  private watcher: Watcher | undefined;
+  private watch: ResumableWatch | undefined;
   private retryTimer: NodeJS.Timeout | undefined;
   private flushScheduled = false;
   private flushTimer: NodeJS.Timeout | undefined;
@@ -86,17 +88,15 @@ export class EndpointWatcher extends EventEmitter {
     this.cell.set('CLOSED', 'close() called');
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.flushTimer) clearTimeout(this.flushTimer);
-    const w = this.watcher;
-    this.watcher = undefined;
-    if (w) void w.cancel().catch(() => undefined);
+    this.watch?.close();
+    this.watch = undefined;
     this.removeAllListeners();
   }
 
   private async list(reason: string): Promise<void> {
     const epoch = ++this.epoch;
-    const old = this.watcher;
-    this.watcher = undefined;
-    if (old) void old.cancel().catch(() => undefined);
+    this.watch?.close();
+    this.watch = undefined;
     this.cell.set('LISTING', reason);
     try {
       const res = await this.client.getAll().prefix(this.keyPrefix).exec();
@@ -105,7 +105,7 @@ export class EndpointWatcher extends EventEmitter {
       for (const kv of res.kvs) this.apply('PUT', kv.key, kv.value);
       this.revision = res.header.revision;
       this.backoff.reset();
-      this.watchFrom(epoch, (BigInt(res.header.revision) + 1n).toString());
+      this.watchFrom(epoch, BigInt(res.header.revision) + 1n);
       this.cell.set('WATCHING', 'listed', { revision: this.revision, endpoints: this.records.size });
       this.scheduleFlush();
     } catch (err) {
@@ -117,39 +117,32 @@ export class EndpointWatcher extends EventEmitter {
     }
   }
 
-  private watchFrom(epoch: number, startRevision: string): void {
-    const w = this.client.watch().prefix(this.keyPrefix).startRevision(startRevision).watcher();
-    this.watcher = w;
-    w.on('data', (res: IWatchResponse) => {
+  private watchFrom(epoch: number, startRevision: bigint): void {
+    // ResumableWatch, not etcd3's own reconnect: etcd3 resumes from the
+    // revision of the last response header, which can skip catch-up events
+    // after a drop (see resumable-watch.ts). Ours resumes from the last
+    // event applied + 1, so no event is lost or applied twice.
+    const w = new ResumableWatch(this.client, prefixRange(this.keyPrefix), startRevision, this.log);
+    this.watch = w;
+    w.on('batch', (events: IEvent[], next: bigint) => {
       if (epoch !== this.epoch) return;
-      for (const ev of res.events) this.apply(ev.type, ev.kv.key, ev.kv.value);
-      this.revision = res.header.revision;
-      if (res.events.length > 0) this.scheduleFlush();
+      for (const ev of events) this.apply(ev.type, ev.kv.key, ev.kv.value);
+      this.revision = (next - 1n).toString();
+      this.scheduleFlush();
     });
-    // One warning per outage, not one per reconnect attempt.
-    let reported = false;
-    w.on('disconnected', (err: unknown) => {
-      if (epoch !== this.epoch || reported) return;
-      reported = true;
-      // etcd3 reconnects and resumes from the last revision it saw by itself.
-      this.log.warn({ event: 'watcher.disconnected', err: String(err), revision: this.revision }, 'watch stream lost; keeping the last set while etcd3 reconnects');
-    });
-    w.on('connected', () => {
+    w.on('error', (err: Error) => {
       if (epoch !== this.epoch) return;
-      if (reported) this.log.info({ event: 'watcher.reconnected', revision: this.revision }, 'watch stream open again');
-      reported = false;
-      this.log.debug({ event: 'watcher.connected', revision: this.revision }, 'watch stream open');
+      // History we needed was compacted while we were cut off: the set is
+      // rebuilt from a fresh Get, replacing the old one whole.
+      void this.list(`watch cannot resume: ${err.message}`);
     });
-    w.on('error', (err: unknown) => {
-      if (epoch !== this.epoch) return;
-      // etcd cancelled the watch (typically: our revision was compacted).
-      void this.list(`watch cancelled by etcd: ${String(err)}`);
-    });
+    w.start();
   }
 
   private apply(type: string, rawKey: Buffer, value: Buffer): void {
     const key = rawKey.toString('utf8');
-    if (type === 'Delete' || type === 'DELETE') {
+    // etcd3 types say 'Delete', the wire (proto enum names) says 'DELETE'.
+    if (type.toUpperCase() === 'DELETE') {
       this.records.delete(key);
       return;
     }

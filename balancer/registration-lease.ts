@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import type { Etcd3, Lease, Watcher } from 'etcd3';
+import type { Etcd3, IEvent, Lease } from 'etcd3';
+import { ResumableWatch } from './resumable-watch';
 import { encodeEndpoint, endpointKey } from './endpoint-codec';
 import type { Registration, RegistrationOptions, RegistrationState } from './registration';
 import { StateCell } from './state-cell';
@@ -22,7 +23,7 @@ export class LeaseRegistration extends EventEmitter implements Registration {
   private readonly cell: StateCell<RegistrationState>;
   private readonly log: Logger;
   private lease: Lease | undefined;
-  private watcher: Watcher | undefined;
+  private ownKeyWatch: ResumableWatch | undefined;
   private readonly backoff = new Backoff(50, 500);
   private retryTimer: NodeJS.Timeout | undefined;
   private firstRegistered: Promise<void> | undefined;
@@ -66,7 +67,6 @@ export class LeaseRegistration extends EventEmitter implements Registration {
         };
         this.on('state', onState);
       });
-      this.watchOwnKey();
       void this.grant('start');
     }
     return this.firstRegistered;
@@ -82,8 +82,8 @@ export class LeaseRegistration extends EventEmitter implements Registration {
     this.lease = undefined;
     this.generation++;
     if (this.retryTimer) clearTimeout(this.retryTimer);
-    const watcher = this.watcher;
-    this.watcher = undefined;
+    this.ownKeyWatch?.close();
+    this.ownKeyWatch = undefined;
     this.cell.set('CLOSED', 'close() called', { leaseId: this.currentLeaseId });
     // Revoke first: it is what removes the key, and what clients are waiting for.
     if (lease) {
@@ -95,7 +95,6 @@ export class LeaseRegistration extends EventEmitter implements Registration {
         this.log.warn({ event: 'registration.revoke_failed', err: String(err) }, 'revoke failed; the key will expire with its lease');
       }
     }
-    if (watcher) await watcher.cancel().catch(() => undefined);
     this.removeAllListeners('state');
   }
 
@@ -107,7 +106,7 @@ export class LeaseRegistration extends EventEmitter implements Registration {
     const lease = this.client.lease(this.opts.ttlSeconds);
     lease.on('lost', (err) => this.onLeaseLost(gen, err));
     try {
-      await lease.put(this.key).value(this.value).exec();
+      const put = await lease.put(this.key).value(this.value).exec();
       if (gen !== this.generation) {
         // close() (or a newer attempt) overtook us: this lease must not linger.
         await lease.revoke().catch(() => undefined);
@@ -116,6 +115,7 @@ export class LeaseRegistration extends EventEmitter implements Registration {
       this.lease = lease;
       this.currentLeaseId = await lease.grant();
       this.backoff.reset();
+      this.watchOwnKey(BigInt(put.header.revision) + 1n);
       this.cell.set('REGISTERED', 'key written under a live lease', { leaseId: this.currentLeaseId, ttl: this.opts.ttlSeconds });
     } catch (err) {
       // Revoke rather than release: if the put did land and only its answer
@@ -140,41 +140,51 @@ export class LeaseRegistration extends EventEmitter implements Registration {
    * Our key deleted while we hold a live lease (by hand, or by a lease expiry
    * we have not heard of yet): write it again under the current lease. If the
    * lease is in fact gone, etcd3 turns the put's failure into `lost`, and we
-   * grant anew.
+   * grant anew. The watch starts right after our own write and resumes from
+   * its last event across stream drops, so no deletion goes unseen; if etcd
+   * compacted past it while we were cut off, we simply write the key again.
    */
-  private watchOwnKey(): void {
-    const watcher = this.client.watch().key(this.key).watcher();
-    this.watcher = watcher;
-    watcher.on('delete', () => {
-      const lease = this.lease;
-      if (!lease || !this.cell.is('REGISTERED')) return;
-      const gen = this.generation;
-      this.log.warn({ event: 'registration.key_deleted', leaseId: this.currentLeaseId }, 'our key was deleted while the lease lives; writing it again');
-      lease
-        .put(this.key)
-        .value(this.value)
-        .exec()
-        .then(() => {
-          if (gen === this.generation) this.log.info({ event: 'registration.key_restored', leaseId: this.currentLeaseId }, 'key written again');
-        })
-        .catch((err) => {
-          // An invalid lease already emitted `lost`; anything else: start over.
-          if (gen === this.generation && this.cell.is('REGISTERED')) {
-            this.lease = undefined;
-            lease.release();
-            this.cell.set('LOST', `re-put after delete failed: ${String(err)}`);
-            void this.grant('re-put failed');
-          }
-        });
+  private watchOwnKey(fromRevision: bigint): void {
+    this.ownKeyWatch?.close();
+    const watch = new ResumableWatch(this.client, { start: Buffer.from(this.key), end: Buffer.alloc(0) }, fromRevision, this.log);
+    this.ownKeyWatch = watch;
+    watch.on('batch', (events: IEvent[]) => {
+      // etcd3 types say 'Delete', the wire (proto enum names) says 'DELETE'.
+      if (String(events[events.length - 1].type).toUpperCase() === 'DELETE') void this.restoreKey('our key was deleted while the lease lives');
     });
-    watcher.on('error', (err) => {
-      // Cancelled by etcd (compaction): watch again from now; the key's current
-      // state is re-checked by writing it if we are registered.
-      this.log.warn({ event: 'registration.watch_cancelled', err: String(err) }, 'own-key watch cancelled; watching again');
+    watch.on('error', (err: Error) => {
       if (this.cell.is('CLOSED')) return;
-      this.watchOwnKey();
-      const lease = this.lease;
-      if (lease && this.cell.is('REGISTERED')) void lease.put(this.key).value(this.value).exec().catch(() => undefined);
+      void this.restoreKey(`own-key watch cannot resume (${err.message})`).then((rev) => {
+        if (rev !== undefined) this.watchOwnKey(rev + 1n);
+      });
     });
+    watch.start();
+  }
+
+  /** Write our key again under the current lease; resolves with the write's revision. */
+  private restoreKey(reason: string): Promise<bigint | undefined> {
+    const lease = this.lease;
+    if (!lease || !this.cell.is('REGISTERED')) return Promise.resolve(undefined);
+    const gen = this.generation;
+    this.log.warn({ event: 'registration.key_deleted', leaseId: this.currentLeaseId, reason }, `${reason}; writing it again`);
+    return lease
+      .put(this.key)
+      .value(this.value)
+      .exec()
+      .then((res) => {
+        if (gen !== this.generation) return undefined;
+        this.log.info({ event: 'registration.key_restored', leaseId: this.currentLeaseId }, 'key written again');
+        return BigInt(res.header.revision);
+      })
+      .catch((err) => {
+        // An invalid lease already emitted `lost`; anything else: start over.
+        if (gen === this.generation && this.cell.is('REGISTERED')) {
+          this.lease = undefined;
+          lease.release();
+          this.cell.set('LOST', `re-put after delete failed: ${String(err)}`);
+          void this.grant('re-put failed');
+        }
+        return undefined;
+      });
   }
 }

@@ -3,7 +3,7 @@ import type { Etcd3 } from 'etcd3';
 import { addEtcdOptions, CommandFailure, connectEtcd, type EtcdFlags } from './common';
 import { intIn } from './parse';
 import { formatDel, formatGet, formatPut } from './kv-format';
-import { prefixRange } from '../coordination/pubsub-resumable-watch';
+import { prefixRange } from '../balancer/resumable-watch';
 
 /**
  * `mesh kv get|put|del`: etcdctl v3's commands with its flags and its

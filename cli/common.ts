@@ -1,4 +1,5 @@
 import { Command, Option } from 'commander';
+import { errorText } from '../balancer/etcd-errors';
 import type { Etcd3 } from 'etcd3';
 import { createEtcdClient, DEFAULT_ETCD_ENDPOINT, type EtcdConnectOptions } from '../balancer/etcd-client';
 import { parseEndpoints, parseName, parsePrefix, parsePositiveDuration } from './parse';
@@ -83,6 +84,4 @@ export async function connectEtcd(flags: EtcdFlags, endpoints?: string[]): Promi
   return client;
 }
 
-export function errorText(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0];
-}
+export { errorText };

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import type { Logger } from '../balancer/logger';
-import { sleep } from './lock-wait';
+import { cancelWatcher, sleep } from './lock-wait';
 
 /** Who leads an election: the candidate key with the lowest create revision. */
 export interface LeaderInfo {
@@ -100,7 +100,7 @@ export class ElectionObserver extends EventEmitter {
   private async resync(w: Watcher, reason: string): Promise<void> {
     if (this.closed || w !== this.watcher) return;
     this.log.warn({ event: 'election.observe_resync', err: reason }, 'election watch cancelled by etcd; listing again');
-    void w.cancel().catch(() => undefined);
+    void cancelWatcher(w);
     this.emit('resync', reason);
     for (let attempt = 0; !this.closed; attempt++) {
       try {
@@ -117,6 +117,6 @@ export class ElectionObserver extends EventEmitter {
     const w = this.watcher;
     this.watcher = undefined;
     this.removeAllListeners('leader');
-    if (w) await w.cancel().catch(() => undefined);
+    if (w) await cancelWatcher(w);
   }
 }

@@ -85,6 +85,7 @@ export class Election extends EventEmitter {
    */
   async campaign(value: string, opts: { signal?: AbortSignal } = {}): Promise<void> {
     if (!this.cell.is('IDLE', 'LOST', 'RESIGNED')) throw new Error(`election ${this.name}: campaign() while ${this.state}`);
+    this.ticket = undefined;
     this.cell.set('CAMPAIGNING', 'campaign() called', { value });
     let ticket: Ticket | undefined;
     try {
@@ -92,6 +93,8 @@ export class Election extends EventEmitter {
       const session = this.opts.session ?? (this.ownSession = await Session.open(this.client, this.opts.ttlSeconds ?? 60, this.log));
       ticket = await Ticket.take(this.client, this.prefix, session, value, this.log);
       this.ticket = ticket;
+      // resign() during the awaits above: give the fresh key up again.
+      if (this.cell.is('RESIGNED')) throw new Error(`election ${this.name}: resigned while campaigning`);
       this.log.info({ event: 'election.candidate', key: ticket.key, revision: ticket.revision.toString() }, `candidate ${ticket.key}`);
       if (!ticket.headAtTakeIsUs) {
         await ticket.waitTurn(opts.signal, (ahead) =>

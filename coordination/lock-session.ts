@@ -101,12 +101,14 @@ export class Session extends EventEmitter {
     const wasAlive = this.state === 'ALIVE';
     this.state = 'CLOSED';
     clearInterval(this.timer);
+    // A lost session already sent its revoke (markLost); do not wait on etcd again.
+    if (!wasAlive) return;
     try {
       await this.lease.revoke();
       this.log.debug({ event: 'session.revoked' }, 'lease revoked');
     } catch (err) {
       // Not fatal: the keys go when the lease expires, at most a TTL from now.
-      if (wasAlive) this.log.warn({ event: 'session.revoke_failed', err: String(err) }, `could not revoke lease; its keys expire within ${this.ttlSeconds}s`);
+      this.log.warn({ event: 'session.revoke_failed', err: String(err) }, `could not revoke lease; its keys expire within ${this.ttlSeconds}s`);
     }
   }
 

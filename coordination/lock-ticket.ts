@@ -28,6 +28,8 @@ export class Ticket extends EventEmitter {
   private readonly guard: KeyGuard;
   private lostReason: string | undefined;
   private closed = false;
+  /** Aborts a waitTurn() in progress when the ticket is closed (given up). */
+  private readonly closeAc = new AbortController();
   private readonly onSessionLost = (err: Error) => this.markLost(err.message);
 
   private constructor(
@@ -95,10 +97,13 @@ export class Ticket extends EventEmitter {
     const ac = new AbortController();
     const onAbort = () => ac.abort(signal!.reason);
     const onLost = (reason: string) => ac.abort(new TicketLostError(reason));
+    const onClose = () => ac.abort(this.closeAc.signal.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
+    this.closeAc.signal.addEventListener('abort', onClose, { once: true });
     this.once('lost', onLost);
     try {
       if (signal?.aborted) ac.abort(signal.reason);
+      if (this.closed) ac.abort(this.closeAc.signal.reason);
       await waitDeletes(this.client, this.prefix, this.revision - 1n, ac.signal, onWait);
       // Go re-reads its key here: a session that expired while we waited
       // must not be mistaken for a turn.
@@ -113,6 +118,7 @@ export class Ticket extends EventEmitter {
       throw ac.signal.aborted ? ac.signal.reason : err;
     } finally {
       signal?.removeEventListener('abort', onAbort);
+      this.closeAc.signal.removeEventListener('abort', onClose);
       this.off('lost', onLost);
     }
   }
@@ -132,6 +138,7 @@ export class Ticket extends EventEmitter {
   /** Stop guarding (no `lost` after this) without touching the key. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
+    if (!this.closeAc.signal.aborted) this.closeAc.abort(new Error(`ticket ${this.key} given up`));
     this.session.off('lost', this.onSessionLost);
     await this.guard.close();
   }

@@ -32,7 +32,7 @@ export async function waitDelete(client: Etcd3, key: string, rev: string, signal
       signal?.addEventListener('abort', onAbort, { once: true });
     });
     if (onAbort) signal?.removeEventListener('abort', onAbort);
-    await watcher.cancel().catch(() => undefined);
+    await cancelWatcher(watcher);
     if (outcome === 'deleted') return;
     if (outcome === 'aborted') throw signal!.reason;
     await sleep(RECHECK_MS, signal);
@@ -93,7 +93,7 @@ export class KeyGuard extends EventEmitter {
     w.once('error', (err: Error) => {
       if (this.closed) return;
       this.log.warn({ event: 'guard.watch_cancelled', key: this.key, err: String(err) }, 'own-key watch cancelled by etcd; re-reading the key');
-      void w.cancel().catch(() => undefined);
+      void cancelWatcher(w);
       void this.recheck();
     });
   }
@@ -123,8 +123,19 @@ export class KeyGuard extends EventEmitter {
     this.closed = true;
     const w = this.watcher;
     this.watcher = undefined;
-    if (w) await w.cancel().catch(() => undefined);
+    if (w) await cancelWatcher(w);
   }
+}
+
+/**
+ * Cancel a watcher without ever hanging teardown: etcd3 waits for etcd to
+ * confirm the cancel, which never comes while etcd is frozen or cut off.
+ * After `ms` we stop waiting (etcd3 drops the watcher on its next reconnect).
+ */
+export async function cancelWatcher(w: Watcher, ms = 1000): Promise<void> {
+  let t: NodeJS.Timeout | undefined;
+  await Promise.race([w.cancel().catch(() => undefined), new Promise<void>((r) => (t = setTimeout(r, ms)))]);
+  clearTimeout(t);
 }
 
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {

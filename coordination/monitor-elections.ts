@@ -1,5 +1,5 @@
 import type { Etcd3, IKeyValue } from 'etcd3';
-import type { KeyRange } from './pubsub-resumable-watch';
+import type { KeyRange } from '../balancer/resumable-watch';
 
 /**
  * Finding Go `concurrency.Election` (and `concurrency.Mutex`) state without

@@ -1,6 +1,6 @@
 import type { Etcd3 } from 'etcd3';
 import type { Logger } from '../balancer/logger';
-import { errorText } from './pubsub-errors';
+import { errorText } from '../balancer/etcd-errors';
 
 /**
  * Seconds left on each lease (ids in lower-case hex, as etcdctl prints

@@ -6,8 +6,8 @@ import { EndpointWatcher } from '../balancer/endpoint-watcher';
 import { componentLogger, type Logger } from '../balancer/logger';
 import { groupCandidates, mayBeCampaignKey, scanKeys } from './monitor-elections';
 import { leaseTtls } from './monitor-leases';
-import { errorText } from './pubsub-errors';
-import { ResumableWatch, prefixRange, type KeyRange } from './pubsub-resumable-watch';
+import { errorText } from '../balancer/etcd-errors';
+import { ResumableWatch, prefixRange, type KeyRange } from '../balancer/resumable-watch';
 
 /**
  * Cluster monitoring (the seed's "集群监控与Leader竞选"): what is alive, read

@@ -2,8 +2,8 @@ import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent, IKeyValue } from 'etcd3';
 import { Backoff } from '../balancer/backoff';
 import { componentLogger, type Logger } from '../balancer/logger';
-import { errorText } from './pubsub-errors';
-import { ResumableWatch } from './pubsub-resumable-watch';
+import { errorText } from '../balancer/etcd-errors';
+import { ResumableWatch } from '../balancer/resumable-watch';
 
 /**
  * Distributed notification (the seed's "分布式通知与协调"): a job reports its

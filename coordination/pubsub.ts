@@ -2,8 +2,8 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent } from 'etcd3';
 import { componentLogger, type Logger } from '../balancer/logger';
-import { CompactedError } from './pubsub-errors';
-import { ResumableWatch, prefixRange } from './pubsub-resumable-watch';
+import { CompactedError } from '../balancer/etcd-errors';
+import { ResumableWatch, prefixRange } from '../balancer/resumable-watch';
 
 export { CompactedError };
 

@@ -6,7 +6,7 @@ import { TcpProxy } from './harness/tcp-proxy';
 import { waitFor } from './harness/ports';
 import { createEtcdClient } from '../balancer/etcd-client';
 import { publish, Subscription, type Message } from '../coordination/pubsub';
-import { CompactedError } from '../coordination/pubsub-errors';
+import { CompactedError } from '../balancer/etcd-errors';
 
 let etcd: EtcdCluster;
 let client: Etcd3;

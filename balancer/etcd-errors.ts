@@ -1,5 +1,5 @@
 /**
- * Typed failures of the watch-based patterns (pub/sub, progress, monitor).
+ * Typed failures of the watch-based parts (resolver, pub/sub, progress, monitor).
  * They are delivered as values or `error` events, never swallowed.
  */
 

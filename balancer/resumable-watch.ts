@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent, IWatchResponse, Watcher } from 'etcd3';
-import { Backoff } from '../balancer/backoff';
-import { StateCell } from '../balancer/state-cell';
-import { componentLogger, type Logger } from '../balancer/logger';
-import { CompactedError, errorText } from './pubsub-errors';
+import { Backoff } from './backoff';
+import { StateCell } from './state-cell';
+import { componentLogger, type Logger } from './logger';
+import { CompactedError, errorText } from './etcd-errors';
 
 export { CompactedError };
 

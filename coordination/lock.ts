@@ -1,0 +1,187 @@
+import { EventEmitter } from 'node:events';
+import type { Etcd3, IKeyValue } from 'etcd3';
+import { componentLogger, type Logger } from '../balancer/logger';
+import { StateCell } from '../balancer/state-cell';
+import { Session } from './lock-session';
+import { Ticket, TicketLostError } from './lock-ticket';
+import { validateCoordinationName } from './lock-name';
+
+/**
+ * A distributed mutex on etcd with the key layout and algorithm of Go's
+ * `concurrency.Mutex`, so it excludes `etcdctl lock NAME` and Go programs
+ * both ways:
+ *
+ * - waiter key `NAME/<lease id hex>`, empty value, under a session lease,
+ *   created by a txn guarded by `create_revision == 0`;
+ * - the owner is the key with the lowest create revision under `NAME/`;
+ * - blocking and fair: each waiter waits for the deletion of the key just
+ *   before its own, so the lock passes in arrival (create revision) order;
+ * - `tryAcquire()` is Go's TryLock: if someone is ahead, our key is deleted
+ *   at once and LockHeldError names the holder.
+ *
+ * The fencing token is `revision`, the create revision of our key: strictly
+ * increasing across successive holders, so a resource that remembers the
+ * highest token it has seen can refuse a stale holder.
+ *
+ * Losing the lock: the session's lease expires (or may have: no keepalive
+ * answer within the TTL), is revoked, or our key is deleted by hand. The lock
+ * then goes to LOST and emits `lost` once; whoever works under it must stop.
+ */
+export type LockState = 'IDLE' | 'ACQUIRING' | 'WAITING' | 'HELD' | 'LOST' | 'RELEASED';
+
+export interface LockOptions {
+  /** Lock name; keys live under `NAME/` exactly as for `etcdctl lock NAME`. */
+  name: string;
+  /** TTL (s) of the lease opened when no `session` is given (default 60, Go's default). */
+  ttlSeconds?: number;
+  /** A session to hold the lock under; the lock never closes a session it did not open. */
+  session?: Session;
+  log?: Logger;
+}
+
+export interface AcquireOptions {
+  /** Abort the wait: the waiter key is deleted and acquire() rejects with signal.reason. */
+  signal?: AbortSignal;
+}
+
+/** tryAcquire() found the lock held. */
+export class LockHeldError extends Error {
+  override name = 'LockHeldError';
+  constructor(
+    readonly lockName: string,
+    /** Key of the current holder, e.g. `NAME/694d8b2f1c3a5e07`. */
+    readonly holderKey: string,
+    /** Create revision of the holder's key (its fencing token). */
+    readonly holderRevision: string,
+  ) {
+    super(`lock ${lockName} is held by ${holderKey} (revision ${holderRevision})`);
+  }
+}
+
+/** The lock (or the wait for it) ended because our key or lease went away. */
+export class LockLostError extends Error {
+  override name = 'LockLostError';
+}
+
+export class EtcdMutex extends EventEmitter {
+  readonly name: string;
+  private readonly prefix: string;
+  private readonly log: Logger;
+  private readonly cell: StateCell<LockState>;
+  private ticket: Ticket | undefined;
+  private ownSession: Session | undefined;
+  private releasing: Promise<void> | undefined;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly opts: LockOptions,
+  ) {
+    super();
+    const bad = validateCoordinationName(opts.name);
+    if (bad) throw new Error(`invalid lock name ${JSON.stringify(opts.name)}: ${bad}`);
+    this.name = opts.name;
+    this.prefix = `${opts.name}/`;
+    this.log = opts.log ?? componentLogger('lock', { lock: opts.name });
+    this.cell = new StateCell<LockState>('IDLE', this.log, 'lock');
+    this.cell.on('change', (next: LockState, prev: LockState) => this.emit('state', next, prev));
+  }
+
+  get state(): LockState {
+    return this.cell.value;
+  }
+
+  /** Our waiter/holder key, once written. */
+  get key(): string | undefined {
+    return this.ticket?.key;
+  }
+
+  /** Fencing token: create revision of our key (decimal string; compare as BigInt). */
+  get revision(): string | undefined {
+    return this.ticket?.revision.toString();
+  }
+
+  /** Lease id of the session holding the lock, hex. */
+  get leaseHex(): string | undefined {
+    return this.ticket?.session.leaseHex;
+  }
+
+  /** Block until the lock is ours (fair: arrival order). */
+  acquire(opts: AcquireOptions = {}): Promise<void> {
+    return this.lock(false, opts.signal);
+  }
+
+  /** Take the lock if nobody holds or waits for it; else LockHeldError, leaving no key behind. */
+  tryAcquire(): Promise<void> {
+    return this.lock(true);
+  }
+
+  private async lock(tryOnly: boolean, signal?: AbortSignal): Promise<void> {
+    if (!this.cell.is('IDLE', 'RELEASED', 'LOST')) throw new Error(`lock ${this.name} is ${this.state}; acquire() needs it IDLE, RELEASED or LOST`);
+    this.releasing = undefined;
+    this.ticket = undefined;
+    this.cell.set('ACQUIRING', tryOnly ? 'tryAcquire() called' : 'acquire() called');
+    let ticket: Ticket | undefined;
+    try {
+      signal?.throwIfAborted();
+      const session = this.opts.session ?? (this.ownSession = await Session.open(this.client, this.opts.ttlSeconds ?? 60, this.log));
+      ticket = await Ticket.take(this.client, this.prefix, session, '', this.log);
+      this.ticket = ticket;
+      // release() during the awaits above: give the fresh key up again.
+      if (this.cell.is('RELEASED')) throw new Error(`lock ${this.name} released while acquiring`);
+      if (!ticket.headAtTakeIsUs) {
+        const head = ticket.headAtTake!;
+        if (tryOnly) throw new LockHeldError(this.name, head.key.toString(), head.create_revision);
+        this.cell.set('WAITING', 'someone is ahead', { key: ticket.key, revision: ticket.revision.toString(), holder: head.key.toString() });
+        await ticket.waitTurn(signal, (ahead: IKeyValue) =>
+          this.log.debug({ event: 'lock.wait', ahead: ahead.key.toString(), aheadRevision: ahead.create_revision }, 'waiting for the key ahead to go'),
+        );
+      }
+    } catch (err) {
+      await this.cleanup();
+      const why = err instanceof TicketLostError ? new LockLostError(`lock ${this.name}: ${err.message}`) : err;
+      this.cell.set(err instanceof TicketLostError ? 'LOST' : 'RELEASED', `acquire failed: ${err instanceof Error ? err.message : String(err)}`);
+      throw why;
+    }
+    const held = ticket;
+    held.once('lost', (reason: string) => this.onLost(held, reason));
+    this.cell.set('HELD', 'ours is the lowest create revision', { key: held.key, revision: held.revision.toString() });
+    if (held.lost) this.onLost(held, 'lost while acquiring');
+  }
+
+  private onLost(ticket: Ticket, reason: string): void {
+    if (ticket !== this.ticket || !this.cell.is('HELD')) return;
+    this.cell.set('LOST', reason, { key: ticket.key, revision: ticket.revision.toString() });
+    void this.cleanup();
+    this.emit('lost', new LockLostError(`lock ${this.name} lost: ${reason}`));
+  }
+
+  /**
+   * Give the lock up (or stop waiting): our key is deleted, and the session,
+   * if the lock opened it, is revoked. Idempotent; never throws (if etcd is
+   * unreachable the key goes when the lease expires).
+   */
+  release(): Promise<void> {
+    if (!this.releasing) {
+      if (this.cell.is('HELD', 'WAITING', 'ACQUIRING')) this.cell.set('RELEASED', 'release() called');
+      this.releasing = this.cleanup();
+    }
+    return this.releasing;
+  }
+
+  private async cleanup(): Promise<void> {
+    const ticket = this.ticket;
+    const session = this.ownSession;
+    this.ownSession = undefined;
+    try {
+      // Revoking our own lease deletes the key too, in one RPC.
+      if (session) {
+        await ticket?.close();
+        await session.close();
+      } else if (ticket) {
+        await ticket.discard();
+      }
+    } catch (err) {
+      this.log.warn({ event: 'lock.release_failed', err: String(err) }, 'could not delete the lock key; it goes when its lease expires');
+    }
+  }
+}
