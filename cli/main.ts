@@ -60,6 +60,11 @@ export async function checkArgs(args: string[]): Promise<string | undefined> {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // `mesh ... | head`: a closed stdout is the reader's choice, not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
   const program = buildProgram();
   try {
     await program.parseAsync(argv);
