@@ -34,12 +34,38 @@ const OP_ADD = 0;
 
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9._-]+):([0-9]{1,5})$/;
 
-/** True when `addr` is `host:port` (IPv6 bracketed) with a port in 1..65535. */
+/** True when `addr` is `host:port` (IPv6 bracketed) with a port in 1..65535 and a host DNS could hold (<= 253 chars, labels <= 63). */
 export function isHostPort(addr: string): boolean {
   const m = HOST_PORT.exec(addr);
   if (!m) return false;
+  const host = m[1];
+  if (!host.startsWith('[') && (host.length > 253 || host.split('.').some((label) => label.length === 0 || label.length > 63))) return false;
   const port = Number(m[2]);
   return port >= 1 && port <= 65535;
+}
+
+/** Deepest JSON nesting a record may have; real Metadata is a few levels deep. */
+export const MAX_RECORD_DEPTH = 64;
+
+/**
+ * Nesting depth of a JSON text, found by one scan (strings skipped), so a
+ * pathological record is refused before anything recurses over it (parsing,
+ * logging, pretty-printing in `mesh ls`).
+ */
+function jsonDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c) i++; // backslash: skip the escaped character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x7b || c === 0x5b) max = Math.max(max, ++depth);
+    else if (c === 0x7d || c === 0x5d) depth--;
+  }
+  return max;
 }
 
 /** The key a backend registers under. */
@@ -66,9 +92,11 @@ export function decodeEndpoint(key: string, value: Buffer | string): EndpointRec
   const size = typeof value === 'string' ? Buffer.byteLength(value) : value.length;
   if (size === 0) return new DecodeError(key, 'empty value');
   if (size > MAX_RECORD_BYTES) return new DecodeError(key, `value of ${size} bytes exceeds ${MAX_RECORD_BYTES}`);
+  const text = typeof value === 'string' ? value : value.toString('utf8');
+  if (jsonDepth(text) > MAX_RECORD_DEPTH) return new DecodeError(key, `value is nested deeper than ${MAX_RECORD_DEPTH} levels`);
   let parsed: unknown;
   try {
-    parsed = JSON.parse(typeof value === 'string' ? value : value.toString('utf8'));
+    parsed = JSON.parse(text);
   } catch {
     return new DecodeError(key, 'value is not JSON');
   }

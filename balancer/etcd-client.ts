@@ -3,6 +3,7 @@ import { isIP } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import { Etcd3, IOptions, isRecoverableError } from 'etcd3';
 import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, retry } from 'cockatiel';
+import { WatchManager } from 'etcd3/lib/watch';
 
 /**
  * How to reach etcd: the same knobs etcdctl has. One builder for every part
@@ -85,7 +86,61 @@ export function createEtcdClient(opts: EtcdConnectOptions): Etcd3 {
     const { username, password } = splitUser(opts.user, opts.password);
     options.auth = { username, password, callOptions: () => ({ deadline: Date.now() + timeout }) };
   }
+  patchEtcd3WatchCreateFailure();
   return new Etcd3(options);
+}
+
+/** The parts of etcd3's (internal) WatchManager the patch below touches. */
+interface WatchManagerInternals {
+  client: { client?: { authenticator?: { invalidateMetadata?: () => void } } };
+  watchers: { id: string | null; emit(event: string, ...args: unknown[]): boolean }[];
+  queue?: { queue: unknown[]; readQueue(): void };
+  handleCreatedResponse(res: { canceled?: boolean; cancel_reason?: string; created?: boolean }): void;
+  handleCancelResponse(watcher: unknown, res: unknown): void;
+  handleError(err: Error): void;
+  destroyStream(): void;
+}
+
+let watchPatched = false;
+
+/**
+ * Work around two etcd3 1.1.2 bugs in its shared watch stream, both hit by
+ * a watch whose creation etcd refuses (answer `created` + `canceled`), which
+ * is how etcd answers a watch it may not allow: "permission denied", or
+ * "invalid auth token" on a stream opened with a token etcd no longer
+ * knows (every token after an etcd restart; any token idle past
+ * --auth-token-ttl):
+ * - etcd3 never advances its attach queue past the refused watcher, so every
+ *   later watch on that stream waits for its `created` answer forever (a
+ *   resolver that never sees another change, with no error);
+ * - etcd3 keeps the stale token: the stream, and each retry, is refused again.
+ * Here a refused creation leaves the queue and the next watcher is attached;
+ * for an auth-token refusal the cached token is dropped and the stream
+ * re-established (its watchers see `disconnected`, as after any stream loss,
+ * and re-attach with a fresh token). Idempotent; applied on first client.
+ */
+function patchEtcd3WatchCreateFailure(): void {
+  if (watchPatched) return;
+  watchPatched = true;
+  const proto = WatchManager.prototype as unknown as WatchManagerInternals;
+  const original = proto.handleCreatedResponse;
+  proto.handleCreatedResponse = function (this: WatchManagerInternals, res) {
+    if (!res.canceled || !this.queue) {
+      original.call(this, res);
+      return;
+    }
+    if (/invalid auth token|auth token|Unauthenticated/i.test(res.cancel_reason ?? '')) {
+      this.client.client?.authenticator?.invalidateMetadata?.();
+      this.handleError(new Error(`etcd refused the watch stream's auth token (${res.cancel_reason}); reconnecting with a fresh one`));
+      return;
+    }
+    const queue = this.queue;
+    const watcher = queue.queue.shift() ?? this.watchers.find((w) => w.id === null);
+    if (watcher) this.handleCancelResponse(watcher, res);
+    if (this.queue !== queue) return; // the stream was replaced meanwhile
+    if (this.watchers.length === 0) this.destroyStream();
+    else queue.readQueue();
+  };
 }
 
 /** `name:password` or `name` (+ separate password), as etcdctl --user / --password. */

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent, Lease } from 'etcd3';
+import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError } from 'etcd3';
 import { ResumableWatch } from './resumable-watch';
 import { encodeEndpoint, endpointKey } from './endpoint-codec';
 import type { Registration, RegistrationOptions, RegistrationState } from './registration';
@@ -27,6 +28,10 @@ export class LeaseRegistration extends EventEmitter implements Registration {
   private readonly backoff = new Backoff(50, 500);
   private retryTimer: NodeJS.Timeout | undefined;
   private firstRegistered: Promise<void> | undefined;
+  /** Set once the key was first written; before that, a refusal by etcd fails start(). */
+  private registeredOnce = false;
+  /** Why etcd refused the first registration (permission, credentials): start() rejects with it. */
+  private refusal: Error | undefined;
   private closing: Promise<void> | undefined;
   /** Bumped on every new grant attempt so stale callbacks of older leases do nothing. */
   private generation = 0;
@@ -62,7 +67,7 @@ export class LeaseRegistration extends EventEmitter implements Registration {
             resolve();
           } else if (next === 'CLOSED') {
             this.off('state', onState);
-            reject(new Error(`registration of ${this.key} closed before it completed`));
+            reject(this.refusal ?? new Error(`registration of ${this.key} closed before it completed`));
           }
         };
         this.on('state', onState);
@@ -115,6 +120,7 @@ export class LeaseRegistration extends EventEmitter implements Registration {
       this.lease = lease;
       this.currentLeaseId = await lease.grant();
       this.backoff.reset();
+      this.registeredOnce = true;
       this.watchOwnKey(BigInt(put.header.revision) + 1n);
       this.cell.set('REGISTERED', 'key written under a live lease', { leaseId: this.currentLeaseId, ttl: this.opts.ttlSeconds });
     } catch (err) {
@@ -122,6 +128,16 @@ export class LeaseRegistration extends EventEmitter implements Registration {
       // was lost, the orphan lease would otherwise hold a key for a full TTL.
       void lease.revoke().catch(() => undefined);
       if (gen !== this.generation) return;
+      // etcd answered and said no (the role may not write the key, wrong
+      // password): retrying cannot help a first registration, so start()
+      // fails with etcd's reason instead of retrying forever. Once registered,
+      // the same refusal (a role revoked later) is retried like any failure.
+      if (!this.registeredOnce && (err instanceof EtcdPermissionDeniedError || err instanceof EtcdAuthenticationFailedError || err instanceof EtcdUserNotFoundError)) {
+        this.refusal = err;
+        this.log.warn({ event: 'registration.refused', err: String(err) }, 'etcd refused the registration; giving up');
+        void this.close();
+        return;
+      }
       const delay = this.backoff.next();
       this.log.warn({ event: 'registration.grant_failed', err: String(err), retryInMs: delay }, 'could not register; retrying');
       this.retryTimer = setTimeout(() => void this.grant('retry after failure'), delay);

@@ -1,9 +1,10 @@
 import { Command, Option } from 'commander';
 import { addEtcdOptions, addServiceOptions, connectEtcd, errorText, type EtcdFlags, type ServiceFlags } from './common';
-import { intIn, parseDuration, parsePositiveDuration } from './parse';
+import { intIn, parseDuration, parsePositiveDuration, parseTarget } from './parse';
 import { addClientTlsOptions, clientCredentials, type ClientTlsFlags } from './tls';
 import { createGreeterClient, sayHello } from '../services/greeter-client';
 import { registerEtcdResolver } from '../balancer/resolver-etcd';
+import { servicePrefix } from '../balancer/endpoint-codec';
 
 interface ClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags {
   name: string;
@@ -20,14 +21,16 @@ export function clientCommand(): Command {
     .addOption(new Option('--interval <duration>', 'pause between calls').default(1000, '1s').argParser(parseDuration))
     .addOption(new Option('--count <n>', 'stop after n calls (default: until Ctrl-C)').argParser(intIn(1, 1_000_000_000)))
     .addOption(new Option('--deadline <duration>', 'deadline of each call, retries included').default(1000, '1s').argParser(parsePositiveDuration))
-    .addOption(new Option('--target <target>', 'any grpc-js target instead of the etcd resolver'));
+    .addOption(new Option('--target <target>', 'any grpc-js target instead of the etcd resolver').argParser(parseTarget));
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   return cmd.action(async (flags: ClientFlags) => {
-    const etcd = flags.target ? undefined : await connectEtcd(flags);
-    if (etcd) registerEtcdResolver(etcd);
-    const tls = clientCredentials(flags);
     const target = flags.target ?? `etcd:///${flags.prefix}/${flags.service}`;
+    // Usage errors first (bad certificate files), then etcd: the probe reads
+    // the service's prefix, which is all a client's role needs.
+    const tls = clientCredentials(flags, target);
+    const etcd = flags.target ? undefined : await connectEtcd(flags, undefined, { readPrefix: servicePrefix(flags.prefix, flags.service) });
+    if (etcd) registerEtcdResolver(etcd);
     const client = createGreeterClient(target, tls.credentials, {}, tls.options);
     let stop = false;
     const onSignal = () => (stop = true);

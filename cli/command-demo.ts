@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { addEtcdOptions, addServiceOptions, configuredEndpoints, connectOptions, type EtcdFlags, type ServiceFlags } from './common';
+import { addEtcdOptions, addServiceOptions, configuredEndpoints, connectEtcd, connectOptions, type EtcdFlags, type ServiceFlags } from './common';
 import { intIn, parseName, parsePositiveDuration } from './parse';
 import { Demo } from '../services/demo';
 
@@ -20,6 +20,8 @@ export function demoCommand(): Command {
   addEtcdOptions(addServiceOptions(cmd));
   return cmd.action(async (flags: DemoFlags) => {
     const endpoints = configuredEndpoints(flags);
+    // An existing cluster must answer (and accept our credentials) before anything starts.
+    if (endpoints) (await connectEtcd(flags, endpoints)).close();
     const abort = new AbortController();
     const demo = new Demo({
       etcd: endpoints ? connectOptions(flags, endpoints) : undefined,

@@ -1,11 +1,12 @@
 import { Command, Option } from 'commander';
 import { addEtcdOptions, addServiceOptions, connectEtcd, type EtcdFlags, type ServiceFlags } from './common';
-import { intIn, parsePositiveDuration } from './parse';
+import { intIn, parsePositiveDuration, parseTarget } from './parse';
 import { addClientTlsOptions, clientCredentials, type ClientTlsFlags } from './tls';
 import { createGreeterClient } from '../services/greeter-client';
 import { runLoad, type LoadReport } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
 import { registerEtcdResolver } from '../balancer/resolver-etcd';
+import { servicePrefix } from '../balancer/endpoint-codec';
 
 interface LoadFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags {
   concurrency: number;
@@ -22,16 +23,18 @@ export function loadCommand(): Command {
     .addOption(new Option('--concurrency <n>', 'calls in flight').default(16).argParser(intIn(1, 10_000)))
     .addOption(new Option('--duration <duration>', 'how long to run').default(10_000, '10s').argParser(parsePositiveDuration))
     .addOption(new Option('--deadline <duration>', 'deadline of each call, retries and hedges included').default(1000, '1s').argParser(parsePositiveDuration))
-    .addOption(new Option('--target <target>', 'any grpc-js target (e.g. ipv4:127.0.0.1:50051,127.0.0.1:50052) instead of the etcd resolver'))
+    .addOption(new Option('--target <target>', 'any grpc-js target (e.g. ipv4:127.0.0.1:50051,127.0.0.1:50052) instead of the etcd resolver').argParser(parseTarget))
     .addOption(new Option('--name <name>', 'name sent in each request').default('load'))
     .option('--json', 'print one JSON summary object as the last stdout line', false);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   return cmd.action(async (flags: LoadFlags) => {
-    const etcd = flags.target ? undefined : await connectEtcd(flags);
-    if (etcd) registerEtcdResolver(etcd);
-    const tls = clientCredentials(flags);
     const target = flags.target ?? `etcd:///${flags.prefix}/${flags.service}`;
+    // Usage errors first (bad certificate files), then etcd: the probe reads
+    // the service's prefix, which is all a client's role needs.
+    const tls = clientCredentials(flags, target);
+    const etcd = flags.target ? undefined : await connectEtcd(flags, undefined, { readPrefix: servicePrefix(flags.prefix, flags.service) });
+    if (etcd) registerEtcdResolver(etcd);
     const client = createGreeterClient(target, tls.credentials, {}, tls.options);
     const view = flags.json ? undefined : new TrafficView();
     const abort = new AbortController();

@@ -1,5 +1,8 @@
 import { Command, Option } from 'commander';
-import { addEtcdOptions, addServiceOptions, connectEtcd, type EtcdFlags, type ServiceFlags } from './common';
+import { EtcdPermissionDeniedError } from 'etcd3';
+import { addEtcdOptions, addServiceOptions, CommandFailure, connectEtcd, errorText, type EtcdFlags, type ServiceFlags } from './common';
+import { servicePrefix } from '../balancer/endpoint-codec';
+import { splitUser } from '../balancer/etcd-client';
 import { parseHost, parseName, parsePort, parseTtl } from './parse';
 import { GreeterServer } from '../services/greeter-server';
 import { componentLogger } from '../balancer/logger';
@@ -25,7 +28,10 @@ export function serverCommand(): Command {
   addServerTlsOptions(cmd);
   return cmd.action(async (flags: ServerFlags) => {
     const log = componentLogger('cli');
-    const etcd = flags.register ? await connectEtcd(flags) : undefined;
+    // Usage errors first (bad certificate files), then etcd: the probe reads
+    // our own prefix, which the server's role may; nothing else.
+    const credentials = serverCredentials(flags);
+    const etcd = flags.register ? await connectEtcd(flags, undefined, { readPrefix: servicePrefix(flags.prefix, flags.service), needs: 'readwrite' }) : undefined;
     const server = new GreeterServer({
       host: flags.host,
       port: flags.port,
@@ -33,7 +39,7 @@ export function serverCommand(): Command {
       prefix: flags.prefix,
       service: flags.service,
       ttlSeconds: flags.ttl,
-      credentials: serverCredentials(flags),
+      credentials,
       elect: flags.elect,
     });
     let signalled = false;
@@ -56,7 +62,11 @@ export function serverCommand(): Command {
       await server.start();
     } catch (err) {
       etcd?.close();
-      throw err;
+      if (err instanceof EtcdPermissionDeniedError) {
+        const who = flags.user !== undefined ? `etcd user ${JSON.stringify(splitUser(flags.user).username)}` : 'this etcd client (no --user)';
+        throw new CommandFailure(`${who} may not register under ${servicePrefix(flags.prefix, flags.service)} (permission denied): the server's role needs readwrite on that prefix`);
+      }
+      throw new CommandFailure(errorText(err));
     }
     // Keep the process alive until a signal: the gRPC server's handles do that.
   });

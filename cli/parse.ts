@@ -1,4 +1,7 @@
+import { accessSync, constants, statSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from 'commander';
+import { registerEtcdResolver } from '../balancer/resolver-etcd';
 import { isHostPort } from '../balancer/endpoint-codec';
 
 /**
@@ -8,10 +11,17 @@ import { isHostPort } from '../balancer/endpoint-codec';
 
 const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
+/** Longest duration a flag takes: Node timers cannot wait longer than 2^31-1 ms (about 24.8 days). */
+export const MAX_DURATION_MS = 596 * 3_600_000;
+
 /** Go-style duration (`500ms`, `1s`, `1.5s`, `2m`, `1m30s`); a bare number means seconds. Returns ms. */
 export function parseDuration(value: string): number {
   const v = value.trim();
-  if (/^\d+(\.\d+)?$/.test(v)) return Number(v) * 1000;
+  if (/^\d+(\.\d+)?$/.test(v)) {
+    const ms = Number(v) * 1000;
+    if (ms > MAX_DURATION_MS) throw new InvalidArgumentError(`${JSON.stringify(value)} is too long (at most ${MAX_DURATION_MS / 3_600_000}h)`);
+    return ms;
+  }
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
   let total = 0;
   let consumed = 0;
@@ -21,6 +31,7 @@ export function parseDuration(value: string): number {
     consumed = m.index + m[0].length;
   }
   if (v === '' || consumed !== v.length) throw new InvalidArgumentError(`${JSON.stringify(value)} is not a duration (e.g. 500ms, 1s, 2m)`);
+  if (total > MAX_DURATION_MS) throw new InvalidArgumentError(`${JSON.stringify(value)} is too long (at most ${MAX_DURATION_MS / 3_600_000}h)`);
   return total;
 }
 
@@ -75,5 +86,53 @@ export function parseEndpoints(value: string): string[] {
 /** A host name or IP address to bind/advertise. */
 export function parseHost(value: string): string {
   if (!/^[A-Za-z0-9._:-]+$/.test(value) || value === '') throw new InvalidArgumentError(`${JSON.stringify(value)} is not a host name or IP address`);
+  return value;
+}
+
+/**
+ * A service name: one key segment that is also usable as a host name, since
+ * the resolver's default authority (and so the name a TLS certificate must
+ * carry) is the service name. Letters, digits, `.`, `_`, `-`; at most 253.
+ */
+export function parseServiceName(value: string): string {
+  parseName(value);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(value) || value.length > 253) {
+    throw new InvalidArgumentError(`${JSON.stringify(value)} is not a service name (letters, digits, ".", "_", "-"; starting with a letter or digit)`);
+  }
+  return value;
+}
+
+/** A file that exists and is readable (certificates, keys). */
+export function parseFileArg(value: string): string {
+  if (value === '') throw new InvalidArgumentError('must not be empty');
+  try {
+    if (statSync(value).isDirectory()) throw new InvalidArgumentError(`${value} is a directory, not a file`);
+    accessSync(value, constants.R_OK);
+  } catch (err) {
+    if (err instanceof InvalidArgumentError) throw err;
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new InvalidArgumentError(`cannot read ${value}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' ? 'permission denied' : (err as Error).message}`);
+  }
+  return value;
+}
+
+/** A TLS server name to verify (a DNS name or an IP address). */
+export function parseServerName(value: string): string {
+  if (!/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(value) && !/^[0-9a-fA-F:.]+$/.test(value)) {
+    throw new InvalidArgumentError(`${JSON.stringify(value)} is not a host name`);
+  }
+  return value;
+}
+
+/** A grpc-js target (`ipv4:127.0.0.1:50051,...`, `dns:host:port`, `etcd:///prefix/service`...), checked by grpc-js itself. */
+export function parseTarget(value: string): string {
+  if (value.trim() === '') throw new InvalidArgumentError('must not be empty');
+  registerEtcdResolver();
+  try {
+    // An idle channel: parses the target and builds its resolver, connects nothing.
+    new grpc.Channel(value, grpc.credentials.createInsecure(), {}).close();
+  } catch (err) {
+    throw new InvalidArgumentError(`${JSON.stringify(value)} is not a gRPC target: ${(err as Error).message.split('\n')[0]}`);
+  }
   return value;
 }

@@ -189,7 +189,7 @@ export class Demo {
 
   private async startServer(how: 'started' | 'restarted' | 'added', port?: number): Promise<DemoServer> {
     const p = port ?? (await freePort());
-    const args = [MAIN_JS, 'server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.opts.election];
+    const args = [MAIN_JS, 'server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.opts.election, ...credentialArgs(this.opts.etcd)];
     const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' } });
     const addr = `127.0.0.1:${p}`;
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));
@@ -273,6 +273,19 @@ export class Demo {
     for (const s of this.servers) s.proc.kill('SIGKILL');
     for (const m of this.cluster?.members ?? []) m.proc?.kill('SIGKILL');
   }
+}
+
+/** The etcd TLS/auth flags of the demo, handed on to the greeters it starts. */
+function credentialArgs(etcd: EtcdConnectOptions | undefined): string[] {
+  if (!etcd) return [];
+  const flags: [string, string | undefined][] = [
+    ['--cacert', etcd.cacert],
+    ['--cert', etcd.cert],
+    ['--key', etcd.key],
+    ['--user', etcd.user],
+    ['--password', etcd.password],
+  ];
+  return flags.flatMap(([flag, value]) => (value === undefined ? [] : [flag, value]));
 }
 
 function shares(t: LoadTick): Record<string, number> {

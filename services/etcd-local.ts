@@ -17,6 +17,27 @@ export interface EtcdMember {
   dataDir: string;
   proc: ChildProcess | undefined;
   log: string[];
+  /** Plain-http URL serving /health when clients use TLS (`--listen-metrics-urls`). */
+  metricsUrl?: string;
+}
+
+/** Client-facing TLS for a LocalEtcdCluster (peers stay plain http on loopback). */
+export interface LocalEtcdTls {
+  /** etcd's server certificate and key (PEM); the certificate must name 127.0.0.1. */
+  cert: string;
+  key: string;
+  /** CA that signed the certificates: etcdctl's --cacert, and etcd's --trusted-ca-file with clientCertAuth. */
+  ca: string;
+  /** Require client certificates signed by `ca` (etcd --client-cert-auth). */
+  clientCertAuth?: boolean;
+  /** Client certificate and key that etcdctl() uses (needed with clientCertAuth). */
+  clientCert?: string;
+  clientKey?: string;
+}
+
+export interface LocalEtcdOptions {
+  /** Serve clients over https with these files; without it everything is plain http, as before. */
+  tls?: LocalEtcdTls;
 }
 
 /**
@@ -32,17 +53,23 @@ export class LocalEtcdCluster {
   private initialCluster = '';
   private stopped = false;
 
-  private constructor(readonly size: number, private readonly extraArgs: string[]) {
+  private constructor(
+    readonly size: number,
+    private readonly extraArgs: string[],
+    private readonly options: LocalEtcdOptions = {},
+  ) {
     this.root = mkdtempSync(path.join(tmpdir(), 'etcd-mesh-test-'));
   }
 
-  static async start(size = 1, extraArgs: string[] = []): Promise<LocalEtcdCluster> {
-    const c = new LocalEtcdCluster(size, extraArgs);
+  static async start(size = 1, extraArgs: string[] = [], options: LocalEtcdOptions = {}): Promise<LocalEtcdCluster> {
+    const c = new LocalEtcdCluster(size, extraArgs, options);
+    const scheme = options.tls ? 'https' : 'http';
     for (let i = 0; i < size; i++) {
       const [cp, pp] = [await freePort(), await freePort()];
       c.members.push({
         name: `m${i}`,
-        clientUrl: `http://127.0.0.1:${cp}`,
+        clientUrl: `${scheme}://127.0.0.1:${cp}`,
+        metricsUrl: options.tls ? `http://127.0.0.1:${await freePort()}` : undefined,
         peerUrl: `http://127.0.0.1:${pp}`,
         endpoint: `127.0.0.1:${cp}`,
         dataDir: path.join(c.root, `m${i}`),
@@ -66,8 +93,25 @@ export class LocalEtcdCluster {
     return this.members.map((m) => m.endpoint).join(',');
   }
 
+  /** Comma-separated client URLs (`https://...` with TLS), as --etcd takes them. */
+  get urls(): string {
+    return this.members.map((m) => m.clientUrl).join(',');
+  }
+
+  /** etcdctl's TLS flags for this cluster (none without TLS). */
+  private tlsArgs(): string[] {
+    const t = this.options.tls;
+    if (!t) return [];
+    return [`--cacert=${t.ca}`, ...(t.clientCert && t.clientKey ? [`--cert=${t.clientCert}`, `--key=${t.clientKey}`] : [])];
+  }
+
   private spawnMember(i: number, state: 'new' | 'existing'): void {
     const m = this.members[i];
+    const t = this.options.tls;
+    const tlsArgs = t
+      ? // etcd requires client certificates as soon as it has a trusted CA file, so that file goes only with clientCertAuth.
+        ['--cert-file', t.cert, '--key-file', t.key, ...(t.clientCertAuth ? ['--trusted-ca-file', t.ca, '--client-cert-auth'] : []), '--listen-metrics-urls', m.metricsUrl!]
+      : [];
     const proc = spawn(
       'etcd',
       [
@@ -85,6 +129,7 @@ export class LocalEtcdCluster {
         '--election-timeout', '500',
         '--logger', 'zap',
         '--log-level', 'warn',
+        ...tlsArgs,
         ...this.extraArgs,
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
@@ -103,7 +148,7 @@ export class LocalEtcdCluster {
       async () => {
         for (const m of this.members) {
           if (!m.proc) continue;
-          const res = await fetch(`${m.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
+          const res = await fetch(`${m.metricsUrl ?? m.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
           const body = (await res.json()) as { health: string };
           if (body.health !== 'true') return false;
         }
@@ -116,7 +161,7 @@ export class LocalEtcdCluster {
 
   /** Index of the current leader, via etcdctl endpoint status. */
   async leaderIndex(): Promise<number> {
-    const live = this.members.filter((m) => m.proc).map((m) => m.endpoint);
+    const live = this.members.filter((m) => m.proc).map((m) => (this.options.tls ? m.clientUrl : m.endpoint));
     const { stdout } = await this.etcdctl(['endpoint', 'status', '-w', 'json', `--endpoints=${live.join(',')}`]);
     const rows = JSON.parse(stdout) as { Endpoint: string; Status: { header: { member_id: number }; leader: number } }[];
     const leader = rows.find((r) => r.Status.header.member_id === r.Status.leader);
@@ -147,7 +192,8 @@ export class LocalEtcdCluster {
   /** etcdctl (API v3) against this cluster. */
   etcdctl(args: string[], input?: string): Promise<{ stdout: string; stderr: string }> {
     const hasEndpoints = args.some((a) => a.startsWith('--endpoints'));
-    const full = hasEndpoints ? args : [`--endpoints=${this.members.filter((m) => m.proc).map((m) => m.endpoint).join(',')}`, ...args];
+    const full = hasEndpoints ? args : [`--endpoints=${this.members.filter((m) => m.proc).map((m) => (this.options.tls ? m.clientUrl : m.endpoint)).join(',')}`, ...args];
+    full.unshift(...this.tlsArgs());
     const child = execFileP('etcdctl', full, { env: { ...process.env, ETCDCTL_API: '3' }, timeout: 15_000 });
     if (input !== undefined) child.child.stdin!.end(input);
     return child;

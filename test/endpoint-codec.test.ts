@@ -30,7 +30,9 @@ describe('endpoint codec (Go naming/endpoints format)', () => {
       ['{"Addr":"no-port"}', /not host:port/],
       ['{"Addr":"a:99999"}', /not host:port/],
       [Buffer.from([0xff, 0xfe, 0x00, 0x01]), /not JSON/],
-      ['{"Addr":"a:1","Metadata":' + '['.repeat(5000) + ']'.repeat(5000) + '}', /./],
+      ['{"Addr":"a:1","Metadata":' + '['.repeat(5000) + ']'.repeat(5000) + '}', /nested deeper/],
+      ['{"Addr":"' + 'a'.repeat(300) + ':1"}', /not host:port/],
+      ['{"Addr":"' + 'b'.repeat(64) + '.example:1"}', /not host:port/],
       ['x'.repeat(70_000), /exceeds/],
     ];
     for (const [value, reason] of bad) {
@@ -39,8 +41,7 @@ describe('endpoint codec (Go naming/endpoints format)', () => {
         expect(r.key).toBe('services/greeter/x');
         expect(r.reason).toMatch(reason);
       } else {
-        // deeply nested but valid JSON is a valid record
-        expect(r.addr).toBe('a:1');
+        expect.fail(`accepted ${String(value).slice(0, 40)}`);
       }
     }
   });
@@ -52,5 +53,9 @@ describe('endpoint codec (Go naming/endpoints format)', () => {
     expect(isHostPort('127.0.0.1:0')).toBe(false);
     expect(isHostPort('127.0.0.1')).toBe(false);
     expect(isHostPort('a b:1')).toBe(false);
+    expect(isHostPort(`${'a'.repeat(63)}.example:1`)).toBe(true);
+    expect(isHostPort('a..b:1')).toBe(false);
+    // Strings inside a record do not count as nesting.
+    expect(decodeEndpoint('k', `{"Addr":"a:1","Metadata":{"s":"${'['.repeat(100)}"}}`)).toMatchObject({ addr: 'a:1' });
   });
 });
