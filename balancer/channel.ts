@@ -64,9 +64,13 @@ export function meshChannelOptions(cfg: MeshChannelConfig): ChannelOptions {
   };
 }
 
-/** Server options that accept the client keepalive above (grpc-js does not police pings, Go servers do). */
-export const MESH_SERVER_OPTIONS: ChannelOptions = {
-  'grpc.keepalive_permit_without_calls': 1,
-};
+/**
+ * Server options for mesh greeters. Empty on purpose: grpc-js servers do not
+ * police client pings, so the 200 ms keepalive above is accepted as is. A Go
+ * gRPC server would (default minimum ping interval 5 min) and answer with
+ * GOAWAY too_many_pings; against Go backends, raise keepaliveTimeMs or relax
+ * the server's keepalive enforcement policy.
+ */
+export const MESH_SERVER_OPTIONS: ChannelOptions = {};
 
 export type ChannelCredentials = grpc.ChannelCredentials;

@@ -37,7 +37,8 @@ export interface EndpointSnapshot {
  * - While etcd is unreachable nothing is delivered: the last set stands.
  * - Bad records are logged once with their key and left out.
  *
- * Events: `update(EndpointSnapshot)`, `error(Error)` (a Get failed; retrying),
+ * Events: `update(EndpointSnapshot)`, `error(Error)` (a Get failed; retrying
+ * by itself; emitted only if someone listens),
  * `state(next, previous, reason)` on every transition.
  * No event fires after `close()`.
  */
@@ -94,6 +95,7 @@ export class EndpointWatcher extends EventEmitter {
   }
 
   private async list(reason: string): Promise<void> {
+    if (this.cell.is('CLOSED')) return;
     const epoch = ++this.epoch;
     this.watch?.close();
     this.watch = undefined;
@@ -112,8 +114,11 @@ export class EndpointWatcher extends EventEmitter {
       if (epoch !== this.epoch) return;
       const delay = this.backoff.next();
       this.cell.set('RETRYING', `list failed: ${String(err)}`, { retryInMs: delay });
-      this.emit('error', err instanceof Error ? err : new Error(String(err)));
+      // Arm the retry before telling listeners: one of them may close() us.
       this.retryTimer = setTimeout(() => void this.list('retry'), delay);
+      // `error` is informative (the watcher retries by itself): never let a
+      // missing listener turn it into a crash.
+      if (this.listenerCount('error') > 0) this.emit('error', err instanceof Error ? err : new Error(String(err)));
     }
   }
 

@@ -54,7 +54,6 @@ export function createEtcdClient(opts: EtcdConnectOptions): Etcd3 {
   const hosts = secure ? opts.endpoints.map((e) => (e.startsWith('https://') ? e : `https://${e.replace(/^http:\/\//, '')}`)) : opts.endpoints;
   const options: IOptions = {
     hosts,
-    dialTimeout: timeout,
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
     grpcOptions: {
       'grpc.keepalive_time_ms': 10_000,

@@ -24,6 +24,8 @@ export class LeaseRegistration extends EventEmitter implements Registration {
   private readonly cell: StateCell<RegistrationState>;
   private readonly log: Logger;
   private lease: Lease | undefined;
+  /** The lease of a grant() in flight, until it is registered or abandoned. */
+  private pendingLease: Lease | undefined;
   private ownKeyWatch: ResumableWatch | undefined;
   private readonly backoff = new Backoff(50, 500);
   private retryTimer: NodeJS.Timeout | undefined;
@@ -83,8 +85,11 @@ export class LeaseRegistration extends EventEmitter implements Registration {
   }
 
   private async doClose(): Promise<void> {
-    const lease = this.lease;
+    // A grant still in flight is revoked too: its put may yet land, and the
+    // key must not outlive us by a TTL. etcd3's revoke waits for the grant.
+    const lease = this.lease ?? this.pendingLease;
     this.lease = undefined;
+    this.pendingLease = undefined;
     this.generation++;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.ownKeyWatch?.close();
@@ -109,16 +114,19 @@ export class LeaseRegistration extends EventEmitter implements Registration {
     const gen = ++this.generation;
     this.cell.set('GRANTING', reason);
     const lease = this.client.lease(this.opts.ttlSeconds);
+    this.pendingLease = lease;
     lease.on('lost', (err) => this.onLeaseLost(gen, err));
     try {
       const put = await lease.put(this.key).value(this.value).exec();
+      const id = await lease.grant();
       if (gen !== this.generation) {
         // close() (or a newer attempt) overtook us: this lease must not linger.
         await lease.revoke().catch(() => undefined);
         return;
       }
+      this.pendingLease = undefined;
       this.lease = lease;
-      this.currentLeaseId = await lease.grant();
+      this.currentLeaseId = id;
       this.backoff.reset();
       this.registeredOnce = true;
       this.watchOwnKey(BigInt(put.header.revision) + 1n);
@@ -127,6 +135,7 @@ export class LeaseRegistration extends EventEmitter implements Registration {
       // Revoke rather than release: if the put did land and only its answer
       // was lost, the orphan lease would otherwise hold a key for a full TTL.
       void lease.revoke().catch(() => undefined);
+      if (this.pendingLease === lease) this.pendingLease = undefined;
       if (gen !== this.generation) return;
       // etcd answered and said no (the role may not write the key, wrong
       // password): retrying cannot help a first registration, so start()
@@ -165,8 +174,12 @@ export class LeaseRegistration extends EventEmitter implements Registration {
     const watch = new ResumableWatch(this.client, { start: Buffer.from(this.key), end: Buffer.alloc(0) }, fromRevision, this.log);
     this.ownKeyWatch = watch;
     watch.on('batch', (events: IEvent[]) => {
+      const last = events[events.length - 1];
       // etcd3 types say 'Delete', the wire (proto enum names) says 'DELETE'.
-      if (String(events[events.length - 1].type).toUpperCase() === 'DELETE') void this.restoreKey('our key was deleted while the lease lives');
+      if (String(last.type).toUpperCase() === 'DELETE') void this.restoreKey('our key was deleted while the lease lives');
+      // Overwritten without our lease (`etcdctl put KEY ...`): the key would
+      // no longer go with us on revoke or expiry, a ghost backend for good.
+      else if (this.currentLeaseId !== undefined && last.kv.lease !== this.currentLeaseId) void this.restoreKey(`our key was overwritten under lease ${last.kv.lease}`);
     });
     watch.on('error', (err: Error) => {
       if (this.cell.is('CLOSED')) return;

@@ -106,7 +106,18 @@ export class EtcdResolver implements grpc.experimental.Resolver {
 
   updateResolution(): void {
     if (this.watcher) return;
-    const watcher = new EndpointWatcher(clientFor(this.options), this.keyPrefix, this.log);
+    let client: Etcd3;
+    try {
+      client = clientFor(this.options);
+    } catch (err) {
+      // No etcd to ask (unknown client name, empty ETCD_ENDPOINTS): fail the
+      // channel's calls with the reason, never throw into grpc-js's call path.
+      setImmediate(() =>
+        this.listener(grpc.experimental.statusOrFromError({ code: grpc.status.UNAVAILABLE, details: `etcd resolver: ${(err as Error).message}` }), {}, null, 'no etcd client'),
+      );
+      return;
+    }
+    const watcher = new EndpointWatcher(client, this.keyPrefix, this.log);
     this.watcher = watcher;
     watcher.on('update', (snap: EndpointSnapshot) => this.onUpdate(snap));
     watcher.on('error', (err: Error) => {

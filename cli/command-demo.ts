@@ -33,7 +33,12 @@ export function demoCommand(): Command {
       view: !flags.json,
       signal: abort.signal,
     });
-    const onSignal = () => abort.abort();
+    // First signal: stop the scenario and clean up. Second: stop now (the
+    // 'exit' hook below still kills every child).
+    const onSignal = () => {
+      if (abort.signal.aborted) process.exit(130);
+      abort.abort();
+    };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
     process.on('exit', () => demo.killNow());

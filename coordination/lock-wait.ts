@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import type { Etcd3, IEvent, IKeyValue, Watcher } from 'etcd3';
 import type { Logger } from '../balancer/logger';
+import { ResumableWatch } from '../balancer/resumable-watch';
 
 /**
  * The waiting primitives of Go's `client/v3/concurrency` (wait.go), shared by
@@ -8,7 +9,21 @@ import type { Logger } from '../balancer/logger';
  *
  * Revisions are int64 in etcd; they travel as decimal strings (as etcd3 gives
  * them) and are compared as BigInt, never through a double.
+ *
+ * Both watch through ResumableWatch, not etcd3's own reconnect, which can
+ * resume past a catch-up event after a dropped stream: a missed delete here
+ * would leave a waiter waiting forever, or a holder unaware of its loss.
  */
+
+/** A watch on exactly one key from `from`, resumed from its last event across drops. */
+function watchKey(client: Etcd3, key: string, from: string, log?: Logger): ResumableWatch {
+  return new ResumableWatch(client, { start: Buffer.from(key), end: Buffer.alloc(0) }, BigInt(from), log);
+}
+
+/** The delete among a batch of events, if any (etcd3 types say 'Delete', the wire says 'DELETE'). */
+function deletion(events: IEvent[]): IEvent | undefined {
+  return events.find((ev) => String(ev.type).toUpperCase() === 'DELETE');
+}
 
 /** Pause between re-checks after a watch was cancelled by etcd (compaction). */
 const RECHECK_MS = 100;
@@ -23,16 +38,17 @@ export async function waitDelete(client: Etcd3, key: string, rev: string, signal
   let from = rev;
   for (;;) {
     signal?.throwIfAborted();
-    const watcher = client.watch().key(key).startRevision(from).only('delete').watcher();
+    const watch = watchKey(client, key, from);
     let onAbort: (() => void) | undefined;
     const outcome = await new Promise<'deleted' | 'cancelled' | 'aborted'>((resolve) => {
-      watcher.once('delete', () => resolve('deleted'));
-      watcher.once('error', () => resolve('cancelled'));
+      watch.on('batch', (events: IEvent[]) => deletion(events) && resolve('deleted'));
+      watch.once('error', () => resolve('cancelled'));
       onAbort = () => resolve('aborted');
       signal?.addEventListener('abort', onAbort, { once: true });
+      watch.start();
     });
     if (onAbort) signal?.removeEventListener('abort', onAbort);
-    await cancelWatcher(watcher);
+    watch.close();
     if (outcome === 'deleted') return;
     if (outcome === 'aborted') throw signal!.reason;
     await sleep(RECHECK_MS, signal);
@@ -71,7 +87,7 @@ export async function waitDeletes(
  * missed. Compaction-cancelled watches are re-armed after a fresh read.
  */
 export class KeyGuard extends EventEmitter {
-  private watcher: Watcher | undefined;
+  private watch: ResumableWatch | undefined;
   private closed = false;
   private fired = false;
 
@@ -87,15 +103,19 @@ export class KeyGuard extends EventEmitter {
 
   private arm(from: string): void {
     if (this.closed) return;
-    const w = this.client.watch().key(this.key).startRevision(from).only('delete').watcher();
-    this.watcher = w;
-    w.once('delete', (kv: IKeyValue) => this.fire(`key ${this.key} deleted at revision ${kv.mod_revision}`));
+    const w = watchKey(this.client, this.key, from, this.log);
+    this.watch = w;
+    w.on('batch', (events: IEvent[]) => {
+      const del = deletion(events);
+      if (del) this.fire(`key ${this.key} deleted at revision ${del.kv.mod_revision}`);
+    });
     w.once('error', (err: Error) => {
       if (this.closed) return;
-      this.log.warn({ event: 'guard.watch_cancelled', key: this.key, err: String(err) }, 'own-key watch cancelled by etcd; re-reading the key');
-      void cancelWatcher(w);
+      this.log.warn({ event: 'guard.watch_cancelled', key: this.key, err: String(err) }, 'own-key watch cannot resume; re-reading the key');
+      w.close();
       void this.recheck();
     });
+    w.start();
   }
 
   private async recheck(): Promise<void> {
@@ -121,9 +141,8 @@ export class KeyGuard extends EventEmitter {
   /** Stop watching; no `gone` after this. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
-    const w = this.watcher;
-    this.watcher = undefined;
-    if (w) await cancelWatcher(w);
+    this.watch?.close();
+    this.watch = undefined;
   }
 }
 

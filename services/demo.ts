@@ -195,6 +195,7 @@ export class Demo {
     const exited = new Promise<void>((r) => proc.once('exit', () => r()));
     const server: DemoServer = { addr, port: p, proc, exited };
     this.servers.push(server);
+    let serving = false;
     await new Promise<void>((resolve, reject) => {
       let buf = '';
       proc.stderr!.setEncoding('utf8');
@@ -205,10 +206,21 @@ export class Demo {
           const line = buf.slice(0, i);
           buf = buf.slice(i + 1);
           this.onServerLog(addr, line);
-          if (line.includes('"to":"SERVING"')) resolve();
+          if (line.includes('"to":"SERVING"')) {
+            serving = true;
+            clearTimeout(timer);
+            resolve();
+          }
         }
       });
       proc.once('exit', (code) => reject(new Error(`greeter ${addr} exited with ${code} before serving`)));
+      const timer = setTimeout(() => {
+        proc.kill('SIGKILL');
+        reject(new Error(`greeter ${addr} did not start serving within 20 s`));
+      }, 20_000);
+      proc.once('exit', () => clearTimeout(timer));
+      // Ctrl-C while it starts: do not wait for it.
+      this.opts.signal?.addEventListener('abort', () => serving || proc.kill('SIGTERM'), { once: true });
     });
     this.record(`server.${how}`, { addr, pid: proc.pid }, `greeter ${addr} ${how} and registered (${this.servers.length} running)`);
     return server;

@@ -78,8 +78,15 @@ export class LocalEtcdCluster {
       });
     }
     c.initialCluster = c.members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
-    for (let i = 0; i < size; i++) c.spawnMember(i, 'new');
-    await c.waitHealthy();
+    try {
+      for (let i = 0; i < size; i++) c.spawnMember(i, 'new');
+      await c.waitHealthy();
+    } catch (err) {
+      // Half-started clusters are not left behind: kill what runs, remove the dirs.
+      await c.stop();
+      const tail = c.members.flatMap((m) => m.log).join('').trim().split('\n').slice(-3).join(' | ');
+      throw new Error(`local etcd did not start: ${(err as Error).message}${tail ? ` (etcd said: ${tail.slice(0, 500)})` : ''}`);
+    }
     return c;
   }
 
@@ -134,6 +141,8 @@ export class LocalEtcdCluster {
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
+    // No `etcd` binary (or not executable): recorded, and waitHealthy fails with it.
+    proc.on('error', (err) => m.log.push(`cannot run etcd: ${err.message}\n`));
     proc.stderr!.on('data', (d: Buffer) => {
       m.log.push(d.toString());
       if (m.log.length > 200) m.log.shift();
@@ -177,7 +186,8 @@ export class LocalEtcdCluster {
   async kill(i: number): Promise<void> {
     const p = this.members[i].proc;
     if (!p) return;
-    const exited = new Promise((r) => p.once('exit', r));
+    // A member that already died would never emit 'exit' again.
+    const exited = p.exitCode !== null || p.signalCode !== null ? Promise.resolve() : new Promise((r) => p.once('exit', r));
     p.kill('SIGKILL');
     await exited;
     this.members[i].proc = undefined;

@@ -98,6 +98,8 @@ export class GreeterServer {
       ),
     );
     this.log.info({ event: 'server.listening', addr: this.addr }, `listening on ${this.addr}`);
+    // A signal during start-up: shutdown() owns the teardown from here on.
+    if (this.stopping) return;
     if (this.opts.etcd) {
       this.registration = new LeaseRegistration(this.opts.etcd, {
         prefix: this.opts.prefix,
@@ -106,7 +108,13 @@ export class GreeterServer {
         ttlSeconds: this.opts.ttlSeconds,
         metadata: { ...this.opts.metadata, pid: process.pid, startedAt: new Date().toISOString() },
       });
-      await this.registration.start();
+      try {
+        await this.registration.start();
+      } catch (err) {
+        if (this.stopping) return; // closed by shutdown() before it completed
+        throw err;
+      }
+      if (this.stopping) return;
       if (this.opts.elect) {
         this.indexJob = new IndexJob(this.opts.etcd, { name: this.opts.elect, addr: this.addr, ttlSeconds: this.opts.ttlSeconds });
         this.indexJob.start();
@@ -124,6 +132,8 @@ export class GreeterServer {
   private async doShutdown(reason: string): Promise<void> {
     this.cell.set('DRAINING', reason);
     const t0 = Date.now();
+    // start() may still be binding or registering: it checks `stopping` after
+    // each step, so what it has created by now is all there is to close.
     // Leave the registry and the election together: clients and the next leader move at once.
     await Promise.all([this.registration?.close(), this.indexJob?.close()]);
     const revokedMs = Date.now() - t0;

@@ -45,9 +45,11 @@ export class IndexJob {
 
   start(): void {
     this.watch = new ProgressWatch(this.client, this.opts.name, { log: this.log });
-    this.watch.on('progress', (u: ProgressUpdate) => void this.onProgress(u));
+    this.watch.on('progress', (u: ProgressUpdate) =>
+      this.onProgress(u).catch((err) => this.log.warn({ event: 'index.load_failed', err: String(err) }, 'could not load the index; will try on the next progress event')),
+    );
     this.watch.start();
-    void this.campaignLoop();
+    void this.campaignLoop().catch((err) => this.log.error({ event: "index.stopped", err: String(err) }, "index job stopped"));
   }
 
   private async campaignLoop(): Promise<void> {
@@ -63,9 +65,19 @@ export class IndexJob {
         continue;
       }
       this.log.info({ event: 'index.leader' }, `${this.opts.addr} leads ${this.opts.name}`);
-      const lost = new Promise<void>((resolve) => election.once('lost', () => resolve()));
-      await Promise.race([this.build(election), lost]);
-      await lost; // lead until the lease goes or close() resigns
+      // Settles when the lease goes, or when close() resigns (state RESIGNED).
+      const over = new Promise<void>((resolve) => {
+        election.once('lost', () => resolve());
+        election.on('state', (next: string) => next === 'RESIGNED' && resolve());
+      });
+      try {
+        await Promise.race([this.build(election), over]);
+      } catch (err) {
+        // etcd unreachable mid-build: give up leadership so a healthy peer (or we, later) resumes.
+        this.log.warn({ event: 'index.build_failed', err: String(err) }, 'index build step failed; resigning and campaigning again');
+        await election.resign();
+      }
+      await over;
       if (this.closed) return;
       this.log.warn({ event: 'index.leadership_lost' }, 'leadership lost; stopped building; campaigning again');
     }
@@ -92,8 +104,14 @@ export class IndexJob {
     if (u.percent < 100 || this.loaded || this.closed) return;
     const raw = await this.client.get(indexResultKey(this.opts.name)).string();
     if (!raw || this.closed) return;
+    let builtBy: string;
+    try {
+      builtBy = String((JSON.parse(raw) as { builtBy?: unknown }).builtBy);
+    } catch {
+      this.log.warn({ event: 'index.bad_result', key: indexResultKey(this.opts.name) }, 'index result is not JSON; not loaded');
+      return;
+    }
     this.loaded = true;
-    const builtBy = (JSON.parse(raw) as { builtBy: string }).builtBy;
     this.log.info({ event: 'index.loaded', builtBy }, `index loaded (built by ${builtBy})`);
   }
 

@@ -90,6 +90,22 @@ describe('registration', () => {
   });
 });
 
+describe('registration under interference', () => {
+  it('a key overwritten by hand without our lease is written back under the lease (no ghost backend after exit)', async () => {
+    const { proc, addr } = await startServer('reg4');
+    const key = `reg4/greeter/${addr}`;
+    await etcd.etcdctl(['put', key, encodeEndpoint(addr, { edited: true })]);
+    await proc.waitForLog('registration.key_restored');
+    await waitFor('key under a lease again', async () => {
+      const { stdout } = await etcd.etcdctl(['get', key, '-w', 'json']);
+      return /"lease":[1-9]/.test(stdout);
+    });
+    proc.kill('SIGTERM');
+    await proc.exited;
+    expect(await client.get(key).string()).toBeNull();
+  });
+});
+
 describe('resolver', () => {
   it('sees servers join and leave, with a valid authority', async () => {
     expect(EtcdResolver.getDefaultAuthority({ scheme: 'etcd', authority: '', path: 'res1/greeter' })).toBe('greeter');
