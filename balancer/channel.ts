@@ -1,5 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
+import { unavailableRetryInterceptor } from './channel-retry';
 
 /**
  * The channel a mesh client should use: grpc-js's own `round_robin` over the
@@ -62,6 +63,15 @@ export function meshChannelOptions(cfg: MeshChannelConfig): ChannelOptions {
     'grpc.initial_reconnect_backoff_ms': 100,
     'grpc.max_reconnect_backoff_ms': 1_000,
   };
+}
+
+/**
+ * Everything a generated client's constructor should get: the channel
+ * options above plus the UNAVAILABLE retry interceptor for calls that
+ * hedging cannot retry (committed attempts; see channel-retry.ts).
+ */
+export function meshClientOptions(cfg: MeshChannelConfig): grpc.ClientOptions {
+  return { ...meshChannelOptions(cfg), interceptors: [unavailableRetryInterceptor(cfg.idempotentServices)] };
 }
 
 /**

@@ -43,7 +43,7 @@ export function clientCommand(): Command {
         process.stdout.write(`${await sayHello(client, flags.name, flags.deadline)}\n`);
       } catch (err) {
         failures++;
-        process.stderr.write(`call failed: ${errorText(err)}\n`);
+        process.stderr.write(`mesh: call failed: ${errorText(err)}\n`);
       }
     }
     client.close();

@@ -53,6 +53,11 @@ export function loadCommand(): Command {
     etcd?.close();
     if (flags.json) process.stdout.write(`${JSON.stringify(report)}\n`);
     else printSummary(report);
+    // Some failures are figures to report; no success at all is a failed run.
+    if (report.ok === 0 && report.failed > 0) {
+      process.stderr.write(`mesh: no call succeeded (${Object.entries(report.errors).map(([c, n]) => `${c} ${n}`).join(', ')}); are backends registered under ${flags.target ?? `${flags.prefix}/${flags.service}/`}?\n`);
+      process.exitCode = 1;
+    }
   });
 }
 

@@ -1,5 +1,6 @@
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
 import { Command, CommanderError } from 'commander';
 import { serverCommand } from './command-server';
 import { clientCommand } from './command-client';
@@ -20,6 +21,10 @@ function packageVersion(): string {
  * bad values, missing arguments) are one line on stderr and exit code 2;
  * runtime failures (etcd unreachable, port taken) one line and exit code 1.
  */
+function commandPath(cmd: Command): string {
+  return cmd.parent ? `${commandPath(cmd.parent)} ${cmd.name()}` : cmd.name();
+}
+
 export function buildProgram(): Command {
   const program = new Command('mesh')
     .description('gRPC client-side load balancing on etcd, and the classic etcd coordination patterns')
@@ -33,6 +38,15 @@ export function buildProgram(): Command {
 /** Every command: no help dump after an error, and throw instead of exiting so exit codes are ours. */
 function configureErrors(cmd: Command): void {
   cmd.exitOverride();
+  // A command group (`mesh`, `mesh kv`, ...) run without a known subcommand:
+  // one line, like every other usage error, instead of the whole help.
+  const hasAction = (cmd as unknown as { _actionHandler: unknown })._actionHandler != null;
+  if (cmd.commands.length > 0 && !hasAction) {
+    cmd.allowExcessArguments(true).action(() => {
+      const given = cmd.args[0];
+      cmd.error(given === undefined ? `${commandPath(cmd)}: missing command (see ${commandPath(cmd)} --help)` : `${commandPath(cmd)}: unknown command '${given}' (see ${commandPath(cmd)} --help)`);
+    });
+  }
   cmd.configureOutput({ outputError: (str, write) => write(str.split('\n')[0].replace(/^error: /, 'mesh: ') + '\n') });
   cmd.showHelpAfterError(false);
   for (const sub of cmd.commands) configureErrors(sub);
@@ -60,6 +74,9 @@ export async function checkArgs(args: string[]): Promise<string | undefined> {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // grpc-js logs its own errors to stderr (e.g. a port already taken), which
+  // would double our one-line errors; GRPC_VERBOSITY still turns them on.
+  if (process.env.GRPC_VERBOSITY === undefined) grpc.setLogVerbosity(grpc.logVerbosity.NONE);
   // `mesh ... | head`: a closed stdout is the reader's choice, not an error.
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(0);

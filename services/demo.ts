@@ -106,11 +106,7 @@ export class Demo {
     }
     this.client = createEtcdClient(opts.etcd ?? { endpoints: this.endpoints });
     // A previous demo against the same etcd may have left a finished index behind.
-    await Promise.all([
-      this.client.delete().prefix(`${opts.election}/`).exec(),
-      this.client.delete().key(`progress/${opts.election}`).exec(),
-      this.client.delete().key(`index/${opts.election}`).exec(),
-    ]);
+    await this.clearDemoKeys();
 
     for (let i = 0; i < 3; i++) await this.startServer('started');
     registerEtcdResolver(this.client, 'demo');
@@ -137,8 +133,9 @@ export class Demo {
     this.record('load.started', { concurrency: opts.concurrency, target: `etcd:///${opts.prefix}/${opts.service}` }, `load client: ${opts.concurrency} calls in flight through etcd:///${opts.prefix}/${opts.service}`);
 
     const at = (fraction: number) => loadStart + fraction * loadMs;
+    // The leader dies early, while it is still building the index (about 6 s).
     const steps: [number, () => Promise<void>][] = [
-      [0.25, () => this.killLeaderOrFirst(ticks)],
+      [Math.min(0.25, 3000 / loadMs), () => this.killLeaderOrFirst(ticks)],
       [0.5, () => this.restartKilled(ticks)],
       [0.7, () => this.addFourth(ticks)],
     ];
@@ -174,7 +171,7 @@ export class Demo {
     if (!k) return;
     const s = await this.startServer('restarted', k.port);
     const from = ticks.length;
-    void waitFor('traffic returns', () => ticks.slice(from).find((t) => (t.backends[s.addr] ?? 0) > 0), 10_000, 100)
+    void waitFor('traffic returns', () => ticks.slice(from).find((t) => share(t, s.addr) >= 0.1), 10_000, 100)
       .then((t) => this.record('traffic.returned', { addr: s.addr, second: t.second, shares: shares(t) }, `traffic returned to ${s.addr}: ${fmtShares(t)}`))
       .catch(() => undefined);
   }
@@ -182,7 +179,7 @@ export class Demo {
   private async addFourth(ticks: LoadTick[]): Promise<void> {
     const s = await this.startServer('added');
     const from = ticks.length;
-    void waitFor('traffic reaches the fourth', () => ticks.slice(from).find((t) => (t.backends[s.addr] ?? 0) > 0), 10_000, 100)
+    void waitFor('traffic reaches the fourth', () => ticks.slice(from).find((t) => share(t, s.addr) >= 0.15), 10_000, 100)
       .then((t) => this.record('traffic.rebalanced', { addr: s.addr, second: t.second, shares: shares(t) }, `traffic rebalanced over ${Object.keys(t.backends).length} backends: ${fmtShares(t)}`))
       .catch(() => undefined);
   }
@@ -262,6 +259,13 @@ export class Demo {
     return !signal.aborted;
   }
 
+  /** The election, progress and index keys of the demo's index job. */
+  private async clearDemoKeys(): Promise<void> {
+    const c = this.client!;
+    const name = this.opts.election;
+    await Promise.all([c.delete().prefix(`${name}/`).exec(), c.delete().key(`progress/${name}`).exec(), c.delete().key(`index/${name}`).exec()]);
+  }
+
   /** Stop everything the demo started. Idempotent. */
   cleanup(): Promise<void> {
     if (!this.cleaning) this.cleaning = this.doCleanup();
@@ -275,6 +279,8 @@ export class Demo {
     const timer = setTimeout(() => alive.forEach((s) => s.proc.kill('SIGKILL')), 3000);
     await Promise.all(alive.map((s) => s.exited));
     clearTimeout(timer);
+    // Against an existing cluster, leave nothing of ours behind in it either.
+    if (this.client && !this.cluster) await this.clearDemoKeys().catch(() => undefined);
     this.client?.close();
     await this.cluster?.stop();
     this.record('cleanup.done', { servers: alive.length, etcdStopped: Boolean(this.cluster) }, 'stopped every greeter' + (this.cluster ? ', the etcd cluster, and removed its data dirs' : ''));
@@ -298,6 +304,11 @@ function credentialArgs(etcd: EtcdConnectOptions | undefined): string[] {
     ['--password', etcd.password],
   ];
   return flags.flatMap(([flag, value]) => (value === undefined ? [] : [flag, value]));
+}
+
+/** One backend's share of a second's calls, 0..1. */
+function share(t: LoadTick, addr: string): number {
+  return (t.backends[addr] ?? 0) / (t.ok + t.failed || 1);
 }
 
 function shares(t: LoadTick): Record<string, number> {

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { greeterPackage, GREETER_SERVICE, type GreeterClient } from './greeter-proto';
-import { meshChannelOptions, type MeshChannelConfig } from '../balancer/channel';
+import { meshClientOptions, type MeshChannelConfig } from '../balancer/channel';
 import { registerEtcdResolver } from '../balancer/resolver-etcd';
 
 export type { GreeterClient };
@@ -14,10 +14,8 @@ export type { GreeterClient };
 export function createGreeterClient(target: string, credentials?: grpc.ChannelCredentials, config: Partial<MeshChannelConfig> = {}, extra: grpc.ChannelOptions = {}): GreeterClient {
   registerEtcdResolver();
   const { Greeter } = greeterPackage();
-  return new Greeter(target, credentials ?? grpc.credentials.createInsecure(), {
-    ...meshChannelOptions({ idempotentServices: [GREETER_SERVICE], ...config }),
-    ...extra,
-  });
+  const cfg = { idempotentServices: [GREETER_SERVICE], ...config };
+  return new Greeter(target, credentials ?? grpc.credentials.createInsecure(), { ...meshClientOptions(cfg), ...extra });
 }
 
 /** One SayHello with a deadline covering every attempt. */
