@@ -1,0 +1,99 @@
+import type { Etcd3 } from 'etcd3';
+import { encodeEndpoint, endpointKey } from '../balancer/endpoint-codec';
+import type { RegistryObserver } from './bench-observer';
+import type { ServerProcess } from './bench-processes';
+import { sleep } from './bench-processes';
+import type { TrafficLoop } from './bench-traffic';
+import { dist, epochNow, type Dist } from './bench-report';
+
+export interface JoinOptions {
+  prefix: string;
+  service: string;
+  /** Fresh `--no-register` servers, one per trial (never dialled before). */
+  joiners: ServerProcess[];
+  /** A separate etcd client, standing for the joining server's own. */
+  writer: Etcd3;
+  leaseId: string;
+  observer: RegistryObserver;
+  loop: TrafficLoop;
+}
+
+export interface JoinResult {
+  trials: number;
+  /** Trials where no reply from the new backend came within 3 s. */
+  missed: number;
+  /** Put issued → first reply from the new backend (the headline figure). */
+  firstReplyMs: Dist;
+  /** Put issued → put acknowledged by etcd. */
+  putAckMs: Dist;
+  /** Put issued → put event seen on a watch in this process. */
+  watchEventMs: Dist;
+  /** Put issued → the resolver's watcher delivered a set containing it. */
+  resolverDeliveryMs: Dist;
+  /** Put issued → the new server logged its first call (`server.first_call`, its clock, 1 ms resolution). */
+  serverFirstCallMs: Dist;
+  /** Resolver delivery → first reply (round_robin: new subchannel, connect, first pick). */
+  deliveryToFirstReplyMs: Dist;
+  failedCalls: number;
+}
+
+/**
+ * Time to traffic: with load running through the resolver, write a new
+ * backend's key (Go JSON, under a lease) at t0 and time the first reply that
+ * backend sends to the client. Each trial uses a server that has never been
+ * dialled, so the figure includes a real connection set-up. Between trials
+ * the key is deleted and the backend stopped.
+ */
+export async function benchJoin(o: JoinOptions, progress: (s: string) => void): Promise<JoinResult> {
+  const first: number[] = [];
+  const ack: number[] = [];
+  const watch: number[] = [];
+  const deliv: number[] = [];
+  const delivToFirst: number[] = [];
+  const serverFirst: number[] = [];
+  let missed = 0;
+  const failedBefore = o.loop.failed;
+  for (const [i, j] of o.joiners.entries()) {
+    const key = endpointKey(o.prefix, o.service, j.addr);
+    // Desynchronise from the watcher's 50 ms throttle window.
+    await sleep(60 + Math.random() * 60);
+    const t0 = performance.now();
+    const t0Epoch = epochNow();
+    await o.writer.put(key).value(encodeEndpoint(j.addr, { bench: 'join', trial: i })).lease(o.leaseId).exec();
+    const tAck = performance.now();
+    const tFirst = await o.loop.firstReplyFrom(j.addr, 3_000);
+    const tWatch = await o.observer.seen(o.observer.putSeen, key, t0, 1_000);
+    const tDeliv = await o.observer.seen(o.observer.added, j.addr, t0, 1_000);
+    ack.push(tAck - t0);
+    if (tWatch !== undefined) watch.push(tWatch - t0);
+    if (tDeliv !== undefined) deliv.push(tDeliv - t0);
+    if (tFirst === undefined) {
+      missed++;
+      progress(`  join ${i + 1}/${o.joiners.length} ${j.addr}: no reply within 3 s`);
+    } else {
+      first.push(tFirst - t0);
+      if (tDeliv !== undefined) delivToFirst.push(tFirst - tDeliv);
+    }
+    const fc = await j.waitForLog((l) => l.event === 'server.first_call', 1_000).catch(() => undefined);
+    if (fc && typeof fc.time === 'number') serverFirst.push(fc.time - t0Epoch);
+    // Leave again: delete the key, wait until the client stops using it, stop the server.
+    await sleep(50);
+    await o.writer.delete().key(key).exec();
+    const end = performance.now() + 2_000;
+    while (performance.now() < end && performance.now() - (o.loop.lastReplyAt.get(j.addr) ?? 0) < 150) await sleep(10);
+    await j.stop(3_000);
+  }
+  const r: JoinResult = {
+    trials: o.joiners.length,
+    missed,
+    firstReplyMs: dist(first),
+    putAckMs: dist(ack),
+    watchEventMs: dist(watch),
+    resolverDeliveryMs: dist(deliv),
+    serverFirstCallMs: dist(serverFirst),
+    deliveryToFirstReplyMs: dist(delivToFirst),
+    failedCalls: o.loop.failed - failedBefore,
+  };
+  progress(`  join: first reply p50 ${r.firstReplyMs.p50} ms p99 ${r.firstReplyMs.p99} ms (delivery p50 ${r.resolverDeliveryMs.p50} ms), missed ${missed}, failed calls ${r.failedCalls}`);
+  return r;
+}
