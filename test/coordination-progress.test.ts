@@ -20,17 +20,6 @@ afterAll(async () => {
   await etcd?.stop();
 });
 
-async function exitWithin(p: MeshProcess, ms = 20_000): Promise<number | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`still running after ${ms} ms; printed ${JSON.stringify(p.stdout)}`)), ms);
-  });
-  try {
-    return (await Promise.race([p.exited, timeout])).code;
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 describe('mesh progress', () => {
   it('a watcher (not a TTY) prints every value in order as plain lines and exits 0 when the setter reaches 100', async () => {
@@ -41,7 +30,7 @@ describe('mesh progress', () => {
       expect(res.code).toBe(0);
       expect(res.stdout).toEqual([]);
     }
-    expect(await exitWithin(watcher)).toBe(0);
+    expect(await watcher.exitWithin()).toBe(0);
     // Every write is a change to react to, the repeated 50 included.
     expect(watcher.stdout).toEqual(['build 0%', 'build 25%', 'build 50%', 'build 50%', 'build 75%', 'build 100%']);
   });
@@ -60,7 +49,7 @@ describe('mesh progress', () => {
     await etcd.etcdctl(['put', 'jobs/etl', 'half']);
     await etcd.etcdctl(['put', 'jobs/etl', '101']);
     await etcd.etcdctl(['put', 'jobs/etl', '100']);
-    expect(await exitWithin(watcher)).toBe(0);
+    expect(await watcher.exitWithin()).toBe(0);
     expect(watcher.stdout).toEqual(['etl 40%', 'etl 100%']);
     expect(watcher.logs.filter((l) => l.event === 'progress.invalid').map((l) => l.value)).toEqual(['half', '101']);
   });
@@ -69,7 +58,7 @@ describe('mesh progress', () => {
     const watcher = new MeshProcess(['progress', 'watch', 'never', '--etcd', etcd.endpoints]);
     await watcher.waitForLog('watch.state', { to: 'WATCHING' });
     watcher.kill('SIGTERM');
-    expect(await exitWithin(watcher)).toBe(130);
+    expect(await watcher.exitWithin()).toBe(130);
     expect(watcher.stderr.find((l) => l.startsWith('mesh: '))).toMatch(/interrupted by SIGTERM before never reached 100%/);
   });
 

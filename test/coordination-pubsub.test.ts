@@ -29,17 +29,6 @@ afterAll(async () => {
 const range = (from: number, to: number, label: string) => Array.from({ length: to - from + 1 }, (_, i) => `${label} ${from + i}`);
 
 /** The exit of a process that must end by itself within `ms` (else: what it printed so far, as a failure). */
-async function exitWithin(p: MeshProcess, ms = 30_000): Promise<number | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`mesh ${p.proc.spawnargs.slice(2).join(' ')} still running after ${ms} ms; ${p.stdout.length} lines printed`)), ms);
-  });
-  try {
-    return (await Promise.race([p.exited, timeout])).code;
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 async function publishAll(topic: string, messages: string[]): Promise<string[]> {
   const revs: string[] = [];
@@ -59,7 +48,7 @@ describe('mesh pub / mesh sub', () => {
     await waitFor('resumed after the first cut', () => sub.stdout.length >= 25, 20_000);
     proxy.cut();
     await publishAll('orders', range(41, 60, 'msg'));
-    expect(await exitWithin(sub)).toBe(0);
+    expect(await sub.exitWithin(30_000)).toBe(0);
     expect(sub.stdout).toEqual(range(1, 60, 'msg'));
     expect(proxy.accepted).toBeGreaterThanOrEqual(3);
     expect(sub.logs.filter((l) => l.event === 'watch.disconnected').length).toBeGreaterThanOrEqual(2);
@@ -79,7 +68,7 @@ describe('mesh pub / mesh sub', () => {
     const sub = new MeshProcess(['sub', 'backlog', '--from-rev', published[0].rev.toString(), '--count', '3000', '--etcd', proxy.endpoint]);
     await waitFor('first catch-up batch', () => sub.stdout.length >= 1, 20_000, 5);
     proxy.cut();
-    expect(await exitWithin(sub)).toBe(0);
+    expect(await sub.exitWithin(30_000)).toBe(0);
     expect(sub.stdout).toEqual(published.map((p) => p.m));
   });
 
@@ -160,7 +149,7 @@ describe('mesh pub / mesh sub', () => {
     const revs = await publishAll('outage', ['missed 1', 'missed 2']);
     await etcd.etcdctl(['compact', revs[1]]);
     proxy.resume();
-    expect(await exitWithin(live)).toBe(1);
+    expect(await live.exitWithin(30_000)).toBe(1);
     expect(live.stdout).toEqual(['before']);
     expect(live.stderr.find((l) => l.startsWith('mesh: '))).toMatch(/^mesh: topic outage: etcd has compacted its history past revision \d+.*messages may have been lost/);
   });

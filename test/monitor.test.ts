@@ -38,17 +38,6 @@ async function register(prefix: string, service: string, addr: string, metadata:
   await etcd.etcdctl(['put', `--lease=${lease}`, `${prefix}/${service}/${addr}`, encodeEndpoint(addr, metadata)]);
 }
 
-async function exitWithin(p: MeshProcess, ms = 20_000): Promise<number | null> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`still running after ${ms} ms; printed ${JSON.stringify(p.stdout)}`)), ms);
-  });
-  try {
-    return (await Promise.race([p.exited, timeout])).code;
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 describe('mesh ls / mesh top', () => {
   let leaseA: string;
@@ -120,10 +109,10 @@ describe('mesh ls / mesh top', () => {
     expect(top.stdout.slice(initial)).toHaveLength(3);
     for (const l of top.stdout) expect(l).toMatch(/^\d{4}-\d\d-\d\dT[\d:.]+Z [+~-] (endpoint|election|lock) /);
     top.kill('SIGTERM');
-    expect(await exitWithin(top)).toBe(0);
+    expect(await top.exitWithin()).toBe(0);
 
     const json = new MeshProcess(['top', '--json', '--duration', '1s', '--etcd', etcd.endpoints]);
-    expect(await exitWithin(json)).toBe(0);
+    expect(await json.exitWithin()).toBe(0);
     const view = JSON.parse(json.stdout[0]) as ClusterView;
     expect(view.elections[0].leader.value).toBe('node-b');
     expect(follower.out).toContain('node-b');

@@ -61,6 +61,19 @@ export class MeshProcess {
     );
   }
 
+  /** The exit code, or a rejection naming what was printed if still running after `ms`. */
+  async exitWithin(ms = 20_000): Promise<number | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`still running after ${ms} ms; printed ${JSON.stringify(this.stdout)}`)), ms);
+    });
+    try {
+      return (await Promise.race([this.exited, timeout])).code;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   kill(sig: NodeJS.Signals = 'SIGTERM'): void {
     if (this.exitCode === undefined) this.proc.kill(sig);
   }
