@@ -1,7 +1,8 @@
 import { EventEmitter } from 'node:events';
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import type { Etcd3, IEvent, IKeyValue } from 'etcd3';
 import type { Logger } from '../balancer/logger';
-import { cancelWatcher, sleep } from './lock-wait';
+import { ResumableWatch, prefixRange } from '../balancer/resumable-watch';
+import { sleep } from './lock-wait';
 
 /** Who leads an election: the candidate key with the lowest create revision. */
 export interface LeaderInfo {
@@ -23,13 +24,15 @@ export interface LeaderInfo {
  * - `leader` (LeaderInfo | undefined): after start(), the current leader,
  *   then on every change of leader key or of the leader's value; undefined
  *   when the last candidate goes;
- * - `resync` (reason): the watch was cancelled by etcd (e.g. compaction); the
- *   mirror was re-listed, and changes inside the gap may have been skipped.
+ * - `resync` (reason): the watch could not resume (etcd compacted past it);
+ *   the mirror was re-listed, and changes inside the gap may have been
+ *   skipped. A merely dropped stream resumes from the last event seen
+ *   (ResumableWatch), so nothing is skipped then.
  */
 export class ElectionObserver extends EventEmitter {
   private readonly prefix: string;
   private readonly candidates = new Map<string, { createRevision: bigint; value: string }>();
-  private watcher: Watcher | undefined;
+  private watch: ResumableWatch | undefined;
   private last: LeaderInfo | undefined;
   private closed = false;
   private started = false;
@@ -60,11 +63,14 @@ export class ElectionObserver extends EventEmitter {
     if (this.closed) return;
     this.candidates.clear();
     for (const kv of res.kvs) this.apply('put', kv);
-    const w = this.client.watch().prefix(this.prefix).startRevision((BigInt(res.header.revision) + 1n).toString()).watcher();
-    this.watcher = w;
-    w.on('put', (kv: IKeyValue) => this.onEvent('put', kv));
-    w.on('delete', (kv: IKeyValue) => this.onEvent('delete', kv));
+    const w = new ResumableWatch(this.client, prefixRange(this.prefix), BigInt(res.header.revision) + 1n, this.log);
+    this.watch = w;
+    w.on('batch', (events: IEvent[]) => {
+      // etcd3 types say 'Delete', the wire (proto enum names) says 'DELETE'.
+      for (const ev of events) this.onEvent(String(ev.type).toUpperCase() === 'DELETE' ? 'delete' : 'put', ev.kv);
+    });
     w.once('error', (err: Error) => void this.resync(w, String(err)));
+    w.start();
     this.report(first);
   }
 
@@ -97,10 +103,10 @@ export class ElectionObserver extends EventEmitter {
     this.emit('leader', best);
   }
 
-  private async resync(w: Watcher, reason: string): Promise<void> {
-    if (this.closed || w !== this.watcher) return;
-    this.log.warn({ event: 'election.observe_resync', err: reason }, 'election watch cancelled by etcd; listing again');
-    void cancelWatcher(w);
+  private async resync(w: ResumableWatch, reason: string): Promise<void> {
+    if (this.closed || w !== this.watch) return;
+    this.log.warn({ event: 'election.observe_resync', err: reason }, 'election watch cannot resume; listing again');
+    w.close();
     this.emit('resync', reason);
     for (let attempt = 0; !this.closed; attempt++) {
       try {
@@ -114,9 +120,8 @@ export class ElectionObserver extends EventEmitter {
   /** Stop observing; no events after this. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
-    const w = this.watcher;
-    this.watcher = undefined;
+    this.watch?.close();
+    this.watch = undefined;
     this.removeAllListeners('leader');
-    if (w) await cancelWatcher(w);
   }
 }
