@@ -1,8 +1,8 @@
-import type { Etcd3, IKeyValue } from 'etcd3';
+import type { Etcd3, IEvent, IKeyValue } from 'etcd3';
 import { componentLogger, type Logger } from '../balancer/logger';
 import { Session } from './lock-session';
 import { validateCoordinationName } from './lock-name';
-import { cancelWatcher, sleep, waitDelete } from './lock-wait';
+import { eventOfType, sleep, waitDelete, watchKey } from './lock-wait';
 
 /**
  * A double barrier on etcd, after Go's `recipes.DoubleBarrier` (same layout):
@@ -196,16 +196,18 @@ export class DoubleBarrier {
   private async waitForEvent(key: string, fromRevision: string, type: 'put', signal: AbortSignal): Promise<void> {
     for (let from = fromRevision; ; ) {
       signal.throwIfAborted();
-      const w = this.client.watch().key(key).startRevision(from).only(type).watcher();
+      // ResumableWatch: a dropped stream resumes from the last event seen, so the put is not missed.
+      const w = watchKey(this.client, key, from, this.log);
       let onAbort: (() => void) | undefined;
       const outcome = await new Promise<'event' | 'cancelled' | 'aborted'>((resolve) => {
-        w.once(type, (_kv: IKeyValue) => resolve('event'));
+        w.on('batch', (events: IEvent[]) => eventOfType(events, type) && resolve('event'));
         w.once('error', () => resolve('cancelled'));
         onAbort = () => resolve('aborted');
         signal.addEventListener('abort', onAbort, { once: true });
+        w.start();
       });
       signal.removeEventListener('abort', onAbort!);
-      await cancelWatcher(w);
+      w.close();
       if (outcome === 'event') return;
       if (outcome === 'aborted') throw signal.reason;
       // History compacted under us: the key's mod revision tells whether the

@@ -16,13 +16,17 @@ import { ResumableWatch } from '../balancer/resumable-watch';
  */
 
 /** A watch on exactly one key from `from`, resumed from its last event across drops. */
-function watchKey(client: Etcd3, key: string, from: string, log?: Logger): ResumableWatch {
+export function watchKey(client: Etcd3, key: string, from: string, log?: Logger): ResumableWatch {
   return new ResumableWatch(client, { start: Buffer.from(key), end: Buffer.alloc(0) }, BigInt(from), log);
 }
 
-/** The delete among a batch of events, if any (etcd3 types say 'Delete', the wire says 'DELETE'). */
+/** The first event of `type` in a batch, if any (etcd3 types say 'Delete', the wire says 'DELETE'). */
+export function eventOfType(events: IEvent[], type: 'put' | 'delete'): IEvent | undefined {
+  return events.find((ev) => String(ev.type).toLowerCase() === type);
+}
+
 function deletion(events: IEvent[]): IEvent | undefined {
-  return events.find((ev) => String(ev.type).toUpperCase() === 'DELETE');
+  return eventOfType(events, 'delete');
 }
 
 /** Pause between re-checks after a watch was cancelled by etcd (compaction). */
