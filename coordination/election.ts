@@ -1,10 +1,7 @@
-import { EventEmitter } from 'node:events';
 import type { Etcd3 } from 'etcd3';
-import { componentLogger, type Logger } from '../balancer/logger';
-import { StateCell } from '../balancer/state-cell';
-import { Session } from './lock-session';
+import type { Logger } from '../balancer/logger';
 import { Ticket, TicketLostError } from './lock-ticket';
-import { validateCoordinationName } from './lock-name';
+import { TicketHolder, type TicketHolderOptions } from './lock-holder';
 import { ElectionObserver, type LeaderInfo } from './election-observer';
 
 /**
@@ -27,55 +24,17 @@ import { ElectionObserver, type LeaderInfo } from './election-observer';
  */
 export type ElectionState = 'IDLE' | 'CAMPAIGNING' | 'LEADER' | 'LOST' | 'RESIGNED';
 
-export interface ElectionOptions {
-  /** Election name; keys live under `NAME/` exactly as for `etcdctl elect NAME`. */
-  name: string;
-  /** TTL (s) of each lease the election opens when no `session` is given (default 60, Go's default). */
-  ttlSeconds?: number;
-  /** A session to campaign under; never closed by the election. One campaign only, as in Go. */
-  session?: Session;
-  log?: Logger;
-}
+/** Election name (keys under `NAME/` as for `etcdctl elect NAME`), TTL, optional session (never closed; one campaign only, as in Go). */
+export type ElectionOptions = TicketHolderOptions;
 
 /** Our campaign key or its lease went away. */
 export class LeadershipLostError extends Error {
   override name = 'LeadershipLostError';
 }
 
-export class Election extends EventEmitter {
-  readonly name: string;
-  private readonly prefix: string;
-  private readonly log: Logger;
-  private readonly cell: StateCell<ElectionState>;
-  private ticket: Ticket | undefined;
-  private ownSession: Session | undefined;
-
-  constructor(
-    private readonly client: Etcd3,
-    private readonly opts: ElectionOptions,
-  ) {
-    super();
-    const bad = validateCoordinationName(opts.name);
-    if (bad) throw new Error(`invalid election name ${JSON.stringify(opts.name)}: ${bad}`);
-    this.name = opts.name;
-    this.prefix = `${opts.name}/`;
-    this.log = opts.log ?? componentLogger('election', { election: opts.name });
-    this.cell = new StateCell<ElectionState>('IDLE', this.log, 'election');
-    this.cell.on('change', (next: ElectionState, prev: ElectionState) => this.emit('state', next, prev));
-  }
-
-  get state(): ElectionState {
-    return this.cell.value;
-  }
-
-  /** Our candidate key, once written. */
-  get key(): string | undefined {
-    return this.ticket?.key;
-  }
-
-  /** Create revision of our candidate key: the term of our leadership. */
-  get revision(): string | undefined {
-    return this.ticket?.revision.toString();
+export class Election extends TicketHolder<ElectionState> {
+  constructor(client: Etcd3, opts: ElectionOptions) {
+    super(client, opts, 'election', 'IDLE');
   }
 
   /**
@@ -90,8 +49,7 @@ export class Election extends EventEmitter {
     let ticket: Ticket | undefined;
     try {
       opts.signal?.throwIfAborted();
-      const session = this.opts.session ?? (this.ownSession = await Session.open(this.client, this.opts.ttlSeconds ?? 60, this.log));
-      ticket = await Ticket.take(this.client, this.prefix, session, value, this.log);
+      ticket = await Ticket.take(this.client, this.prefix, await this.session(), value, this.log);
       this.ticket = ticket;
       // resign() during the awaits above: give the fresh key up again.
       if (this.cell.is('RESIGNED')) throw new Error(`election ${this.name}: resigned while campaigning`);
@@ -148,22 +106,6 @@ export class Election extends EventEmitter {
     this.cell.set('LOST', reason, { key: ticket.key, revision: ticket.revision.toString() });
     void this.cleanup();
     this.emit('lost', new LeadershipLostError(`election ${this.name}: leadership lost: ${reason}`));
-  }
-
-  private async cleanup(): Promise<void> {
-    const ticket = this.ticket;
-    const session = this.ownSession;
-    this.ownSession = undefined;
-    try {
-      if (session) {
-        await ticket?.close();
-        await session.close();
-      } else if (ticket) {
-        await ticket.discard();
-      }
-    } catch (err) {
-      this.log.warn({ event: 'election.resign_failed', err: String(err) }, 'could not delete our candidate key; it goes when its lease expires');
-    }
   }
 }
 

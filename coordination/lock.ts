@@ -1,10 +1,6 @@
-import { EventEmitter } from 'node:events';
 import type { Etcd3, IKeyValue } from 'etcd3';
-import { componentLogger, type Logger } from '../balancer/logger';
-import { StateCell } from '../balancer/state-cell';
-import { Session } from './lock-session';
 import { Ticket, TicketLostError } from './lock-ticket';
-import { validateCoordinationName } from './lock-name';
+import { TicketHolder, type TicketHolderOptions } from './lock-holder';
 
 /**
  * A distributed mutex on etcd with the key layout and algorithm of Go's
@@ -29,15 +25,8 @@ import { validateCoordinationName } from './lock-name';
  */
 export type LockState = 'IDLE' | 'ACQUIRING' | 'WAITING' | 'HELD' | 'LOST' | 'RELEASED';
 
-export interface LockOptions {
-  /** Lock name; keys live under `NAME/` exactly as for `etcdctl lock NAME`. */
-  name: string;
-  /** TTL (s) of the lease opened when no `session` is given (default 60, Go's default). */
-  ttlSeconds?: number;
-  /** A session to hold the lock under; the lock never closes a session it did not open. */
-  session?: Session;
-  log?: Logger;
-}
+/** Lock name (keys under `NAME/` as for `etcdctl lock NAME`), TTL, optional session (never closed by the lock). */
+export type LockOptions = TicketHolderOptions;
 
 export interface AcquireOptions {
   /** Abort the wait: the waiter key is deleted and acquire() rejects with signal.reason. */
@@ -63,41 +52,11 @@ export class LockLostError extends Error {
   override name = 'LockLostError';
 }
 
-export class EtcdMutex extends EventEmitter {
-  readonly name: string;
-  private readonly prefix: string;
-  private readonly log: Logger;
-  private readonly cell: StateCell<LockState>;
-  private ticket: Ticket | undefined;
-  private ownSession: Session | undefined;
+export class EtcdMutex extends TicketHolder<LockState> {
   private releasing: Promise<void> | undefined;
 
-  constructor(
-    private readonly client: Etcd3,
-    private readonly opts: LockOptions,
-  ) {
-    super();
-    const bad = validateCoordinationName(opts.name);
-    if (bad) throw new Error(`invalid lock name ${JSON.stringify(opts.name)}: ${bad}`);
-    this.name = opts.name;
-    this.prefix = `${opts.name}/`;
-    this.log = opts.log ?? componentLogger('lock', { lock: opts.name });
-    this.cell = new StateCell<LockState>('IDLE', this.log, 'lock');
-    this.cell.on('change', (next: LockState, prev: LockState) => this.emit('state', next, prev));
-  }
-
-  get state(): LockState {
-    return this.cell.value;
-  }
-
-  /** Our waiter/holder key, once written. */
-  get key(): string | undefined {
-    return this.ticket?.key;
-  }
-
-  /** Fencing token: create revision of our key (decimal string; compare as BigInt). */
-  get revision(): string | undefined {
-    return this.ticket?.revision.toString();
+  constructor(client: Etcd3, opts: LockOptions) {
+    super(client, opts, 'lock', 'IDLE');
   }
 
   /** Lease id of the session holding the lock, hex. */
@@ -123,8 +82,7 @@ export class EtcdMutex extends EventEmitter {
     let ticket: Ticket | undefined;
     try {
       signal?.throwIfAborted();
-      const session = this.opts.session ?? (this.ownSession = await Session.open(this.client, this.opts.ttlSeconds ?? 60, this.log));
-      ticket = await Ticket.take(this.client, this.prefix, session, '', this.log);
+      ticket = await Ticket.take(this.client, this.prefix, await this.session(), '', this.log);
       this.ticket = ticket;
       // release() during the awaits above: give the fresh key up again.
       if (this.cell.is('RELEASED')) throw new Error(`lock ${this.name} released while acquiring`);
@@ -166,22 +124,5 @@ export class EtcdMutex extends EventEmitter {
       this.releasing = this.cleanup();
     }
     return this.releasing;
-  }
-
-  private async cleanup(): Promise<void> {
-    const ticket = this.ticket;
-    const session = this.ownSession;
-    this.ownSession = undefined;
-    try {
-      // Revoking our own lease deletes the key too, in one RPC.
-      if (session) {
-        await ticket?.close();
-        await session.close();
-      } else if (ticket) {
-        await ticket.discard();
-      }
-    } catch (err) {
-      this.log.warn({ event: 'lock.release_failed', err: String(err) }, 'could not delete the lock key; it goes when its lease expires');
-    }
   }
 }
