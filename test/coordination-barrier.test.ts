@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
-import { EtcdCluster } from './harness/etcd-cluster';
+import { EtcdCluster, startTestEtcd, stopTestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { waitFor } from './harness/ports';
-import { createEtcdClient } from '../balancer/etcd-client';
 import { BarrierTimeoutError, DoubleBarrier, TooManyParticipantsError } from '../coordination/barrier';
 
 /**
@@ -17,16 +16,14 @@ let client: Etcd3;
 const barriers: DoubleBarrier[] = [];
 
 beforeAll(async () => {
-  etcd = await EtcdCluster.start(1);
-  client = createEtcdClient({ endpoints: [etcd.endpoints] });
+  ({ etcd, client } = await startTestEtcd());
 });
 
-afterAll(async () => {
-  await MeshProcess.killAll();
-  for (const b of barriers) await b.close();
-  client?.close();
-  await etcd?.stop();
-});
+afterAll(() =>
+  stopTestEtcd({ etcd, client }, async () => {
+    for (const b of barriers) await b.close();
+  }),
+);
 
 function barrier(name: string, count: number): DoubleBarrier {
   const b = new DoubleBarrier(client, { name, count, ttlSeconds: 5 });

@@ -4,10 +4,9 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
-import { EtcdCluster } from './harness/etcd-cluster';
+import { EtcdCluster, startTestEtcd, stopTestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { waitFor } from './harness/ports';
-import { createEtcdClient } from '../balancer/etcd-client';
 import { Election, LeadershipLostError } from '../coordination/election';
 
 /**
@@ -26,18 +25,16 @@ let dir: string;
 const children = new Set<ChildProcess>();
 
 beforeAll(async () => {
-  etcd = await EtcdCluster.start(1);
-  client = createEtcdClient({ endpoints: [etcd.endpoints] });
+  ({ etcd, client } = await startTestEtcd());
   dir = mkdtempSync(path.join(tmpdir(), 'mesh-elect-test-'));
 });
 
-afterAll(async () => {
-  await MeshProcess.killAll();
-  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  client?.close();
-  await etcd?.stop();
-  if (dir) rmSync(dir, { recursive: true, force: true });
-});
+afterAll(() =>
+  stopTestEtcd({ etcd, client }, () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }),
+);
 
 function start(cmd: string, args: string[]): { proc: ChildProcess; exited: Promise<number | null>; out: () => string } {
   const proc = spawn(cmd, args, { env: { ...process.env, ETCDCTL_API: '3' }, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -1,24 +1,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
-import { EtcdCluster } from './harness/etcd-cluster';
+import { EtcdCluster, startTestEtcd, stopTestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { waitFor } from './harness/ports';
-import { createEtcdClient } from '../balancer/etcd-client';
 import { decodePercent, ProgressWatch, setProgress, type ProgressUpdate } from '../coordination/progress';
 
 let etcd: EtcdCluster;
 let client: Etcd3;
 
 beforeAll(async () => {
-  etcd = await EtcdCluster.start(1);
-  client = createEtcdClient({ endpoints: [etcd.endpoints] });
+  ({ etcd, client } = await startTestEtcd());
 });
 
-afterAll(async () => {
-  await MeshProcess.killAll();
-  client?.close();
-  await etcd?.stop();
-});
+afterAll(() => stopTestEtcd({ etcd, client }));
 
 
 describe('mesh progress', () => {

@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
-import { EtcdCluster } from './harness/etcd-cluster';
+import { EtcdCluster, startTestEtcd, stopTestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { waitFor } from './harness/ports';
-import { createEtcdClient } from '../balancer/etcd-client';
 import { ClaimLostError, EtcdQueue } from '../coordination/queue';
 import { Session } from '../coordination/lock-session';
 
@@ -20,16 +19,14 @@ let client: Etcd3;
 const sessions: Session[] = [];
 
 beforeAll(async () => {
-  etcd = await EtcdCluster.start(1);
-  client = createEtcdClient({ endpoints: [etcd.endpoints] });
+  ({ etcd, client } = await startTestEtcd());
 });
 
-afterAll(async () => {
-  await MeshProcess.killAll();
-  for (const s of sessions) await s.close();
-  client?.close();
-  await etcd?.stop();
-});
+afterAll(() =>
+  stopTestEtcd({ etcd, client }, async () => {
+    for (const s of sessions) await s.close();
+  }),
+);
 
 async function session(ttl = 5): Promise<Session> {
   const s = await Session.open(client, ttl);

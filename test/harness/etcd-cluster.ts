@@ -1,2 +1,31 @@
+import type { Etcd3 } from 'etcd3';
+import { LocalEtcdCluster } from '../../services/etcd-local';
+import { createEtcdClient } from '../../balancer/etcd-client';
+import { MeshProcess } from './mesh-process';
+
 // Tests run against the same local etcd cluster the demo and the bench start.
 export { LocalEtcdCluster as EtcdCluster, type EtcdMember } from '../../services/etcd-local';
+
+/** A test file's etcd: a real cluster on free loopback ports, and a client to it. */
+export interface TestEtcd {
+  etcd: LocalEtcdCluster;
+  client: Etcd3;
+}
+
+/** Start a real `size`-member etcd and a client to it (call from beforeAll). */
+export async function startTestEtcd(size = 1): Promise<TestEtcd> {
+  const etcd = await LocalEtcdCluster.start(size);
+  return { etcd, client: createEtcdClient({ endpoints: etcd.members.map((m) => m.endpoint) }) };
+}
+
+/**
+ * Undo startTestEtcd (call from afterAll): every mesh process the file
+ * started, then the file's own leftovers (`extra`), the client, etcd and its
+ * data dirs. Safe when start-up failed half-way.
+ */
+export async function stopTestEtcd(t: Partial<TestEtcd>, extra?: () => unknown): Promise<void> {
+  await MeshProcess.killAll();
+  await extra?.();
+  t.client?.close();
+  await t.etcd?.stop();
+}
