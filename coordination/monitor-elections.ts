@@ -1,3 +1,4 @@
+import { leaseIdHex } from './monitor-leases';
 import type { Etcd3, IKeyValue } from 'etcd3';
 import type { KeyRange } from '../balancer/resumable-watch';
 
@@ -51,7 +52,7 @@ export function groupCandidates(kvs: IKeyValue[], exclude?: string): Map<string,
     const key = kv.key.toString('utf8');
     if (exclude && key.startsWith(exclude)) continue;
     if (!isCampaignKey(key, kv.lease)) continue;
-    const c: Candidate = { name: campaignName(key), key, lease: BigInt(kv.lease).toString(16), createRevision: kv.create_revision };
+    const c: Candidate = { name: campaignName(key), key, lease: leaseIdHex(kv.lease), createRevision: kv.create_revision };
     const list = groups.get(c.name) ?? [];
     list.push(c);
     groups.set(c.name, list);

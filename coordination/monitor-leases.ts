@@ -3,6 +3,16 @@ import type { Logger } from '../balancer/logger';
 import { errorText } from '../balancer/etcd-errors';
 
 /**
+ * A lease id as etcdctl prints it (`lease grant`, `lease list`): 16 hex
+ * digits, zero-padded, so ids shown by `mesh ls` match etcdctl's byte for
+ * byte. (Go's election and lock keys use unpadded `%x`: see
+ * monitor-elections.ts, which must not use this.)
+ */
+export function leaseIdHex(leaseDecimal: string): string {
+  return BigInt(leaseDecimal).toString(16).padStart(16, '0');
+}
+
+/**
  * Seconds left on each lease (ids in lower-case hex, as etcdctl prints
  * them): -1 when etcd says the lease is gone (expired or revoked), null
  * when the lookup failed (logged). One TimeToLive call per distinct lease.

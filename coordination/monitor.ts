@@ -5,7 +5,7 @@ import { DecodeError, decodeEndpoint } from '../balancer/endpoint-codec';
 import { EndpointWatcher } from '../balancer/endpoint-watcher';
 import { componentLogger, type Logger } from '../balancer/logger';
 import { groupCandidates, mayBeCampaignKey, scanKeys } from './monitor-elections';
-import { leaseTtls } from './monitor-leases';
+import { leaseIdHex, leaseTtls } from './monitor-leases';
 import { errorText } from '../balancer/etcd-errors';
 import { ResumableWatch, prefixRange, type KeyRange } from '../balancer/resumable-watch';
 
@@ -107,7 +107,7 @@ export async function scanCluster(client: Etcd3, opts: MonitorOptions, log: Logg
     }
     const service = key.slice(root.length).split('/')[0];
     const list = services.get(service) ?? [];
-    list.push({ key, addr: rec.addr, metadata: rec.metadata, lease: kv.lease === '0' ? null : BigInt(kv.lease).toString(16), ttl: null });
+    list.push({ key, addr: rec.addr, metadata: rec.metadata, lease: kv.lease === '0' ? null : leaseIdHex(kv.lease), ttl: null });
     services.set(service, list);
   }
 

@@ -39,6 +39,16 @@ async function register(prefix: string, service: string, addr: string, metadata:
 }
 
 
+describe('lease ids', () => {
+  it('are shown as etcdctl prints them: 16 hex digits, zero-padded (Go keys stay unpadded)', async () => {
+    const { leaseIdHex } = await import('../coordination/monitor-leases');
+    const { isCampaignKey } = await import('../coordination/monitor-elections');
+    expect(leaseIdHex('1')).toBe('0000000000000001');
+    expect(leaseIdHex('816455617380991494')).toBe('0b54a20ee8ddc206');
+    expect(isCampaignKey('jobs/b54a20ee8ddc206', '816455617380991494')).toBe(true);
+  });
+});
+
 describe('mesh ls / mesh top', () => {
   let leaseA: string;
   let leaseB: string;
