@@ -87,7 +87,7 @@ describe('raw bytes through pub/sub and progress', () => {
     const job = raw('j', 'ff');
     await ok(mesh(['progress', 'set', job, '42']));
     expect((await ok(etcdctl(['get', raw('progress/j', 'ff')]))).toString('hex')).toBe(lines(raw('progress/j', 'ff'), Buffer.from('42')).toString('hex'));
-    await ok(mesh(['progress', 'set', '--prefix', raw('p', 'fe'), job, '7']));
+    await ok(mesh(['progress', 'set', raw('--prefix=p', 'fe'), job, '7'])); // the --flag=value form carries raw bytes too
     expect((await ok(etcdctl(['get', '--print-value-only', Buffer.concat([raw('p', 'fe', '/j'), X('ff')])]))).toString()).toBe('7\n');
     // A job Node would decode alike is another key: at 100, it does not end the watch of j\xff.
     await ok(etcdctl(['put', raw('progress/j', 'fe'), '100']));
