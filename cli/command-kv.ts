@@ -4,6 +4,7 @@ import { addEtcdOptions, CommandFailure, connectEtcd, type EtcdFlags } from './c
 import { intIn } from './parse';
 import { formatDel, formatGet, formatPut } from './kv-format';
 import { prefixRange } from '../balancer/resumable-watch';
+import { argBytes } from './argv-bytes';
 
 /**
  * `mesh kv get|put|del`: etcdctl v3's commands with its flags and its
@@ -12,6 +13,9 @@ import { prefixRange } from '../balancer/resumable-watch';
  * `mesh: ...` line; an empty KEY without --prefix/--from-key is a usage
  * error (etcdctl sends it and fails with "key is not provided", exit 1).
  * etcd errors (e.g. an unknown lease) exit 1 with nothing on stdout, as etcdctl.
+ * KEY, END and VALUE are the raw argv bytes (argBytes), and output is the
+ * stored bytes, so keys and values that are not UTF-8 pass through as with
+ * etcdctl, in both directions.
  */
 
 /** etcdctl's lease flag: the ID in hex (`etcdctl lease grant` prints it so); 0 = no lease. */
@@ -34,21 +38,21 @@ interface RangeSpec {
  * starting with KEY (KEY "" = everything); --from-key → every key >= KEY
  * (KEY "" = everything). END with either flag, or both flags, is a usage error.
  */
-export function rangeSpec(key: string, end: string | undefined, flags: { prefix?: boolean; fromKey?: boolean }): RangeSpec {
+export function rangeSpec(key: Buffer, end: Buffer | undefined, flags: { prefix?: boolean; fromKey?: boolean }): RangeSpec {
   if (flags.prefix && flags.fromKey) throw new CommandFailure('`--prefix` and `--from-key` cannot be set at the same time, choose one', 2);
   if (end !== undefined && (flags.prefix || flags.fromKey)) throw new CommandFailure('too many arguments: END is not accepted with `--prefix` or `--from-key`', 2);
-  if (key === '' && !flags.prefix && !flags.fromKey) throw new CommandFailure('KEY must not be empty (use --prefix "" or --from-key "" for every key)', 2);
+  if (key.length === 0 && !flags.prefix && !flags.fromKey) throw new CommandFailure('KEY must not be empty (use --prefix "" or --from-key "" for every key)', 2);
   const all = { key: Buffer.from([0]), rangeEnd: Buffer.from([0]) };
   if (flags.prefix) {
-    if (key === '') return all;
+    if (key.length === 0) return all;
     const r = prefixRange(key);
     return { key: r.start, rangeEnd: r.end };
   }
-  if (flags.fromKey) return key === '' ? all : { key: Buffer.from(key), rangeEnd: Buffer.from([0]) };
+  if (flags.fromKey) return key.length === 0 ? all : { key, rangeEnd: Buffer.from([0]) };
   // END "" means no range (etcdctl sends nothing). Never send an empty
   // range_end: protobufjs puts it on the wire, and etcd reads a present but
   // empty range_end as "every key >= KEY", not as "just KEY".
-  return { key: Buffer.from(key), rangeEnd: end ? Buffer.from(end) : undefined };
+  return { key, rangeEnd: end && end.length > 0 ? end : undefined };
 }
 
 function nonEmpty(what: string) {
@@ -89,7 +93,7 @@ function getCommand(): Command {
     .addOption(new Option('--rev <revision>', 'read at this revision (0: latest)').default(0).argParser(intIn(0, Number.MAX_SAFE_INTEGER)));
   addEtcdOptions(cmd);
   return cmd.action(async (key: string, end: string | undefined, flags: GetFlags) => {
-    const spec = rangeSpec(key, end, flags);
+    const spec = rangeSpec(argBytes(key), end === undefined ? undefined : argBytes(end), flags);
     const res = await withEtcd(flags, (etcd) =>
       etcd.kv.range({ key: spec.key, range_end: spec.rangeEnd, limit: flags.limit, revision: flags.rev, keys_only: Boolean(flags.keysOnly) }),
     );
@@ -112,7 +116,7 @@ function putCommand(): Command {
   addEtcdOptions(cmd);
   return cmd.action(async (key: string, value: string, flags: PutFlags) => {
     const res = await withEtcd(flags, (etcd) =>
-      etcd.kv.put({ key: Buffer.from(key), value: Buffer.from(value), lease: flags.lease, prev_kv: Boolean(flags.prevKv) }),
+      etcd.kv.put({ key: argBytes(key), value: argBytes(value), lease: flags.lease, prev_kv: Boolean(flags.prevKv) }),
     );
     process.stdout.write(formatPut(flags.prevKv ? res.prev_kv : undefined));
   });
@@ -134,7 +138,7 @@ function delCommand(): Command {
     .option('--prev-kv', 'also print the deleted key-value pairs');
   addEtcdOptions(cmd);
   return cmd.action(async (key: string, end: string | undefined, flags: DelFlags) => {
-    const spec = rangeSpec(key, end, flags);
+    const spec = rangeSpec(argBytes(key), end === undefined ? undefined : argBytes(end), flags);
     const res = await withEtcd(flags, (etcd) => etcd.kv.deleteRange({ key: spec.key, range_end: spec.rangeEnd, prev_kv: Boolean(flags.prevKv) }));
     process.stdout.write(formatDel(res.deleted, res.prev_kvs ?? []));
   });

@@ -4,11 +4,14 @@ import { intIn, parsePrefix } from './parse';
 import { finish, stopSignal } from './observe-lifecycle';
 import { DEFAULT_PROGRESS_PREFIX, DONE_PERCENT, ProgressWatch, setProgress, type ProgressUpdate } from '../coordination/progress';
 import { componentLogger } from '../balancer/logger';
+import { argBytes } from './argv-bytes';
 
 /**
  * `mesh progress set JOB PERCENT` writes `<prefix>/<JOB>` = PERCENT.
  * `mesh progress watch JOB` prints every change (a bar on a terminal, plain
  * `JOB 42%` lines otherwise) and exits 0 once the job is at 100.
+ * JOB and --prefix are the raw argv bytes, in the key and in what watch
+ * prints, so a job name that is not UTF-8 is the same key etcdctl names.
  */
 
 /** A job name: non-empty, printable, no spaces; `/` allowed inside (e.g. build/42). */
@@ -37,7 +40,7 @@ function setCommand(): Command {
   return cmd.action(async (job: string, percent: number, flags: ProgressFlags) => {
     const etcd = await connectEtcd(flags);
     try {
-      await setProgress(etcd, job, percent, { prefix: flags.prefix });
+      await setProgress(etcd, argBytes(job), percent, { prefix: argBytes(flags.prefix) });
     } finally {
       etcd.close();
     }
@@ -46,8 +49,13 @@ function setCommand(): Command {
 
 /** `[██████░░░░░░░░░░░░░░] build 30%` — redrawn in place. */
 export function progressBar(job: string, percent: number, width = 30): string {
+  return progressBarBytes(job, percent, width).toString();
+}
+
+/** progressBar with the job's own bytes (which need not be UTF-8). */
+export function progressBarBytes(job: string | Buffer, percent: number, width = 30): Buffer {
   const full = Math.round((percent / DONE_PERCENT) * width);
-  return `[${'█'.repeat(full)}${'░'.repeat(width - full)}] ${job} ${percent}%`;
+  return Buffer.concat([Buffer.from(`[${'█'.repeat(full)}${'░'.repeat(width - full)}] `), Buffer.from(job), Buffer.from(` ${percent}%`)]);
 }
 
 function watchCommand(): Command {
@@ -61,12 +69,13 @@ function watchCommand(): Command {
     const tty = Boolean(process.stdout.isTTY);
     const etcd = await connectEtcd(flags);
     const signal = stopSignal();
-    const watch = new ProgressWatch(etcd, job, { prefix: flags.prefix, log });
+    const jobBytes = argBytes(job);
+    const watch = new ProgressWatch(etcd, jobBytes, { prefix: argBytes(flags.prefix), log });
     try {
       const outcome = await new Promise<'done' | NodeJS.Signals>((resolve) => {
         watch.on('progress', (u: ProgressUpdate) => {
-          if (tty) process.stdout.write(`\r\x1b[2K${progressBar(job, u.percent)}${u.percent === DONE_PERCENT ? '\n' : ''}`);
-          else process.stdout.write(`${job} ${u.percent}%\n`);
+          if (tty) process.stdout.write(Buffer.concat([Buffer.from('\r\x1b[2K'), progressBarBytes(jobBytes, u.percent), Buffer.from(u.percent === DONE_PERCENT ? '\n' : '')]));
+          else process.stdout.write(Buffer.concat([jobBytes, Buffer.from(` ${u.percent}%\n`)]));
           if (u.percent === DONE_PERCENT) resolve('done');
         });
         watch.on('removed', (rev: string) => log.warn({ event: 'progress.removed', revision: rev }, `progress key of ${job} was deleted; still waiting`));

@@ -4,12 +4,16 @@ import { intIn, parseTtl } from './parse';
 import { finish, stopSignal } from './observe-lifecycle';
 import { CompactedError, publish, Subscription, type Message } from '../coordination/pubsub';
 import { componentLogger } from '../balancer/logger';
+import { argBytes } from './argv-bytes';
 
 /**
  * `mesh pub TOPIC MESSAGE [--ttl S]` prints the message's revision (one
  * line), which `mesh sub TOPIC --from-rev REV` replays from.
  * `mesh sub TOPIC [--from-rev N] [--count N] [--json]` prints each message
  * on its own line in publish (revision) order.
+ * TOPIC and MESSAGE are the raw argv bytes (as etcdctl takes them), and sub
+ * prints each payload's bytes unchanged (--json: key and value decoded as
+ * UTF-8, so bytes that are not UTF-8 show as U+FFFD there).
  */
 
 /** A topic is a key prefix: non-empty, printable, no spaces; trailing `/` dropped. */
@@ -40,7 +44,7 @@ export function pubCommand(): Command {
   return cmd.action(async (topic: string, message: string, flags: PubFlags) => {
     const etcd = await connectEtcd(flags);
     try {
-      const p = await publish(etcd, topic, message, { ttlSeconds: flags.ttl });
+      const p = await publish(etcd, argBytes(topic), argBytes(message), { ttlSeconds: flags.ttl });
       process.stdout.write(`${p.revision}\n`);
     } finally {
       etcd.close();
@@ -68,7 +72,7 @@ export function subCommand(): Command {
     const signal = stopSignal();
     let sub: Subscription | undefined;
     try {
-      sub = await Subscription.open(etcd, topic, { fromRevision: flags.fromRev, log });
+      sub = await Subscription.open(etcd, argBytes(topic), { fromRevision: flags.fromRev, log });
       const s = sub;
       let seen = 0;
       const outcome = await new Promise<'count' | 'signal' | CompactedError>((resolve) => {

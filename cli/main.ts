@@ -9,6 +9,7 @@ import { demoCommand } from './command-demo';
 import { coordinationCommands } from './commands-coordination';
 import { observeCommands } from './commands-observe';
 import { CommandFailure, errorText } from './common';
+import { losslessArgv } from './argv-bytes';
 
 /** package.json's version, found from both cli/ (sources) and dist/cli/. */
 function packageVersion(): string {
@@ -84,7 +85,8 @@ export async function main(argv: string[]): Promise<void> {
   });
   const program = buildProgram();
   try {
-    await program.parseAsync(argv);
+    // Arguments keep bytes that are not UTF-8 (see argv-bytes.ts), so kv/pub get them back raw.
+    await program.parseAsync(losslessArgv(argv));
   } catch (err) {
     if (err instanceof CommanderError) {
       // --help and --version arrive here too, with exit code 0.

@@ -17,8 +17,21 @@ export const DONE_PERCENT = 100;
 
 /** The key a job's progress lives in. */
 export function progressKey(job: string, prefix = DEFAULT_PROGRESS_PREFIX): string {
-  if (job === '') throw new RangeError('job must not be empty');
-  return `${prefix.replace(/\/+$/, '')}/${job}`;
+  return progressKeyBytes(job, prefix).toString();
+}
+
+/**
+ * progressKey in bytes: a job or prefix given as a Buffer is used as is (it
+ * need not be UTF-8; `mesh progress` passes the raw argv bytes), a string as
+ * its UTF-8. Trailing `/` of the prefix are dropped.
+ */
+export function progressKeyBytes(job: string | Buffer, prefix: string | Buffer = DEFAULT_PROGRESS_PREFIX): Buffer {
+  const j = Buffer.from(job);
+  if (j.length === 0) throw new RangeError('job must not be empty');
+  const p = Buffer.from(prefix);
+  let end = p.length;
+  while (end > 0 && p[end - 1] === 0x2f) end--;
+  return Buffer.concat([p.subarray(0, end), Buffer.from('/'), j]);
 }
 
 export function isPercent(n: number): boolean {
@@ -34,14 +47,15 @@ export function decodePercent(value: Buffer | string): number | undefined {
 }
 
 /** Report progress; resolves with the revision of the write. */
-export async function setProgress(client: Etcd3, job: string, percent: number, opts: { prefix?: string } = {}): Promise<string> {
+export async function setProgress(client: Etcd3, job: string | Buffer, percent: number, opts: { prefix?: string | Buffer } = {}): Promise<string> {
   if (!isPercent(percent)) throw new RangeError(`percent must be an integer 0..${DONE_PERCENT}, got ${percent}`);
-  const res = await client.put(progressKey(job, opts.prefix)).value(String(percent)).exec();
+  const res = await client.kv.put({ key: progressKeyBytes(job, opts.prefix), value: Buffer.from(String(percent)) });
   return res.header.revision;
 }
 
 /** One observed value of a job's progress. */
 export interface ProgressUpdate {
+  /** The job for display (UTF-8; bytes that are not UTF-8 show as U+FFFD). */
   job: string;
   percent: number;
   /** The revision of the write that set it. */
@@ -60,7 +74,11 @@ export interface ProgressUpdate {
  * A failed read is logged and retried with backoff. No event after close().
  */
 export class ProgressWatch extends EventEmitter {
+  /** The watched key, byte for byte. */
+  readonly keyBytes: Buffer;
+  /** The key for display and logs. */
   readonly key: string;
+  private readonly shownJob: string;
   private readonly log: Logger;
   private readonly backoff = new Backoff(100, 1_000);
   private watch: ResumableWatch | undefined;
@@ -71,12 +89,14 @@ export class ProgressWatch extends EventEmitter {
 
   constructor(
     private readonly client: Etcd3,
-    readonly job: string,
-    opts: { prefix?: string; log?: Logger } = {},
+    readonly job: string | Buffer,
+    opts: { prefix?: string | Buffer; log?: Logger } = {},
   ) {
     super();
-    this.key = progressKey(job, opts.prefix);
-    this.log = opts.log ?? componentLogger('progress', { job, key: this.key });
+    this.keyBytes = progressKeyBytes(job, opts.prefix);
+    this.key = this.keyBytes.toString();
+    this.shownJob = job.toString();
+    this.log = opts.log ?? componentLogger('progress', { job: this.shownJob, key: this.key });
   }
 
   start(): this {
@@ -102,7 +122,7 @@ export class ProgressWatch extends EventEmitter {
     this.watch = undefined;
     let res;
     try {
-      res = await this.client.kv.range({ key: Buffer.from(this.key) });
+      res = await this.client.kv.range({ key: this.keyBytes });
     } catch (err) {
       if (this.closed) return;
       const delay = this.backoff.next();
@@ -116,7 +136,7 @@ export class ProgressWatch extends EventEmitter {
     if (kv && BigInt(kv.mod_revision) > this.lastRevision) this.report(kv);
     const from = BigInt(res.header.revision) + 1n;
     this.log.debug({ event: 'progress.watching', reason, fromRevision: from.toString() }, `watching ${this.key}`);
-    const w = new ResumableWatch(this.client, { start: Buffer.from(this.key), end: Buffer.alloc(0) }, from, this.log);
+    const w = new ResumableWatch(this.client, { start: this.keyBytes, end: Buffer.alloc(0) }, from, this.log);
     this.watch = w;
     w.on('batch', (events: IEvent[]) => {
       for (const ev of events) {
@@ -145,6 +165,6 @@ export class ProgressWatch extends EventEmitter {
       this.emit('invalid', { revision: kv.mod_revision, value });
       return;
     }
-    this.emit('progress', { job: this.job, percent, revision: kv.mod_revision } satisfies ProgressUpdate);
+    this.emit('progress', { job: this.shownJob, percent, revision: kv.mod_revision } satisfies ProgressUpdate);
   }
 }

@@ -17,10 +17,15 @@ export { CompactedError };
  * Key: `<topic>/<12 hex digits of ms since epoch>-<16 random hex digits>`,
  * so `etcdctl get --prefix <topic>/` lists messages roughly in time order;
  * the authoritative order is the revision, not the key.
+ *
+ * Topic and payload are bytes: a topic given as a Buffer is used as is (it
+ * need not be UTF-8), a string as its UTF-8; payloads are stored and
+ * delivered byte for byte.
  */
 
 /** One message as a subscriber receives it. */
 export interface Message {
+  /** The topic for display (UTF-8; bytes that are not UTF-8 show as U+FFFD). */
   topic: string;
   /** The etcd key the message was stored under. */
   key: string;
@@ -46,8 +51,17 @@ export interface PublishOptions {
 
 /** The key prefix of a topic (always ends in `/`, so topic `a` never matches `ab/...`). */
 export function topicPrefix(topic: string): string {
-  if (topic === '') throw new RangeError('topic must not be empty');
-  return `${topic.replace(/\/+$/, '')}/`;
+  return topicPrefixBytes(topic).toString();
+}
+
+/** topicPrefix for a topic in bytes: trailing `/` dropped, then one `/`. */
+export function topicPrefixBytes(topic: string | Buffer): Buffer {
+  let t = Buffer.from(topic);
+  let end = t.length;
+  while (end > 0 && t[end - 1] === 0x2f) end--;
+  t = t.subarray(0, end);
+  if (t.length === 0) throw new RangeError('topic must not be empty');
+  return Buffer.concat([t, Buffer.from('/')]);
 }
 
 function messageId(): string {
@@ -60,8 +74,8 @@ function messageId(): string {
  * was applied (answer lost), the retry finds our key and returns its
  * revision instead of publishing twice.
  */
-export async function publish(client: Etcd3, topic: string, message: string | Buffer, opts: PublishOptions = {}): Promise<Published> {
-  const key = Buffer.from(topicPrefix(topic) + messageId());
+export async function publish(client: Etcd3, topic: string | Buffer, message: string | Buffer, opts: PublishOptions = {}): Promise<Published> {
+  const key = Buffer.concat([topicPrefixBytes(topic), Buffer.from(messageId())]);
   let lease: string | undefined;
   if (opts.ttlSeconds !== undefined) {
     const granted = await client.leaseClient.leaseGrant({ TTL: opts.ttlSeconds });
@@ -79,8 +93,8 @@ export async function publish(client: Etcd3, topic: string, message: string | Bu
 }
 
 /** The store's current revision (a cheap count-only read of the topic). */
-async function currentRevision(client: Etcd3, topic: string): Promise<bigint> {
-  const r = prefixRange(topicPrefix(topic));
+async function currentRevision(client: Etcd3, topic: string | Buffer): Promise<bigint> {
+  const r = prefixRange(topicPrefixBytes(topic));
   const res = await client.kv.range({ key: r.start, range_end: r.end, count_only: true });
   return BigInt(res.header.revision);
 }
@@ -106,18 +120,19 @@ export class Subscription extends EventEmitter {
   private closed = false;
 
   private constructor(
-    readonly topic: string,
+    readonly topic: string | Buffer,
     client: Etcd3,
     fromRevision: bigint,
     log: Logger,
   ) {
     super();
-    this.watch = new ResumableWatch(client, prefixRange(topicPrefix(topic)), fromRevision, log);
+    this.watch = new ResumableWatch(client, prefixRange(topicPrefixBytes(topic)), fromRevision, log);
+    const shown = topic.toString();
     this.watch.on('batch', (events: IEvent[]) => {
       for (const ev of events) {
         if (this.closed) return;
         if (ev.type !== 'Put') continue;
-        this.emit('message', { topic, key: ev.kv.key.toString(), value: ev.kv.value, revision: ev.kv.mod_revision } satisfies Message);
+        this.emit('message', { topic: shown, key: ev.kv.key.toString(), value: ev.kv.value, revision: ev.kv.mod_revision } satisfies Message);
       }
     });
     this.watch.on('error', (err: CompactedError) => this.emit('error', err));
@@ -126,8 +141,8 @@ export class Subscription extends EventEmitter {
   }
 
   /** Subscribe; resolves once the start revision is fixed (the watch opens right after). */
-  static async open(client: Etcd3, topic: string, opts: SubscribeOptions = {}): Promise<Subscription> {
-    const log = opts.log ?? componentLogger('pubsub', { topic });
+  static async open(client: Etcd3, topic: string | Buffer, opts: SubscribeOptions = {}): Promise<Subscription> {
+    const log = opts.log ?? componentLogger('pubsub', { topic: topic.toString() });
     const from = opts.fromRevision ?? (await currentRevision(client, topic)) + 1n;
     const sub = new Subscription(topic, client, from, log);
     // Start on the next tick so the caller can attach listeners first.

@@ -32,6 +32,13 @@ const FIXTURE: [Buffer, Buffer][] = [
 ].map(([k, v]) => [Buffer.from(k), Buffer.from(v)] as [Buffer, Buffer]);
 FIXTURE.push([Buffer.from('bin'), Buffer.from([0x00, 0x01, 0xff, 0xfe, 0x0a, 0x0d, 0x09, 0x80])]);
 FIXTURE.push([Buffer.from([0x62, 0x69, 0x6e, 0xff]), Buffer.from([0xc3, 0x28])]); // key "bin\xff", invalid UTF-8 value
+// Keys that are not UTF-8 and that Node would decode alike ("raw/\uFFFD..."): only raw argv tells them apart.
+const X = (hex: string) => Buffer.from(hex.replace(/ /g, ''), 'hex');
+FIXTURE.push([Buffer.concat([Buffer.from('raw/'), X('fe')]), X('80 81')]);
+FIXTURE.push([Buffer.concat([Buffer.from('raw/'), X('ff')]), X('ff 0a fe')]);
+FIXTURE.push([Buffer.concat([Buffer.from('raw/'), X('ff ff')]), Buffer.from('valid value')]);
+FIXTURE.push([Buffer.concat([Buffer.from('raw/'), X('c3 28'), Buffer.from('x')]), X('ed a0 80')]); // encoded surrogate: invalid too
+FIXTURE.push([X('ff ff'), X('c0 af')]); // overlong "/"
 
 beforeAll(async () => {
   etcd = await EtcdCluster.start(1);
@@ -62,9 +69,24 @@ interface Run {
   stderr: string;
 }
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Run> {
+/** An argument: a string (UTF-8), or raw bytes that need not be UTF-8. */
+type Arg = string | Buffer;
+
+/** bash's $'...' quoting of every byte: argv carries them unchanged (NUL aside, which argv cannot hold). */
+function bashQuote(arg: Arg): string {
+  const bytes = Buffer.isBuffer(arg) ? arg : Buffer.from(arg);
+  return `$'${[...bytes].map((b) => `\\x${b.toString(16).padStart(2, '0')}`).join('')}'`;
+}
+
+/**
+ * Node's spawn takes arguments only as strings (sent as UTF-8), so a command
+ * line with raw bytes goes through bash, which puts them in argv as they are.
+ */
+function run(cmd: string, args: Arg[], env: NodeJS.ProcessEnv): Promise<Run> {
+  const raw = args.some((a) => Buffer.isBuffer(a));
+  const [file, argv] = raw ? ['bash', ['-c', `exec ${[cmd, ...args].map(bashQuote).join(' ')}`]] : [cmd, args as string[]];
   return new Promise((resolve) => {
-    const child = execFile(cmd, args, { env: { ...process.env, ...env }, encoding: 'buffer', timeout: 20_000 }, (err, stdout, stderr) => {
+    const child = execFile(file, argv, { env: { ...process.env, ...env }, encoding: 'buffer', timeout: 20_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : -1) : 0;
       resolve({ code, stdout, stderr: stderr.toString() });
     });
@@ -73,25 +95,28 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<Run> 
   });
 }
 
-const etcdctl = (args: string[]) => run('etcdctl', [`--endpoints=${etcd.endpoints}`, ...args], { ETCDCTL_API: '3' });
+const etcdctl = (args: Arg[]) => run('etcdctl', [`--endpoints=${etcd.endpoints}`, ...args], { ETCDCTL_API: '3' });
 // Endpoints through the environment, so the argument list is exactly etcdctl's (`--` included).
-const mesh = (args: string[]) => run(process.execPath, [MESH_MAIN, 'kv', ...args], { MESH_LOG_LEVEL: 'warn', ETCD_ENDPOINTS: etcd.endpoints });
+const mesh = (args: Arg[]) => run(process.execPath, [MESH_MAIN, 'kv', ...args], { MESH_LOG_LEVEL: 'warn', ETCD_ENDPOINTS: etcd.endpoints });
+
+/** For failure messages: an argument list with raw bytes shown in hex. */
+const show = (args: Arg[]) => args.map((a) => (Buffer.isBuffer(a) ? `hex:${a.toString('hex')}` : a));
 
 /** Run the same arguments through both tools; stdout and exit code must be identical. */
-async function same(args: string[]): Promise<{ ours: Run; theirs: Run }> {
+async function same(args: Arg[]): Promise<{ ours: Run; theirs: Run }> {
   const [theirs, ours] = [await etcdctl(args), await mesh(args)];
-  expect({ args, stdout: ours.stdout.toString('hex'), code: ours.code }).toEqual({ args, stdout: theirs.stdout.toString('hex'), code: theirs.code });
+  expect({ args: show(args), stdout: ours.stdout.toString('hex'), code: ours.code }).toEqual({ args: show(args), stdout: theirs.stdout.toString('hex'), code: theirs.code });
   return { ours, theirs };
 }
 
 /** A mutating command, once per tool on a fresh fixture: stdout, exit code and the resulting keyspace must match. */
-async function sameEffect(args: string[]): Promise<{ ours: Run; theirs: Run }> {
+async function sameEffect(args: Arg[]): Promise<{ ours: Run; theirs: Run }> {
   await loadFixture();
   const theirs = await etcdctl(args);
   const after = await dump();
   await loadFixture();
   const ours = await mesh(args);
-  expect({ args, stdout: ours.stdout.toString('hex'), code: ours.code, keyspace: await dump() }).toEqual({ args, stdout: theirs.stdout.toString('hex'), code: theirs.code, keyspace: after });
+  expect({ args: show(args), stdout: ours.stdout.toString('hex'), code: ours.code, keyspace: await dump() }).toEqual({ args: show(args), stdout: theirs.stdout.toString('hex'), code: theirs.code, keyspace: after });
   return { ours, theirs };
 }
 
@@ -179,6 +204,51 @@ describe('mesh kv matches etcdctl byte for byte', () => {
       const { ours } = await sameEffect(args);
       expect(ours.code).toBe(0);
     }
+  });
+
+  // Keys and values that are not UTF-8, as argv bytes (through bash), against etcdctl.
+  const raw = (prefix: string, hex: string, suffix = '') => Buffer.concat([Buffer.from(prefix), X(hex), Buffer.from(suffix)]);
+
+  it('get: keys and values that are not UTF-8, named by raw argv bytes (single, ranges, --prefix, --from-key, --keys-only, --print-value-only)', async () => {
+    await loadFixture();
+    const cases: Arg[][] = [
+      [raw('bin', 'ff')],
+      ['--print-value-only', raw('bin', 'ff')],
+      // Two arguments Node decodes to the same string "raw/\uFFFD": END must be its own bytes.
+      [raw('raw/', 'fe'), raw('raw/', 'ff')],
+      [raw('raw/', 'c3 28'), raw('raw/', 'ff ff')],
+      ['--from-key', raw('raw/', 'fe')],
+      ['--prefix', raw('raw/', 'ff')],
+      ['--prefix', X('ff')],
+    ];
+    await Promise.all(cases.map((c) => same(['get', ...c])));
+  });
+
+  it('put and del: keys and values that are not UTF-8 stored and removed exactly as etcdctl does (--prev-kv included)', async () => {
+    for (const args of [
+      ['put', raw('p', 'ff'), raw('', 'fe 80 c3 28', ' and text')],
+      ['put', '--prev-kv', raw('bin', 'ff'), X('80')],
+      ['del', '--prev-kv', raw('raw/', 'fe'), raw('raw/', 'ff')],
+      ['del', '--prev-kv', '--from-key', raw('raw/', 'fe')],
+      ['del', '--prev-kv', '--prefix', X('ff')],
+    ] as Arg[][]) {
+      const { ours } = await sameEffect(args);
+      expect(ours.code).toBe(0);
+    }
+  });
+
+  it('round trip across tools: written by mesh, read by etcdctl; written by etcdctl, read and deleted by mesh', async () => {
+    await loadFixture();
+    const key = raw('cross/', 'ff 80');
+    const value = X('fe 0a c3');
+    expect((await mesh(['put', key, value])).code).toBe(0);
+    expect((await etcdctl(['get', key])).stdout).toEqual(Buffer.concat([key, Buffer.from('\n'), value, Buffer.from('\n')]));
+    const key2 = raw('cross/', 'fe');
+    expect((await etcdctl(['put', key2, X('ff')])).code).toBe(0);
+    expect((await mesh(['get', '--print-value-only', key2])).stdout).toEqual(Buffer.concat([X('ff'), Buffer.from('\n')]));
+    expect((await mesh(['del', key2])).stdout.toString()).toBe('1\n');
+    expect((await mesh(['del', key])).stdout.toString()).toBe('1\n');
+    expect((await etcdctl(['get', '--prefix', 'cross/'])).stdout).toHaveLength(0);
   });
 
   it('usage errors: mesh exits 2 with one stderr line and empty stdout where etcdctl refuses too (etcdctl: 128 or 1)', async () => {
