@@ -119,8 +119,12 @@ interface PopOutcome {
 /** etcd errors a consumer rides out: the cluster is slow, unreachable, or lost our lease. */
 function transient(err: unknown): boolean {
   if (err instanceof ClaimLostError || err instanceof SessionLostError) return true;
-  const n = err instanceof Error ? err.name : '';
-  return /GRPC(Unavailable|DeadlineExceeded|Cancelled|Internal|Unknown|ResourceExhasted|Aborted)Error|EtcdLeaseInvalidError|ClientRuntimeError/.test(n);
+  if (!(err instanceof Error)) return false;
+  if (/GRPC(Unavailable|DeadlineExceeded|Cancelled|Internal|Unknown|ResourceExhasted|Aborted)Error|EtcdLeaseInvalidError|ClientRuntimeError|BrokenCircuitError|TaskCancelledError/.test(err.name)) return true;
+  // Raw grpc-js errors (not cast by etcd3): status codes CANCELLED, UNKNOWN,
+  // DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, ABORTED, INTERNAL, UNAVAILABLE.
+  const code = (err as { code?: unknown }).code;
+  return [1, 2, 4, 8, 10, 13, 14].includes(code as number) || /^(1 CANCELLED|2 UNKNOWN|4 DEADLINE_EXCEEDED|8 RESOURCE_EXHAUSTED|10 ABORTED|13 INTERNAL|14 UNAVAILABLE)\b/.test(err.message);
 }
 
 /**
@@ -135,7 +139,6 @@ class PopRun {
   private session: Session | undefined;
   private consumer: QueueConsumer | undefined;
   private state: 'STARTING' | 'ACTIVE' | 'RECONNECTING' | 'CLOSED' = 'STARTING';
-  private readonly deadline: number;
   private readonly wait: boolean;
 
   constructor(
@@ -146,7 +149,6 @@ class PopRun {
     private readonly log: Logger,
   ) {
     this.wait = Boolean(flags.wait) || flags.timeout !== undefined;
-    this.deadline = flags.timeout === undefined ? Infinity : performance.now() + flags.timeout;
   }
 
   private setState(next: PopRun['state'], fields: Record<string, unknown> = {}): void {
@@ -191,12 +193,15 @@ class PopRun {
   async loop(handle: (d: Delivery) => Promise<Handled>): Promise<PopOutcome> {
     let popped = 0;
     const backoff = new Backoff(100, 2_000);
+    // --timeout bounds the wait for each next item (monotonic), across retries.
+    const timeout = this.flags.timeout ?? Infinity;
+    let deadline = performance.now() + timeout;
     while (this.flags.count === 0 || popped < this.flags.count) {
       if (this.signals.received) break;
       if (!this.session!.alive && !(await this.renew('session lost'))) break;
       let d: Delivery | undefined;
       try {
-        const left = this.deadline - performance.now();
+        const left = deadline - performance.now();
         if (this.wait && left <= 0) break;
         d = this.wait ? await this.consumer!.pop({ timeoutMs: left === Infinity ? undefined : left, signal: this.signals.abortSignal }) : await this.consumer!.tryPop();
         backoff.reset();
@@ -224,15 +229,31 @@ class PopRun {
         return { popped, code: h.code };
       }
       popped++;
+      await this.acknowledge(d);
+      deadline = performance.now() + timeout;
+    }
+    return { popped };
+  }
+
+  /**
+   * Ack, retried through a short etcd stall (a late ack still lands if
+   * nobody took the item meanwhile). Failing that, the item was handled but
+   * is delivered again: at-least-once, logged, not fatal.
+   */
+  private async acknowledge(d: Delivery): Promise<void> {
+    const backoff = new Backoff(100, 2_000);
+    for (let attempt = 1; ; attempt++) {
       try {
         await d.ack();
         this.log.debug({ event: 'queue.acked', key: d.key }, 'handled and acknowledged');
+        return;
       } catch (err) {
-        // Handled, but not acknowledged: at-least-once, someone else has it again.
-        this.log.warn({ event: 'queue.ack_failed', key: d.key, err: errorText(err) }, 'item handled, but our claim was lost and the item is delivered again');
+        const again = transient(err) && !(err instanceof ClaimLostError) && attempt < 5;
+        this.log.warn({ event: 'queue.ack_failed', key: d.key, attempt, err: errorText(err) }, again ? 'ack failed; trying again' : 'item handled but not acknowledged: it will be delivered again');
+        if (!again) return;
+        await sleep(backoff.next());
       }
     }
-    return { popped };
   }
 
   /** nack: the item is available again at once, at the head. If etcd cannot be told, it comes back when our lease expires. */
