@@ -102,8 +102,15 @@ describe('pop -- CMD: acknowledged only when CMD exits 0', () => {
     expect(await claims('sigq')).toBe(0);
 
     const marker = path.join(dir, 'sigq-ran');
-    const k = new MeshProcess(['queue', 'pop', 'sigq', '--ttl', '1', '--etcd', etcd.endpoints, '--', 'sh', '-c', `trap "echo stopped > ${marker}; exit 143" TERM; sleep 30 & wait`]);
-    await k.waitForLog('cmd.started');
+    const k = new MeshProcess(['queue', 'pop', 'sigq', '--ttl', '1', '--etcd', etcd.endpoints, '--', 'sh', '-c', `trap "echo stopped > ${marker}; exit 143" TERM; echo ready > ${marker}; sleep 30 & wait`]);
+    // Killed only once CMD's trap is set, so its marker proves who stopped it.
+    await waitFor('CMD ready', () => {
+      try {
+        return readFileSync(marker, 'utf8').includes('ready');
+      } catch {
+        return false;
+      }
+    }, 15_000);
     k.kill('SIGKILL');
     await waitFor('CMD stopped by the watchdog', () => {
       try {
