@@ -180,19 +180,13 @@ describe('bytes and line breaks', () => {
 });
 
 describe('riding out an etcd stall', () => {
-  it('a `pop --wait --count 0 -- CMD` worker with --ttl 2 survives etcd frozen 5 s: new session, pops what is pushed after', async () => {
-    const done = path.join(dir, 'stallq-done');
-    const w = new MeshProcess(['queue', 'pop', 'stallq', '--wait', '--count', '0', '--ttl', '2', '--etcd', etcd.endpoints, '--', 'sh', '-c', `cat >> ${done}; echo >> ${done}`]);
-    await w.waitForLog('queue.consumer_state', { to: 'ACTIVE' });
+  it('a `pop --wait --count 0` worker with --ttl 2 survives etcd frozen 5 s: new session, pops what is pushed after, exit 0 on SIGTERM', async () => {
+    // Stdout mode (the ride-out is the same code for -- CMD), so the test
+    // also ran against the code before the fix: it exited 1, "consumer session lost".
+    const w = new MeshProcess(['queue', 'pop', 'stallq', '--wait', '--count', '0', '--ttl', '2', '--etcd', etcd.endpoints]);
     const q = new EtcdQueue(client, { name: 'stallq' });
     await q.push('before');
-    await waitFor('before handled', () => {
-      try {
-        return readFileSync(done, 'utf8').includes('before');
-      } catch {
-        return false;
-      }
-    }, 10_000);
+    await waitFor('before handled', () => w.stdout.includes('before'), 15_000);
     etcd.signal(0, 'SIGSTOP');
     try {
       await w.waitForLog('session.lost', {}, 10_000);
@@ -201,12 +195,12 @@ describe('riding out an etcd stall', () => {
       etcd.signal(0, 'SIGCONT');
     }
     await q.push('after');
-    await waitFor('after handled', () => readFileSync(done, 'utf8').includes('after'), 20_000);
+    await waitFor('after handled', () => w.stdout.includes('after') || w.exitCode !== undefined, 20_000);
     expect(w.exitCode).toBeUndefined();
     expect(w.logs.some((l) => l.event === 'queue.consumer_state' && l.from === 'RECONNECTING' && l.to === 'ACTIVE')).toBe(true);
     w.kill('SIGTERM');
     expect(await w.exitWithin(10_000)).toBe(0);
-    expect(readFileSync(done, 'utf8').split('\n').filter(Boolean)).toEqual(['before', 'after']);
+    expect(w.stdout).toEqual(['before', 'after']);
     expect(await queued('stallq')).toEqual([]);
   });
 });
