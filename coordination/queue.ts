@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import type { Etcd3, IKeyValue, IRangeResponse, Watcher } from 'etcd3';
 import { componentLogger, type Logger } from '../balancer/logger';
 import type { Session } from './lock-session';
@@ -32,9 +33,12 @@ import { cancelWatcher, sleep } from './lock-wait';
  *           we try the next candidate. However many consumers race, the txn
  *           lets exactly one claim win.
  * - ack   = txn(create_revision(claims/id) == our claim's) delete items/id and
- *           claims/id. If our claim is gone (lease expired) the item was or
- *           will be delivered again: ack fails with ClaimLostError.
- * - nack  = delete our claim: the item is available again at once.
+ *           claims/id. If our claim is gone (lease expired) but nobody has
+ *           claimed the item since, it is deleted all the same (a late ack:
+ *           no duplicate); if someone else holds it now, ack fails with
+ *           ClaimLostError (the item is being delivered again).
+ * - nack  = delete our claim: the item is available again at once, and at the
+ *           head of the queue (its create revision is the oldest unclaimed).
  * - wait  = a watch on NAME/ (new items, and claims deleted by nack or lease
  *           expiry) opened before the first look, so no wake-up is missed;
  *           plus a slow re-check in case a watch stalls.
@@ -47,7 +51,10 @@ export interface QueueItem {
   /** `<id>` of `NAME/items/<id>`. */
   id: string;
   key: string;
+  /** The item as UTF-8 text (invalid bytes shown as U+FFFD); `bytes` is exact. */
   value: string;
+  /** The item exactly as stored. */
+  bytes: Buffer;
   /** Create revision of the item key: its place in the queue. */
   createRevision: string;
 }
@@ -56,7 +63,7 @@ export interface Delivery extends QueueItem {
   claimKey: string;
   /** Create revision of our claim key. */
   claimRevision: string;
-  /** Done with it: delete the item and our claim. ClaimLostError if our claim had expired. */
+  /** Done with it: delete the item and our claim. ClaimLostError if our claim expired and someone else claimed the item since. */
   ack(): Promise<void>;
   /** Give it back: delete our claim, the item is available again at once. */
   nack(): Promise<void>;
@@ -101,20 +108,22 @@ export class EtcdQueue {
     this.log = opts.log ?? componentLogger('queue', { queue: opts.name });
   }
 
-  /** Append an item; resolves once etcd has it. */
-  async push(value: string): Promise<QueueItem> {
+  /** Append an item (bytes kept exactly; a string is stored as UTF-8); resolves once etcd has it. */
+  async push(item: string | Buffer): Promise<QueueItem> {
+    const bytes = typeof item === 'string' ? Buffer.from(item, 'utf8') : item;
+    const value = bytes.toString('utf8');
     for (let attempt = 0; ; attempt++) {
       const id = `${String(Date.now()).padStart(15, '0')}-${randomBytes(6).toString('hex')}`;
       const key = this.itemsPrefix + id;
-      const res = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(value)).else(this.client.get(key)).commit();
+      const res = await this.client.if(key, 'Create', '==', 0).then(this.client.put(key).value(bytes)).else(this.client.get(key)).commit();
       if (res.succeeded) {
         this.log.debug({ event: 'queue.pushed', key, revision: res.header.revision }, 'item pushed');
-        return { id, key, value, createRevision: res.header.revision };
+        return { id, key, value, bytes, createRevision: res.header.revision };
       }
       // Either a retried RPC whose first try landed (our own value is there),
       // or a 48-bit random collision in the same millisecond: try a new id.
       const kv = res.responses[0].response_range!.kvs[0];
-      if (kv && kv.value.toString() === value && BigInt(kv.version) === 1n) return { id, key, value, createRevision: kv.create_revision };
+      if (kv && kv.value.equals(bytes) && BigInt(kv.version) === 1n) return { id, key, value, bytes, createRevision: kv.create_revision };
       if (attempt >= 10) throw new Error(`queue ${this.name}: could not find a free item key`);
     }
   }
@@ -206,8 +215,12 @@ export class QueueConsumer {
    * Resolves undefined after `timeoutMs`; rejects with `signal.reason` on abort.
    */
   async pop(opts: PopOptions = {}): Promise<Delivery | undefined> {
-    const deadline = opts.timeoutMs === undefined ? Infinity : Date.now() + opts.timeoutMs;
+    // Monotonic: a wall-clock step must not end (or stretch) the wait.
+    const deadline = opts.timeoutMs === undefined ? Infinity : performance.now() + opts.timeoutMs;
     const waker = new Waker();
+    // A lost session ends the wait at once (tryPop then says so), rather than
+    // at the next item or re-check: the owner opens a new session sooner.
+    const onLost = () => waker.wake();
     let watcher: Watcher | undefined;
     const arm = async () => {
       const w = await this.client.watch().prefix(`${this.queue.name}/`).create();
@@ -224,6 +237,7 @@ export class QueueConsumer {
     opts.signal?.throwIfAborted();
     const first = await this.tryPop();
     if (first) return first;
+    this.session.once('lost', onLost);
     try {
       for (;;) {
         opts.signal?.throwIfAborted();
@@ -233,11 +247,12 @@ export class QueueConsumer {
         const seen = waker.count;
         const d = await this.tryPop();
         if (d) return d;
-        const left = deadline - Date.now();
+        const left = deadline - performance.now();
         if (left <= 0) return undefined;
         await waker.wait(seen, Math.min(left, RECHECK_MS), opts.signal);
       }
     } finally {
+      this.session.off('lost', onLost);
       const w = watcher as Watcher | undefined;
       if (w) await cancelWatcher(w);
     }
@@ -280,19 +295,30 @@ export class QueueConsumer {
       const res = await this.client
         .if(claimKey, 'Create', '==', claimRevision)
         .then(...ops)
-        .else(this.client.get(key))
+        .else(this.client.get(key), this.client.get(claimKey))
         .commit();
       this.inFlight.delete(claimKey);
       if (res.succeeded) return;
       // Our claim is gone. An item also gone was acked: by us (a retried RPC
       // whose first try landed) or by whoever got it after our lease expired.
-      if (res.responses[0].response_range!.kvs.length === 0) return;
-      if (ack) throw new ClaimLostError(`queue ${this.queue.name}: claim ${claimKey} expired before the ack; the item is delivered again`);
+      const now = res.responses[0].response_range!.kvs[0];
+      if (!now || !ack) return;
+      // Late ack: our lease expired, but if nobody has claimed the item since,
+      // the work is done and deleting it now avoids a second delivery.
+      if (res.responses[1].response_range!.kvs.length === 0) {
+        const late = await this.client.if(claimKey, 'Create', '==', 0).and(key, 'Mod', '==', now.mod_revision).then(this.client.delete().key(key)).commit();
+        if (late.succeeded) {
+          this.log.warn({ event: 'queue.acked_late', key, claimKey }, 'our claim had expired but nobody took the item since: acknowledged it late');
+          return;
+        }
+      }
+      throw new ClaimLostError(`queue ${this.queue.name}: claim ${claimKey} expired before the ack and the item was claimed again; it is delivered again`);
     };
     return {
       id: key.slice(this.queue.itemsPrefix.length),
       key,
       value: item.value.toString(),
+      bytes: Buffer.from(item.value),
       createRevision: item.create_revision,
       claimKey,
       claimRevision,

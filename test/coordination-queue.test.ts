@@ -84,9 +84,9 @@ describe('mesh queue push/pop', () => {
 });
 
 describe('consumers racing, and a consumer dying', () => {
-  it('4 CLI consumers pop 1,000 items; one SIGKILLed mid-way: nothing lost, at most its one unacknowledged item twice', async () => {
+  it('4 CLI consumers pop 400 items; one SIGKILLed mid-way: nothing lost, at most its one unacknowledged item twice', async () => {
     const q = new EtcdQueue(client, { name: 'jobs' });
-    const N = 1000;
+    const N = 400;
     const rev = new Map<string, bigint>();
     for (let i = 0; i < N; i += 50) {
       const batch = await Promise.all(Array.from({ length: Math.min(50, N - i) }, (_, j) => q.push(`item-${String(i + j).padStart(4, '0')}`)));
@@ -96,7 +96,7 @@ describe('consumers racing, and a consumer dying', () => {
       () => new MeshProcess(['queue', 'pop', 'jobs', '--wait', '--count', '0', '--timeout', '4s', '--ttl', '2', '--etcd', etcd.endpoints], { MESH_LOG_LEVEL: 'warn' }),
     );
     const total = () => consumers.reduce((n, c) => n + c.stdout.length, 0);
-    await waitFor('a third consumed', () => total() >= 300 && consumers[0].stdout.length > 10, 40_000);
+    await waitFor('a third consumed', () => total() >= 130 && consumers[0].stdout.length > 10, 60_000);
     consumers[0].kill('SIGKILL');
     const codes = await Promise.all(consumers.map((c) => c.exited));
     expect(codes[0].signal).toBe('SIGKILL');
@@ -149,7 +149,7 @@ describe('library', () => {
     expect(await q.size()).toEqual({ items: 0, claimed: 0 });
   });
 
-  it('a claimed item is invisible to others; nack and a closed session give it back at once; an expired claim makes ack fail', async () => {
+  it('a claimed item is invisible to others; nack and a closed session give it back at once; an expired claim acks late if nobody took the item, else ack fails', async () => {
     const q = new EtcdQueue(client, { name: 'claims' });
     await q.push('x');
     const s1 = await session();
@@ -169,13 +169,16 @@ describe('library', () => {
     const d3 = (await c1.tryPop())!;
     expect(d3.value).toBe('x');
 
-    // Our lease revoked under us: the claim is gone, the item is back, and ack says so.
+    // Our lease revoked under us and someone else claimed the item since: ack says so.
     await etcd.etcdctl(['lease', 'revoke', s1.leaseHex]);
     await waitFor('claim gone', async () => (await q.size()).claimed === 0);
-    await expect(d3.ack()).rejects.toBeInstanceOf(ClaimLostError);
     const s3 = await session();
     const d4 = (await q.consumer(s3).pop({ timeoutMs: 2000 }))!;
     expect(d4.value).toBe('x');
+    await expect(d3.ack()).rejects.toBeInstanceOf(ClaimLostError);
+    // Lease gone but nobody took the item since: the late ack deletes it (no duplicate).
+    await etcd.etcdctl(['lease', 'revoke', s3.leaseHex]);
+    await waitFor('claim gone', async () => (await q.size()).claimed === 0);
     await d4.ack();
     expect(await q.size()).toEqual({ items: 0, claimed: 0 });
   });
