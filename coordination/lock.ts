@@ -4,6 +4,12 @@ import { TicketHolder, type TicketHolderOptions } from './lock-holder';
 import { sleep } from './lock-wait';
 import { Backoff } from '../balancer/backoff';
 
+/** etcd said no (permissions, auth, a bad request): retrying cannot help, so a waiter reports it. */
+function isRefusal(err: unknown): boolean {
+  const name = err instanceof Error ? err.name || err.constructor.name : '';
+  return !(err instanceof Error) || /PermissionDenied|Authentication|Unauthenticated|InvalidArgument|UserNotFound|RoleNotGranted/.test(`${name} ${err.constructor.name}`);
+}
+
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -97,13 +103,17 @@ export class EtcdMutex extends TicketHolder<LockState> {
         ticket = await this.takeAndWait(tryOnly, signal);
         break;
       } catch (err) {
+        const wasInLine = this.ticket !== undefined;
         await this.cleanup();
         // A waiter whose session went (an etcd stall longer than its TTL,
         // the member it talks to frozen) held nothing: it opens a new session
-        // and queues again (at the back of the line) instead of failing.
-        // Only with a session of its own, and only once it had been in line:
-        // a first take that fails is the caller's to report.
-        const requeue = !tryOnly && this.opts.session === undefined && !signal?.aborted && !this.cell.is('RELEASED') && (attempt > 0 || err instanceof TicketLostError);
+        // and queues again (at the back of the line) instead of failing; so
+        // it does on any failure to reach etcd once it had been in line
+        // (deadline, unavailable, no leader, etcd3's circuit breaker open on
+        // a stuck member). Not: a first take that fails, a refusal (see
+        // isRefusal), tryAcquire, or a session given by the caller.
+        const transient = err instanceof TicketLostError || ((attempt > 0 || wasInLine) && !isRefusal(err));
+        const requeue = transient && !tryOnly && this.opts.session === undefined && !signal?.aborted && !this.cell.is('RELEASED');
         if (requeue) {
           const delay = backoff.next();
           this.log.warn({ event: 'lock.requeue', err: errorText(err), retryInMs: delay }, `lost our place in line (${errorText(err)}); queuing again with a new session`);

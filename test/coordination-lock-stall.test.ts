@@ -45,7 +45,7 @@ describe('waiters ride out a frozen etcd leader', () => {
     // The waiter notices its session is gone (no keepalive answer within its 2 s TTL) and queues again.
     // (Before the fix the waiter exited 4 here, "lock lost", though it never held the lock.)
     await waitFor('waiter requeued or exited', () => waiter.exitCode !== undefined || waiter.logs.some((l) => l.event === 'lock.requeue'), 10_000);
-    expect(waiter.exitCode).toBeUndefined();
+    expect(waiter.exitCode, waiter.stderr.filter((l) => !l.includes('"level":30')).slice(-5).join('\n')).toBeUndefined();
     const requeued = await waiter.waitForLog('lock.requeue', {}, 1_000);
     await candidate.waitForLog('election.campaign_failed', {}, 10_000);
     await new Promise((r) => setTimeout(r, 1000)); // keep the stall past the first retry
@@ -55,7 +55,9 @@ describe('waiters ride out a frozen etcd leader', () => {
     expect(candidate.exitCode).toBeUndefined();
 
     // Back in line once the member answers again; the holders leave; the waiters get their turn.
-    await waitFor('both queued again', async () => (await client.getAll().prefix('stall/').keys()).length === 2 && (await client.getAll().prefix('stall-e/').keys()).length === 2, 20_000);
+    await waitFor('both queued again', async () => (await client.getAll().prefix('stall/').keys()).length === 2 && (await client.getAll().prefix('stall-e/').keys()).length === 2, 20_000).catch((err: Error) => {
+      throw new Error(`${err.message}\nwaiter: ${waiter.stderr.slice(-6).join('\n')}\ncandidate: ${candidate.stderr.slice(-6).join('\n')}`);
+    });
     holder.kill('SIGTERM');
     leaderHolder.kill('SIGTERM');
     expect(await holder.exitWithin(10_000)).toBe(0);
