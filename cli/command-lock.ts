@@ -34,7 +34,9 @@ export function lockCommand(): Command {
     .description(
       'run CMD while holding the distributed lock NAME and exit with its code; blocking and fair (arrival order). ' +
         'Same keys and algorithm as Go concurrency.Mutex, so it excludes `etcdctl lock NAME` both ways. ' +
-        `Exit ${EXIT_LOCK_HELD}: --try and the lock is held; exit ${EXIT_LOCK_LOST}: the lock was lost (lease expired) and CMD was stopped.`,
+        'CMD never runs past the lease\'s proven validity (monotonic clock), even while mesh is stopped: a watchdog process stops it; Ctrl-Z stops CMD with mesh. ' +
+        'A waiter that loses its session to an etcd stall queues again. ' +
+        `Exit ${EXIT_LOCK_HELD}: --try and the lock is held; exit ${EXIT_LOCK_LOST}: the lock was lost while held and CMD was stopped.`,
     )
     .argument('<name>', 'lock name (keys NAME/<lease hex>)', parseCoordinationName)
     .argument('[cmd...]', 'command and arguments, after --; without one, hold the lock until SIGINT/SIGTERM')
@@ -200,7 +202,10 @@ export function startCommand(argv: string[], env: Record<string, string>, log: L
       ? spawn(process.execPath, [LEASE_WATCHDOG, pgid], { stdio: ['pipe', 'pipe', 'ignore'], detached: true })
       : spawn('sh', ['-c', EOF_WATCHDOG, pgid], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
     watchdog.on('error', (err) => log.warn({ event: 'cmd.watchdog_failed', err: String(err) }, 'no watchdog: CMD would outlive a killed or stopped mesh'));
-    watchdog.stdin?.on('error', () => undefined); // the watchdog gone: its exit is logged
+    watchdog.stdin?.on('error', () => undefined); // the watchdog gone: its exit is logged below
+    watchdog.once('exit', (code, sig) => {
+      if (!done) log.error({ event: 'cmd.watchdog_exited', code, signal: sig, pid: child.pid }, 'the watchdog exited while CMD runs: CMD is no longer stopped if mesh is');
+    });
     watchdog.unref();
     (watchdog.stdin as unknown as { unref?: () => void } | null)?.unref?.();
     if (lease) {
