@@ -4,7 +4,9 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { EtcdCluster, startTestEtcd, stopTestEtcd } from './harness/etcd-cluster';
-import { MeshProcess } from './harness/mesh-process';
+import { MeshProcess, REPO } from './harness/mesh-process';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { waitFor } from './harness/ports';
 import { TcpProxy } from './harness/tcp-proxy';
 
@@ -159,5 +161,28 @@ describe('lease time is monotonic', () => {
     const times = a.logs.map((l) => Number(l.time)).filter((t) => t > 0);
     expect(Math.min(...times.slice(-3))).toBeLessThan(Math.max(...times) - 15_000);
     proxy.resume();
+  });
+
+  it.skipIf(!existsSync(lib))("etcd3's own lease check (time since the last keepalive) is monotonic too: a 20 s step back does not stretch it", async () => {
+    const clock = path.join(dir, 'faketime-etcd3');
+    writeFileSync(clock, '+0\n');
+    // A Lease's `lastKeepAlive` as etcd3 1.1.2 sets and reads it (lease.js), with our patch applied by createEtcdClient.
+    const script = `
+      const { createEtcdClient } = require(${JSON.stringify(path.join(REPO, 'dist', 'balancer', 'etcd-client.js'))});
+      const { Lease } = require('etcd3/lib/lease');
+      const c = createEtcdClient({ endpoints: ['127.0.0.1:1'] });
+      const lease = Object.create(Lease.prototype);
+      lease.lastKeepAlive = Date.now();
+      setTimeout(() => require('fs').writeFileSync(${JSON.stringify(clock)}, '-20s'), 200);
+      setTimeout(() => { console.log(Date.now() - lease.lastKeepAlive); c.close(); }, 600);`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['-e', script], {
+      cwd: REPO,
+      env: { ...process.env, LD_PRELOAD: lib, FAKETIME_TIMESTAMP_FILE: clock, FAKETIME_NO_CACHE: '1', FAKETIME_DONT_FAKE_MONOTONIC: '1' },
+      timeout: 20_000,
+    });
+    const elapsed = Number(stdout.trim());
+    // Without the patch this is about -19,400 ms (the wall clock went back 20 s).
+    expect(elapsed).toBeGreaterThanOrEqual(550);
+    expect(elapsed).toBeLessThan(5_000);
   });
 });
