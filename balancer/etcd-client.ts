@@ -4,6 +4,7 @@ import { createSecureContext } from 'node:tls';
 import { Etcd3, IOptions, isRecoverableError } from 'etcd3';
 import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, retry } from 'cockatiel';
 import { WatchManager } from 'etcd3/lib/watch';
+import { Lease } from 'etcd3/lib/lease';
 
 /**
  * How to reach etcd: the same knobs etcdctl has. One builder for every part
@@ -86,6 +87,7 @@ export function createEtcdClient(opts: EtcdConnectOptions): Etcd3 {
     options.auth = { username, password, callOptions: () => ({ deadline: Date.now() + timeout }) };
   }
   patchEtcd3WatchCreateFailure();
+  patchEtcd3LeaseClock();
   return new Etcd3(options);
 }
 
@@ -140,6 +142,47 @@ function patchEtcd3WatchCreateFailure(): void {
     if (this.watchers.length === 0) this.destroyStream();
     else queue.readQueue();
   };
+}
+
+/**
+ * Milliseconds on the system's monotonic clock (CLOCK_MONOTONIC, the clock of
+ * process.hrtime): never stepped by NTP, `date -s`, a VM resume or
+ * libfaketime, and the same in every process on the machine, so a deadline
+ * computed here can be handed to another process (the lock's watchdog).
+ * Every lease-validity decision in the mesh uses this clock, never Date.now().
+ */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint() / 1000n) / 1000;
+}
+
+let leasePatched = false;
+
+/**
+ * Work around etcd3 1.1.2's Lease measuring lease validity on the wall clock:
+ * it stores `lastKeepAlive = Date.now()` and, on each keepalive reconnect,
+ * declares the lease lost once `Date.now() - lastKeepAlive > 2 * TTL`. A
+ * clock stepped back (NTP, VM resume) makes that check pass for as long as the
+ * step; stepped forward, it drops a live lease. Here `lastKeepAlive` becomes
+ * an accessor on the prototype: the setter records the monotonic time, and the
+ * getter answers with "now on the wall clock minus the monotonic time elapsed",
+ * so etcd3's own subtraction yields monotonic elapsed time whatever the wall
+ * clock did. (Our Session declares loss after 1 TTL by itself; this keeps
+ * etcd3's fallback honest too.) Idempotent; applied on first client.
+ */
+function patchEtcd3LeaseClock(): void {
+  if (leasePatched) return;
+  leasePatched = true;
+  const mono = new WeakMap<object, number>();
+  Object.defineProperty(Lease.prototype, 'lastKeepAlive', {
+    configurable: true,
+    get(this: object): number {
+      const at = mono.get(this);
+      return at === undefined ? Date.now() : Date.now() - (monotonicMs() - at);
+    },
+    set(this: object, _wallClock: number) {
+      mono.set(this, monotonicMs());
+    },
+  });
 }
 
 /** `name:password` or `name` (+ separate password), as etcdctl --user / --password. */

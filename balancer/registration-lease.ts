@@ -17,6 +17,11 @@ import { Backoff } from './backoff';
  *   key is back within about half a second of etcd answering.
  * - A key deleted by hand while its lease lives is invisible to keepalives;
  *   we watch our own key and write it again under the same lease.
+ * - etcd3's Lease judges "lost after 2×TTL without a keepalive" on the wall
+ *   clock; a client from createEtcdClient has that check on monotonic time
+ *   (patchEtcd3LeaseClock in etcd-client.ts), so a clock step neither keeps a
+ *   dead registration believed alive nor drops a live one. Nothing here reads
+ *   the wall clock for lease validity.
  */
 export class LeaseRegistration extends EventEmitter implements Registration {
   readonly key: string;

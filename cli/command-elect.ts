@@ -99,7 +99,7 @@ async function campaignLoop(etcd: Etcd3, name: string, id: string, ttl: number, 
         continue;
       }
 
-      const child = startCommand(argv, { MESH_ELECTION_KEY: election.key!, MESH_ELECTION_REV: election.revision! }, log);
+      const child = startCommand(argv, { MESH_ELECTION_KEY: election.key!, MESH_ELECTION_REV: election.revision! }, log, { lease: election.currentSession });
       signals.forwardTo(child);
       const outcome = await Promise.race([child.exited, lost]);
       signals.forwardTo(undefined);

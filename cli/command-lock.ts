@@ -1,9 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
+import * as path from 'node:path';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { addEtcdOptions, connectEtcd, CommandFailure, errorText, type EtcdFlags } from './common';
 import { parseTtl } from './parse';
 import { componentLogger, type Logger } from '../balancer/logger';
+import { monotonicMs } from '../balancer/etcd-client';
+import type { Session } from '../coordination/lock-session';
 import { EtcdMutex, LockHeldError, LockLostError } from '../coordination/lock';
 import { validateCoordinationName } from '../coordination/lock-name';
 
@@ -31,7 +34,9 @@ export function lockCommand(): Command {
     .description(
       'run CMD while holding the distributed lock NAME and exit with its code; blocking and fair (arrival order). ' +
         'Same keys and algorithm as Go concurrency.Mutex, so it excludes `etcdctl lock NAME` both ways. ' +
-        `Exit ${EXIT_LOCK_HELD}: --try and the lock is held; exit ${EXIT_LOCK_LOST}: the lock was lost (lease expired) and CMD was stopped.`,
+        'CMD never runs past the lease\'s proven validity (monotonic clock), even while mesh is stopped: a watchdog process stops it; Ctrl-Z stops CMD with mesh. ' +
+        'A waiter that loses its session to an etcd stall queues again. ' +
+        `Exit ${EXIT_LOCK_HELD}: --try and the lock is held; exit ${EXIT_LOCK_LOST}: the lock was lost while held and CMD was stopped.`,
     )
     .argument('<name>', 'lock name (keys NAME/<lease hex>)', parseCoordinationName)
     .argument('[cmd...]', 'command and arguments, after --; without one, hold the lock until SIGINT/SIGTERM')
@@ -80,7 +85,7 @@ async function runLocked(mutex: EtcdMutex, name: string, argv: string[], flags: 
     return 0;
   }
 
-  const child = startCommand(argv, { ETCD_LOCK_KEY: mutex.key!, ETCD_LOCK_REV: mutex.revision! }, log);
+  const child = startCommand(argv, { ETCD_LOCK_KEY: mutex.key!, ETCD_LOCK_REV: mutex.revision! }, log, { lease: mutex.currentSession });
   signals.forwardTo(child);
   const outcome = await Promise.race([child.exited, lost]);
   if (typeof outcome === 'number') return outcome;
@@ -102,28 +107,78 @@ export interface RunningCommand {
   readonly done: boolean;
   /** Signal CMD's whole process group. */
   signal(sig: NodeJS.Signals): void;
-  /** SIGTERM, then SIGKILL after graceMs, to the process group; resolves with the exit code. */
+  /**
+   * SIGTERM, then SIGKILL after graceMs, to the process group; resolves with the exit code.
+   * Under a lease the grace ends at the lease deadline at the latest (SIGKILL at once past it).
+   */
   stop(graceMs: number): Promise<number>;
 }
 
 /**
- * Watchdog: if mesh itself dies without cleaning up (SIGKILL, OOM), nobody
- * would stop CMD, and it would run on while the lease expires and someone
- * else takes the lock or leadership. A tiny shell holds the read end of a
- * pipe from mesh; when the pipe closes with mesh still owing a cleanup, it
- * stops CMD's process group (SIGTERM, SIGKILL 3 s later). On a normal end
- * mesh kills the watchdog first, so CMD's leftovers are never touched then.
+ * Without a lease (queue): if mesh itself dies without cleaning up (SIGKILL,
+ * OOM), nobody would stop CMD. A tiny shell holds the read end of a pipe from
+ * mesh; when the pipe closes with mesh still owing a cleanup, it stops CMD's
+ * process group (SIGTERM, SIGKILL 3 s later). On a normal end mesh kills the
+ * watchdog first, so CMD's leftovers are never touched then.
  */
-const WATCHDOG = 'cat >/dev/null; kill -TERM "-$0" 2>/dev/null; sleep 3; kill -KILL "-$0" 2>/dev/null';
+const EOF_WATCHDOG = 'cat >/dev/null; kill -TERM "-$0" 2>/dev/null; sleep 3; kill -KILL "-$0" 2>/dev/null';
 
-export function startCommand(argv: string[], env: Record<string, string>, log: Logger): RunningCommand {
+/** With a lease (lock, elect): the watchdog process of coordination/lock-watchdog.ts. */
+const LEASE_WATCHDOG = path.join(__dirname, '..', 'coordination', 'lock-watchdog.js');
+
+/**
+ * CMD is stopped this long before the lease's proven deadline (a tenth of
+ * the TTL, at most 250 ms): room for the watchdog's own timer and the
+ * SIGSTOP to land before etcd can expire the lease and a next holder start.
+ */
+export function leaseMarginMs(ttlSeconds: number): number {
+  return Math.min(250, ttlSeconds * 100);
+}
+
+export interface StartOptions {
+  /**
+   * Run CMD only within this session's proven validity: a separate watchdog
+   * process stops CMD's group (SIGSTOP) when the deadline passes without a
+   * confirmed keepalive, even while mesh is stopped; Ctrl-Z (SIGTSTP) stops
+   * CMD along with mesh; and stop() never gives CMD time past the deadline.
+   */
+  lease?: Session;
+}
+
+export function startCommand(argv: string[], env: Record<string, string>, log: Logger, opts: StartOptions = {}): RunningCommand {
   let done = false;
   let child: ChildProcess;
   let watchdog: ChildProcess | undefined;
+  const lease = opts.lease;
+  const margin = lease ? leaseMarginMs(lease.ttlSeconds) : 0;
+  /** Monotonic time until which CMD may run (Infinity without a lease). */
+  let deadline = lease ? lease.validUntil - margin : Infinity;
+  const feed = (line: string) => {
+    if (watchdog?.stdin?.writable) watchdog.stdin.write(`${line}\n`);
+  };
+  const onRenewed = (validUntil: number) => {
+    deadline = validUntil - margin;
+    feed(`D ${deadline}`);
+  };
+  // Ctrl-Z: CMD stops with mesh (the watchdog does it, and decides on resume).
+  const onTstp = () => {
+    log.info({ event: 'cmd.pause', pid: child.pid }, 'SIGTSTP: stopping CMD, then mesh');
+    if (watchdog?.stdin?.writable) watchdog.stdin.write('P\n', () => process.kill(process.pid, 'SIGSTOP'));
+    else process.kill(process.pid, 'SIGSTOP');
+  };
+  const onCont = () => {
+    log.info({ event: 'cmd.resume_requested', pid: child.pid, leaseAlive: lease?.alive }, 'SIGCONT: CMD resumes if the lease is still proven valid');
+    feed('R');
+  };
   const exited = new Promise<number>((resolve) => {
     const finish = (code: number) => {
       if (done) return;
       done = true;
+      lease?.off('renewed', onRenewed);
+      if (lease) {
+        process.off('SIGTSTP', onTstp);
+        process.off('SIGCONT', onCont);
+      }
       watchdog?.kill('SIGKILL');
       resolve(code);
     };
@@ -141,12 +196,31 @@ export function startCommand(argv: string[], env: Record<string, string>, log: L
     });
   });
   if (child!.pid !== undefined) {
-    watchdog = spawn('sh', ['-c', WATCHDOG, String(child!.pid)], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
-    watchdog.on('error', (err) => log.warn({ event: 'cmd.watchdog_failed', err: String(err) }, 'no watchdog: CMD would outlive a killed mesh'));
+    const pgid = String(child!.pid);
+    // Its own process group too: a terminal's Ctrl-Z must not stop the watchdog.
+    watchdog = lease
+      ? spawn(process.execPath, [LEASE_WATCHDOG, pgid], { stdio: ['pipe', 'pipe', 'ignore'], detached: true })
+      : spawn('sh', ['-c', EOF_WATCHDOG, pgid], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+    watchdog.on('error', (err) => log.warn({ event: 'cmd.watchdog_failed', err: String(err) }, 'no watchdog: CMD would outlive a killed or stopped mesh'));
+    watchdog.stdin?.on('error', () => undefined); // the watchdog gone: its exit is logged below
+    watchdog.once('exit', (code, sig) => {
+      if (!done) log.error({ event: 'cmd.watchdog_exited', code, signal: sig, pid: child.pid }, 'the watchdog exited while CMD runs: CMD is no longer stopped if mesh is');
+    });
     watchdog.unref();
     (watchdog.stdin as unknown as { unref?: () => void } | null)?.unref?.();
+    if (lease) {
+      watchdog.stdout!.setEncoding('utf8');
+      watchdog.stdout!.on('data', (d: string) => {
+        for (const line of d.split('\n').filter(Boolean)) log.warn({ event: 'cmd.watchdog', pid: child.pid, action: line.split(' ')[0], reason: line.slice(line.indexOf(' ') + 1) }, `watchdog: CMD ${line}`);
+      });
+      (watchdog.stdout as unknown as { unref?: () => void }).unref?.();
+      feed(`D ${deadline}`);
+      lease.on('renewed', onRenewed);
+      process.on('SIGTSTP', onTstp);
+      process.on('SIGCONT', onCont);
+    }
   }
-  log.info({ event: 'cmd.started', pid: child!.pid, argv }, 'CMD started');
+  log.info({ event: 'cmd.started', pid: child!.pid, argv, leaseGuarded: lease !== undefined }, 'CMD started');
   const signalGroup = (sig: NodeJS.Signals) => {
     if (done || child.pid === undefined) return;
     try {
@@ -165,13 +239,20 @@ export function startCommand(argv: string[], env: Record<string, string>, log: L
     },
     signal: signalGroup,
     async stop(graceMs: number) {
+      // Past the lease deadline CMD must not run again, not even to handle SIGTERM.
+      const grace = Math.min(graceMs, Math.max(0, deadline - monotonicMs()));
+      if (grace <= 0) {
+        log.warn({ event: 'cmd.kill', pid: child.pid }, 'the lease deadline has passed: SIGKILL to CMD');
+        signalGroup('SIGKILL');
+        return exited;
+      }
       signalGroup('SIGTERM');
       const t = setTimeout(() => {
         if (!done) {
-          log.warn({ event: 'cmd.kill', pid: child.pid }, `CMD still running ${graceMs} ms after SIGTERM: SIGKILL`);
+          log.warn({ event: 'cmd.kill', pid: child.pid, graceMs: grace }, `CMD still running ${grace} ms after SIGTERM: SIGKILL`);
           signalGroup('SIGKILL');
         }
-      }, graceMs);
+      }, grace);
       const code = await exited;
       clearTimeout(t);
       return code;

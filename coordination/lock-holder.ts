@@ -62,6 +62,11 @@ export abstract class TicketHolder<S extends string> extends EventEmitter {
     return this.ticket?.revision.toString();
   }
 
+  /** The session our key lives under, once a key is written. */
+  get currentSession(): Session | undefined {
+    return this.ticket?.session;
+  }
+
   /** The given session, or one opened (and later closed) by us. */
   protected async session(): Promise<Session> {
     return this.opts.session ?? (this.ownSession = await Session.open(this.client, this.opts.ttlSeconds ?? 60, this.log));

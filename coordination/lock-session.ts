@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, Lease } from 'etcd3';
 import { componentLogger, type Logger } from '../balancer/logger';
+import { monotonicMs } from '../balancer/etcd-client';
 
 /**
  * A session: one etcd lease kept alive, the counterpart of Go's
@@ -21,6 +22,10 @@ import { componentLogger, type Logger } from '../balancer/logger';
  * - `close()` revokes the lease (deleting every key under it); idempotent;
  *   no `lost` after it.
  *
+ * - Time is monotonic (`monotonicMs()`, CLOCK_MONOTONIC): a wall clock stepped
+ *   back or forth changes nothing here. `validUntil` is that proven deadline,
+ *   and `renewed` (with it) is emitted each time a keepalive answer moves it.
+ *
  * etcd3's Lease never re-grants after `lost`; neither does a Session: open a
  * new one (the owner decides whether to, e.g. an election campaigns again).
  */
@@ -33,7 +38,7 @@ export class Session extends EventEmitter {
   readonly whenLost: Promise<Error>;
   private resolveLost!: (err: Error) => void;
   private state: 'ALIVE' | 'LOST' | 'CLOSED' = 'ALIVE';
-  /** Time (ms) by which etcd may have expired the lease, as far as we can prove. */
+  /** Monotonic time (ms, monotonicMs()) by which etcd may have expired the lease, as far as we can prove. */
   private expiresAt: number;
   /** Send times of keepalives not answered yet, oldest first. */
   private pending: number[] = [];
@@ -52,10 +57,12 @@ export class Session extends EventEmitter {
     this.leaseHex = BigInt(leaseId).toString(16);
     this.expiresAt = grantSentAt + ttlSeconds * 1000;
     this.whenLost = new Promise((resolve) => (this.resolveLost = resolve));
-    lease.on('keepaliveFired', () => this.pending.push(Date.now()));
+    lease.on('keepaliveFired', () => this.pending.push(monotonicMs()));
     lease.on('keepaliveSucceeded', (res: { TTL: string }) => {
-      const sentAt = this.pending.shift() ?? Date.now();
+      const sentAt = this.pending.shift() ?? monotonicMs();
+      const before = this.expiresAt;
       this.expiresAt = Math.max(this.expiresAt, sentAt + Number(res.TTL) * 1000);
+      if (this.state === 'ALIVE' && this.expiresAt > before) this.emit('renewed', this.expiresAt);
     });
     // A broken stream drops the answers to what was sent on it.
     lease.on('keepaliveFailed', () => (this.pending = []));
@@ -64,14 +71,14 @@ export class Session extends EventEmitter {
     // and someone else taking over is this period at most.
     const every = Math.max(20, Math.min(250, (ttlSeconds * 1000) / 20));
     this.timer = setInterval(() => {
-      if (this.state === 'ALIVE' && Date.now() >= this.expiresAt) this.markLost(`no keepalive confirmed within the ${ttlSeconds}s TTL`);
+      if (this.state === 'ALIVE' && monotonicMs() >= this.expiresAt) this.markLost(`no keepalive confirmed within the ${ttlSeconds}s TTL`);
     }, every);
     this.timer.unref();
   }
 
   /** Grant a lease of `ttlSeconds` and keep it alive. */
   static async open(client: Etcd3, ttlSeconds: number, log: Logger = componentLogger('session')): Promise<Session> {
-    const sentAt = Date.now();
+    const sentAt = monotonicMs();
     const lease = client.lease(ttlSeconds);
     // etcd3 emits `lost` on a failed grant as well; the rejection below reports it.
     lease.on('lost', () => undefined);
@@ -88,7 +95,12 @@ export class Session extends EventEmitter {
   }
 
   get alive(): boolean {
-    return this.state === 'ALIVE';
+    return this.state === 'ALIVE' && monotonicMs() < this.expiresAt;
+  }
+
+  /** Monotonic deadline (monotonicMs()) until which the lease is proven alive; only meaningful while `alive`. */
+  get validUntil(): number {
+    return this.expiresAt;
   }
 
   /** Revoke the lease: every key under it is deleted. Idempotent; never throws. */

@@ -1,6 +1,18 @@
 import type { Etcd3, IKeyValue } from 'etcd3';
 import { Ticket, TicketLostError } from './lock-ticket';
 import { TicketHolder, type TicketHolderOptions } from './lock-holder';
+import { sleep } from './lock-wait';
+import { Backoff } from '../balancer/backoff';
+
+/** etcd said no (permissions, auth, a bad request): retrying cannot help, so a waiter reports it. */
+function isRefusal(err: unknown): boolean {
+  const name = err instanceof Error ? err.name || err.constructor.name : '';
+  return !(err instanceof Error) || /PermissionDenied|Authentication|Unauthenticated|InvalidArgument|UserNotFound|RoleNotGranted/.test(`${name} ${err.constructor.name}`);
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
 
 /**
  * A distributed mutex on etcd with the key layout and algorithm of Go's
@@ -18,6 +30,11 @@ import { TicketHolder, type TicketHolderOptions } from './lock-holder';
  * The fencing token is `revision`, the create revision of our key: strictly
  * increasing across successive holders, so a resource that remembers the
  * highest token it has seen can refuse a stale holder.
+ *
+ * Waiting rides out etcd stalls: if the session of a waiter that never held
+ * the lock is lost (no keepalive answer within the TTL), the waiter opens a
+ * new session and queues again at the back of the line; acquire() rejects
+ * only on abort or release() (or at once for tryAcquire / a given session).
  *
  * Losing the lock: the session's lease expires (or may have: no keepalive
  * answer within the TTL), is revoked, or our key is deleted by hand. The lock
@@ -79,31 +96,63 @@ export class EtcdMutex extends TicketHolder<LockState> {
     this.releasing = undefined;
     this.ticket = undefined;
     this.cell.set('ACQUIRING', tryOnly ? 'tryAcquire() called' : 'acquire() called');
+    const backoff = new Backoff(200, 2_000);
     let ticket: Ticket | undefined;
-    try {
-      signal?.throwIfAborted();
-      ticket = await Ticket.take(this.client, this.prefix, await this.session(), '', this.log);
-      this.ticket = ticket;
-      // release() during the awaits above: give the fresh key up again.
-      if (this.cell.is('RELEASED')) throw new Error(`lock ${this.name} released while acquiring`);
-      if (!ticket.headAtTakeIsUs) {
-        const head = ticket.headAtTake!;
-        if (tryOnly) throw new LockHeldError(this.name, head.key.toString(), head.create_revision);
-        this.cell.set('WAITING', 'someone is ahead', { key: ticket.key, revision: ticket.revision.toString(), holder: head.key.toString() });
-        await ticket.waitTurn(signal, (ahead: IKeyValue) =>
-          this.log.debug({ event: 'lock.wait', ahead: ahead.key.toString(), aheadRevision: ahead.create_revision }, 'waiting for the key ahead to go'),
-        );
+    for (let attempt = 0; ; attempt++) {
+      try {
+        ticket = await this.takeAndWait(tryOnly, signal);
+        break;
+      } catch (err) {
+        const wasInLine = this.ticket !== undefined;
+        await this.cleanup();
+        // A waiter whose session went (an etcd stall longer than its TTL,
+        // the member it talks to frozen) held nothing: it opens a new session
+        // and queues again (at the back of the line) instead of failing; so
+        // it does on any failure to reach etcd once it had been in line
+        // (deadline, unavailable, no leader, etcd3's circuit breaker open on
+        // a stuck member). Not: a first take that fails, a refusal (see
+        // isRefusal), tryAcquire, or a session given by the caller.
+        const transient = err instanceof TicketLostError || ((attempt > 0 || wasInLine) && !isRefusal(err));
+        const requeue = transient && !tryOnly && this.opts.session === undefined && !signal?.aborted && !this.cell.is('RELEASED');
+        if (requeue) {
+          const delay = backoff.next();
+          this.log.warn({ event: 'lock.requeue', err: errorText(err), retryInMs: delay }, `lost our place in line (${errorText(err)}); queuing again with a new session`);
+          this.ticket = undefined;
+          this.cell.set('ACQUIRING', 'waiter session lost; queuing again', { err: errorText(err) });
+          try {
+            await sleep(delay, signal);
+            continue;
+          } catch (abort) {
+            err = abort;
+          }
+        }
+        const why = err instanceof TicketLostError ? new LockLostError(`lock ${this.name}: ${err.message}`) : err;
+        if (!this.cell.is('RELEASED')) this.cell.set(err instanceof TicketLostError ? 'LOST' : 'RELEASED', `acquire failed: ${errorText(err)}`);
+        throw why;
       }
-    } catch (err) {
-      await this.cleanup();
-      const why = err instanceof TicketLostError ? new LockLostError(`lock ${this.name}: ${err.message}`) : err;
-      this.cell.set(err instanceof TicketLostError ? 'LOST' : 'RELEASED', `acquire failed: ${err instanceof Error ? err.message : String(err)}`);
-      throw why;
     }
     const held = ticket;
     held.once('lost', (reason: string) => this.onLost(held, reason));
     this.cell.set('HELD', 'ours is the lowest create revision', { key: held.key, revision: held.revision.toString() });
     if (held.lost) this.onLost(held, 'lost while acquiring');
+  }
+
+  /** One place in line: take a ticket and wait for our turn (rejects TicketLostError if the key or session goes first). */
+  private async takeAndWait(tryOnly: boolean, signal?: AbortSignal): Promise<Ticket> {
+    signal?.throwIfAborted();
+    const ticket = await Ticket.take(this.client, this.prefix, await this.session(), '', this.log);
+    this.ticket = ticket;
+    // release() during the awaits above: give the fresh key up again.
+    if (this.cell.is('RELEASED')) throw new Error(`lock ${this.name} released while acquiring`);
+    if (!ticket.headAtTakeIsUs) {
+      const head = ticket.headAtTake!;
+      if (tryOnly) throw new LockHeldError(this.name, head.key.toString(), head.create_revision);
+      this.cell.set('WAITING', 'someone is ahead', { key: ticket.key, revision: ticket.revision.toString(), holder: head.key.toString() });
+      await ticket.waitTurn(signal, (ahead: IKeyValue) =>
+        this.log.debug({ event: 'lock.wait', ahead: ahead.key.toString(), aheadRevision: ahead.create_revision }, 'waiting for the key ahead to go'),
+      );
+    }
+    return ticket;
   }
 
   private onLost(ticket: Ticket, reason: string): void {
