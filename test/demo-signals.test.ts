@@ -1,0 +1,76 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { REPO } from './harness/mesh-process';
+import { DemoRun, leftovers } from './demo-leftovers';
+
+// Requirement: Ctrl-C at any moment, twice, a hang-up (to the process group
+// as a terminal sends it, or to mesh alone), SIGTERM through `npm run demo`:
+// the demo ends within seconds, reports an interruption as 128 + the
+// signal's number, and leaves no process, port or data dir behind.
+// Runs are short (signalled during start-up), and run side by side.
+
+afterAll(() => DemoRun.killAll());
+
+/** Start a demo, signal it when `at` is logged, and check how it ended and what it left. */
+async function interrupt(at: string, send: (d: DemoRun) => void, opts: { npm?: boolean } = {}): Promise<{ demo: DemoRun; code: number | null; ms: number }> {
+  const demo = opts.npm
+    ? new DemoRun(['run', '--silent', 'demo', '--', '--json', '--duration', '60s'], { command: 'npm', cwd: REPO, env: { MESH_DEMO_SKIP_SETUP: '1' } })
+    : new DemoRun(['demo', '--json', '--duration', '60s']);
+  await demo.waitForLog(at, 45_000);
+  const t0 = performance.now();
+  send(demo);
+  const { code } = await demo.exitWithin(20_000);
+  const ms = Math.round(performance.now() - t0);
+  const etcd = demo.etcd!;
+  expect(etcd).toBeDefined();
+  // mesh cleans up before it exits: nothing to wait for.
+  expect(await leftovers(etcd, demo.greeters)).toEqual([]);
+  // An interruption is not an error.
+  expect(demo.stderr.join('\n')).not.toMatch(/before serving|"level":50/);
+  console.log(`[demo-signals] signalled at ${at}: exit ${code} ${ms} ms later; greeters spawned ${demo.greeters.length}`);
+  return { demo, code, ms };
+}
+
+function summary(d: DemoRun): { interrupted?: string; events: { event: string }[] } {
+  return JSON.parse(d.stdout[d.stdout.length - 1]) as { interrupted?: string; events: { event: string }[] };
+}
+
+describe.concurrent('mesh demo interrupted', () => {
+  it('SIGINT while etcd starts (first moments): exit 130, nothing left', async () => {
+    const { demo, code } = await interrupt('demo.etcd.starting', (d) => d.kill('SIGINT'));
+    expect(code).toBe(130);
+    expect(summary(demo).interrupted).toBe('SIGINT');
+  });
+
+  it('Ctrl-C to the process group while a greeter starts, then again: exit 130, nothing left', async () => {
+    const { demo, code } = await interrupt('demo.server.starting', (d) => {
+      d.killGroup('SIGINT');
+      d.killGroup('SIGINT');
+    });
+    expect(code).toBe(130);
+    expect(summary(demo).events.map((e) => e.event)).toContain('cleanup.done');
+  });
+
+  it('hang-up to the process group mid-run: exit 129, nothing left', async () => {
+    const { demo, code } = await interrupt('demo.load.started', (d) => d.killGroup('SIGHUP'));
+    expect(code).toBe(129);
+    expect(summary(demo).interrupted).toBe('SIGHUP');
+  });
+
+  it('SIGHUP to mesh alone while a greeter starts: exit 129, nothing left', async () => {
+    const { code } = await interrupt('demo.server.starting', (d) => d.kill('SIGHUP'));
+    expect(code).toBe(129);
+  });
+
+  it('SIGTERM to `npm run demo` reaches mesh: it cleans up and exits 143', async () => {
+    const { demo } = await interrupt('demo.etcd.started', (d) => d.kill('SIGTERM'), { npm: true });
+    expect(demo.logs.find((l) => l.event === 'demo.interrupted')).toMatchObject({ by: 'SIGTERM' });
+  });
+
+  it('SIGKILL to mesh: its guard process kills every child and removes the data dir', async () => {
+    const demo = new DemoRun(['demo', '--json', '--duration', '60s']);
+    await demo.waitForLog('demo.server.started', 45_000);
+    demo.kill('SIGKILL');
+    await demo.exitWithin(10_000);
+    expect(await leftovers(demo.etcd!, demo.greeters, 10_000)).toEqual([]);
+  });
+});
