@@ -1,5 +1,7 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { REPO } from './harness/mesh-process';
+import { waitFor } from './harness/ports';
 import { DemoRun, leftovers } from './demo-leftovers';
 
 // Requirement: Ctrl-C at any moment, twice, a hang-up (to the process group
@@ -8,7 +10,14 @@ import { DemoRun, leftovers } from './demo-leftovers';
 // signal's number, and leaves no process, port or data dir behind.
 // Runs are short (signalled during start-up), and run side by side.
 
-afterAll(() => DemoRun.killAll());
+let external: TestEtcd;
+beforeAll(async () => {
+  external = await startTestEtcd(1);
+});
+afterAll(async () => {
+  DemoRun.killAll();
+  await stopTestEtcd(external);
+});
 
 /** Start a demo, signal it when `at` is logged, and check how it ended and what it left. */
 async function interrupt(at: string, send: (d: DemoRun) => void, opts: { npm?: boolean } = {}): Promise<{ demo: DemoRun; code: number | null; ms: number }> {
@@ -64,6 +73,29 @@ describe.concurrent('mesh demo interrupted', () => {
   it('SIGTERM to `npm run demo` reaches mesh: it cleans up and exits 143', async () => {
     const { demo } = await interrupt('demo.etcd.started', (d) => d.kill('SIGTERM'), { npm: true });
     expect(demo.logs.find((l) => l.event === 'demo.interrupted')).toMatchObject({ by: 'SIGTERM' });
+  });
+
+  it('two demos on one external etcd: each campaigns in its own namespace and deletes only its own keys', async () => {
+    const etcdFlags = ['--etcd', external.etcd.endpoints, '--json', '--duration', '60s'];
+    const keys = async (prefix: string) => (await external.etcd.etcdctl(['get', '--prefix', prefix, '--keys-only'])).stdout.split('\n').filter(Boolean);
+    const a = new DemoRun(['demo', '--service', 'greeter-a', ...etcdFlags]);
+    const electionA = (await a.waitForLog('demo.etcd.external')).election as string;
+    expect(electionA).toMatch(/^demo-index-[0-9a-f]{8}$/);
+    await a.waitForLog('demo.leader.elected', 45_000);
+    expect(await keys(`${electionA}/`)).not.toEqual([]);
+    // A second demo starts, runs, and is stopped (its cleanup deletes its keys): the first one's stay.
+    const b = new DemoRun(['demo', '--service', 'greeter-b', ...etcdFlags]);
+    const electionB = (await b.waitForLog('demo.etcd.external')).election as string;
+    expect(electionB).not.toBe(electionA);
+    await b.waitForLog('demo.leader.elected', 45_000);
+    b.kill('SIGINT');
+    expect((await b.exitWithin(20_000)).code).toBe(130);
+    expect(await keys(`${electionB}/`)).toEqual([]);
+    expect(await keys(`progress/${electionB}`)).toEqual([]);
+    expect(await keys(`${electionA}/`)).not.toEqual([]);
+    a.kill('SIGINT');
+    expect((await a.exitWithin(20_000)).code).toBe(130);
+    await waitFor('first demo keys gone', async () => (await keys('demo-index')).length === 0 && (await keys('progress/demo-index')).length === 0, 5_000);
   });
 
   it('SIGKILL to mesh: its guard process kills every child and removes the data dir', async () => {
