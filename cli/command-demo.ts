@@ -25,10 +25,12 @@ export function demoCommand(): Command {
     const abort = new AbortController();
     let demo: Demo | undefined;
     let forced: NodeJS.Timeout | undefined;
+    let firstAt = 0;
     const onSignal = (sig: NodeJS.Signals) => {
       const code = 128 + (osConstants.signals[sig] ?? 0);
       if (!demo) process.exit(code);
       if (!abort.signal.aborted) {
+        firstAt = performance.now();
         // First signal: stop the scenario, clean up in order. A cleanup that
         // hangs anyway is cut short: the 'exit' hook kills and removes all.
         abort.abort(sig);
@@ -36,6 +38,9 @@ export function demoCommand(): Command {
         forced.unref();
         return;
       }
+      // One Ctrl-C under `npm run demo` arrives twice (from the terminal, and
+      // forwarded by npm): a repeat within 250 ms is the same key press.
+      if (performance.now() - firstAt < 250) return;
       // Second: no more waiting for greeters to drain; SIGKILL everything now.
       demo.hurry();
       if (forced) clearTimeout(forced);
