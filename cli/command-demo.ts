@@ -76,5 +76,12 @@ export function demoCommand(): Command {
     }
     // An interruption exits as the shell reports a signal: 128 + its number (SIGHUP 129, SIGINT 130, SIGTERM 143).
     process.exitCode = interrupted ? 128 + (osConstants.signals[interrupted] ?? 0) : summary.failed === 0 ? 0 : 1;
+    if (interrupted === 'SIGHUP' && (process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY)) {
+      // The terminal is gone: node's normal exit would restore the tty's
+      // modes and abort on EIO. Everything is cleaned up, so die of the
+      // hang-up itself (the shell sees 129 all the same).
+      process.removeAllListeners('SIGHUP');
+      process.kill(process.pid, 'SIGHUP');
+    }
   });
 }

@@ -1,6 +1,10 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
-import { REPO } from './harness/mesh-process';
+import { MESH_MAIN, REPO } from './harness/mesh-process';
 import { waitFor } from './harness/ports';
 import { DemoRun, leftovers } from './demo-leftovers';
 
@@ -37,6 +41,16 @@ async function interrupt(at: string, send: (d: DemoRun) => void | Promise<void>,
   expect(demo.stderr.join('\n')).not.toMatch(/before serving|"level":50/);
   console.log(`[demo-signals] signalled at ${at}: exit ${code} ${ms} ms later; greeters spawned ${demo.greeters.length}`);
   return { demo, code, ms };
+}
+
+/** Running, not a zombie (an orphan's zombie may linger where pid 1 does not reap). */
+function processAlive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
 }
 
 function summary(d: DemoRun): { interrupted?: string; events: { event: string }[] } {
@@ -105,6 +119,39 @@ describe.concurrent('mesh demo interrupted', { timeout: 150_000 }, () => {
     a.kill('SIGINT');
     expect((await a.exitWithin(20_000)).code).toBe(130);
     await waitFor('first demo keys gone', async () => (await keys('demo-index')).length === 0 && (await keys('progress/demo-index')).length === 0, 5_000);
+  });
+
+  it('the terminal goes away (its pty closed, as when a terminal window is closed): nothing left', async () => {
+    // `script` (util-linux) gives the demo a real pty; SIGKILLing it closes the pty's master side,
+    // so the kernel hangs up the demo's terminal (SIGHUP, then EIO on every write).
+    const dir = mkdtempSync(path.join(tmpdir(), 'demo-pty-'));
+    const logFile = path.join(dir, 'stderr');
+    const term = spawn('script', ['-qfec', `exec ${process.execPath} ${MESH_MAIN} demo --duration 60s 2>${logFile}`, '/dev/null'], {
+      stdio: ['pipe', 'ignore', 'ignore'],
+      env: { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' },
+    });
+    try {
+      const logs = () => {
+        try {
+          return readFileSync(logFile, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+        } catch {
+          return [];
+        }
+      };
+      await waitFor('demo load started on the pty', () => logs().some((l) => l.event === 'demo.load.started'), 45_000, 50);
+      const starting = logs().find((l) => l.event === 'demo.etcd.starting')!;
+      const meshPid = starting.pid as number;
+      term.kill('SIGKILL');
+      const t0 = performance.now();
+      await waitFor('mesh gone after the hang-up', () => !processAlive(meshPid), 20_000, 50);
+      const greeters = logs().filter((l) => l.event === 'demo.server.starting').map((l) => l.addr as string);
+      expect(await leftovers({ dataRoot: starting.dataRoot as string, endpoints: starting.endpoints as string[] }, greeters)).toEqual([]);
+      expect(logs().find((l) => l.event === 'demo.interrupted')).toMatchObject({ by: 'SIGHUP' });
+      console.log(`[demo-signals] pty hang-up: mesh gone, nothing left ${Math.round(performance.now() - t0)} ms later`);
+    } finally {
+      term.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('SIGKILL to mesh: its guard process kills every child and removes the data dir', async () => {
