@@ -5,6 +5,30 @@ import { addClientTlsOptions, clientCredentials, type ClientTlsFlags } from './t
 import { createGreeterClient, sayHello } from '../services/greeter-client';
 import { registerEtcdResolver } from '../balancer/resolver-etcd';
 import { servicePrefix } from '../balancer/endpoint-codec';
+import * as grpc from '@grpc/grpc-js';
+import type { Etcd3 } from 'etcd3';
+
+/**
+ * A failed call, said in the mesh's terms. grpc-js reports an empty or dead
+ * backend set only as DEADLINE_EXCEEDED "Waiting for LB pick" (or
+ * UNAVAILABLE); through the etcd resolver we look at the registry and say
+ * which it is: nothing registered under the prefix, or registered but none
+ * reachable. The original gRPC error stays at the end of the line.
+ */
+async function explainFailure(err: unknown, registry: string | undefined, etcd: Etcd3 | undefined): Promise<string> {
+  const text = errorText(err);
+  const code = (err as { code?: number }).code;
+  if (!registry || !etcd || (code !== grpc.status.DEADLINE_EXCEEDED && code !== grpc.status.UNAVAILABLE)) return text;
+  let count: number;
+  try {
+    count = await etcd.getAll().prefix(registry).count();
+  } catch (readErr) {
+    return `${text} (and etcd could not be read to check ${registry}: ${errorText(readErr)})`;
+  }
+  return count === 0
+    ? `no backend is registered under ${registry} in etcd (${text})`
+    : `${count} key(s) registered under ${registry} in etcd, but no backend answered within the deadline: all unreachable or not serving (${text})`;
+}
 
 interface ClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags {
   name: string;
@@ -43,7 +67,7 @@ export function clientCommand(): Command {
         process.stdout.write(`${await sayHello(client, flags.name, flags.deadline)}\n`);
       } catch (err) {
         failures++;
-        process.stderr.write(`mesh: call failed: ${errorText(err)}\n`);
+        process.stderr.write(`mesh: call failed: ${await explainFailure(err, etcd && servicePrefix(flags.prefix, flags.service), etcd)}\n`);
       }
     }
     client.close();

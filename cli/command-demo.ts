@@ -1,3 +1,4 @@
+import { constants as osConstants } from 'node:os';
 import { Command, Option } from 'commander';
 import { addEtcdOptions, addServiceOptions, configuredEndpoints, connectEtcd, connectOptions, type EtcdFlags, type ServiceFlags } from './common';
 import { intIn, parseName, parsePositiveDuration } from './parse';
@@ -19,11 +20,38 @@ export function demoCommand(): Command {
     .option('--json', 'no live view; print one JSON summary line ({ok, failed, events, ...}) at the end', false);
   addEtcdOptions(addServiceOptions(cmd));
   return cmd.action(async (flags: DemoFlags) => {
+    // Signals first, so no moment of the start-up ignores Ctrl-C (an
+    // interruption before anything started just ends with its exit code).
+    const abort = new AbortController();
+    let demo: Demo | undefined;
+    let forced: NodeJS.Timeout | undefined;
+    let firstAt = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      const code = 128 + (osConstants.signals[sig] ?? 0);
+      if (!demo) process.exit(code);
+      if (!abort.signal.aborted) {
+        firstAt = performance.now();
+        // First signal: stop the scenario, clean up in order. A cleanup that
+        // hangs anyway is cut short: the 'exit' hook kills and removes all.
+        abort.abort(sig);
+        forced = setTimeout(() => process.exit(code), 15_000);
+        forced.unref();
+        return;
+      }
+      // One Ctrl-C under `npm run demo` arrives twice (from the terminal, and
+      // forwarded by npm): a repeat within 250 ms is the same key press.
+      if (performance.now() - firstAt < 250) return;
+      // Second: no more waiting for greeters to drain; SIGKILL everything now.
+      demo.hurry();
+      if (forced) clearTimeout(forced);
+      forced = setTimeout(() => process.exit(code), 5_000);
+      forced.unref();
+    };
+    for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
     const endpoints = configuredEndpoints(flags);
     // An existing cluster must answer (and accept our credentials) before anything starts.
     if (endpoints) (await connectEtcd(flags, endpoints)).close();
-    const abort = new AbortController();
-    const demo = new Demo({
+    demo = new Demo({
       etcd: endpoints ? connectOptions(flags, endpoints) : undefined,
       durationMs: flags.duration,
       concurrency: flags.concurrency,
@@ -33,21 +61,27 @@ export function demoCommand(): Command {
       view: !flags.json,
       signal: abort.signal,
     });
-    // First signal: stop the scenario and clean up. Second: stop now (the
-    // 'exit' hook below still kills every child).
-    const onSignal = () => {
-      if (abort.signal.aborted) process.exit(130);
-      abort.abort();
-    };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
-    process.on('exit', () => demo.killNow());
+    const d = demo;
+    // Whatever ends the process (a forced exit, an uncaught error), no child or data dir outlives it.
+    process.on('exit', () => d.killNow());
     const summary = await demo.run();
+    if (forced) clearTimeout(forced);
+    const interrupted = summary.interrupted as NodeJS.Signals | undefined;
     if (flags.json) {
-      process.stdout.write(`${JSON.stringify({ ok: summary.ok, failed: summary.failed, rps: summary.load.rps, backends: summary.load.backends, leaders: summary.leaders, events: summary.events })}\n`);
+      process.stdout.write(`${JSON.stringify({ ok: summary.ok, failed: summary.failed, rps: summary.load?.rps ?? 0, backends: summary.load?.backends ?? {}, leaders: summary.leaders, runId: summary.runId, ...(interrupted ? { interrupted } : {}), events: summary.events })}\n`);
+    } else if (interrupted) {
+      process.stdout.write(`\ndemo interrupted by ${interrupted}: ${summary.ok} calls ok, ${summary.failed} failed; everything it started is stopped and removed\n`);
     } else {
       process.stdout.write(`\ndemo finished: ${summary.ok} calls ok, ${summary.failed} failed; leaders in turn: ${summary.leaders.join(' -> ') || '-'}\n`);
     }
-    process.exitCode = summary.failed === 0 ? 0 : 1;
+    // An interruption exits as the shell reports a signal: 128 + its number (SIGHUP 129, SIGINT 130, SIGTERM 143).
+    process.exitCode = interrupted ? 128 + (osConstants.signals[interrupted] ?? 0) : summary.failed === 0 ? 0 : 1;
+    if (interrupted === 'SIGHUP' && (process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY)) {
+      // The terminal is gone: node's normal exit would restore the tty's
+      // modes and abort on EIO. Everything is cleaned up, so die of the
+      // hang-up itself (the shell sees 129 all the same).
+      process.removeAllListeners('SIGHUP');
+      process.kill(process.pid, 'SIGHUP');
+    }
   });
 }

@@ -3,6 +3,7 @@ import { addEtcdOptions, connectEtcd, type EtcdFlags } from './common';
 import { parseName, parsePrefix } from './parse';
 import { scanCluster, type ClusterView, type MonitorOptions } from '../coordination/monitor';
 import { componentLogger } from '../balancer/logger';
+import { jsonSafe, shown } from '../coordination/monitor-text';
 
 /**
  * `mesh ls [--service S] [--prefix P] [--election-prefix E] [--json]`: one
@@ -35,10 +36,6 @@ function ttlText(ttl: number | null): string {
   return ttl < 0 ? 'expired' : `${ttl}s`;
 }
 
-/** Printable form of a stored string: as is when plain, JSON-quoted when it has spaces or control bytes. */
-function shown(s: string): string {
-  return s !== '' && !/[\s\x00-\x1f\x7f"]/.test(s) ? s : JSON.stringify(s);
-}
 
 /** Left-aligned columns, two spaces apart; the last column is not padded. */
 export function table(rows: string[][]): string[] {
@@ -49,19 +46,19 @@ export function table(rows: string[][]): string[] {
 /** The human view of a ClusterView (also `mesh top`'s screen). */
 export function renderView(v: ClusterView): string[] {
   const lines: string[] = [];
-  const eps = v.services.flatMap((s) => s.endpoints.map((e) => [s.name, e.addr, ttlText(e.ttl), e.lease ?? '-', JSON.stringify(e.metadata)]));
+  const eps = v.services.flatMap((s) => s.endpoints.map((e) => [shown(s.name), shown(e.addr), ttlText(e.ttl), e.lease ?? '-', jsonSafe(JSON.stringify(e.metadata))]));
   if (eps.length) lines.push(...table([['SERVICE', 'ENDPOINT', 'TTL', 'LEASE', 'METADATA'], ...eps]));
-  else lines.push(`no services under ${v.prefix}/`);
+  else lines.push(`no services under ${shown(`${v.prefix}/`)}`);
   lines.push('');
-  if (v.elections.length) lines.push(...table([['ELECTION', 'LEADER', 'TTL', 'CANDIDATES', 'KEY'], ...v.elections.map((e) => [e.name, shown(e.leader.value), ttlText(e.leader.ttl), String(e.candidates), e.leader.key])]));
+  if (v.elections.length) lines.push(...table([['ELECTION', 'LEADER', 'TTL', 'CANDIDATES', 'KEY'], ...v.elections.map((e) => [shown(e.name), shown(e.leader.value), ttlText(e.leader.ttl), String(e.candidates), shown(e.leader.key)])]));
   else lines.push('no elections');
   if (v.locks.length) {
     lines.push('');
-    lines.push(...table([['LOCK', 'HOLDER', 'TTL', 'WAITERS'], ...v.locks.map((l) => [l.name, l.holder.key, ttlText(l.holder.ttl), String(l.waiters)])]));
+    lines.push(...table([['LOCK', 'HOLDER', 'TTL', 'WAITERS'], ...v.locks.map((l) => [shown(l.name), shown(l.holder.key), ttlText(l.holder.ttl), String(l.waiters)])]));
   }
   if (v.invalid.length) {
     lines.push('');
-    lines.push(...table([['INVALID RECORD', 'REASON'], ...v.invalid.map((i) => [i.key, i.reason])]));
+    lines.push(...table([['INVALID RECORD', 'REASON'], ...v.invalid.map((i) => [shown(i.key), shown(i.reason)])]));
   }
   return lines;
 }
@@ -73,7 +70,7 @@ export function lsCommand(): Command {
     const etcd = await connectEtcd(flags);
     try {
       const view = await scanCluster(etcd, monitorOptions(flags), componentLogger('monitor'));
-      process.stdout.write(flags.json ? `${JSON.stringify(view)}\n` : `${renderView(view).join('\n')}\n`);
+      process.stdout.write(flags.json ? `${jsonSafe(JSON.stringify(view))}\n` : `${renderView(view).join('\n')}\n`);
     } finally {
       etcd.close();
     }

@@ -5,6 +5,7 @@ import { finish, stopSignal } from './observe-lifecycle';
 import { addMonitorOptions, monitorOptions, renderView, type MonitorFlags } from './command-ls';
 import { ClusterMonitor, diffViews, type ClusterView } from '../coordination/monitor';
 import { componentLogger } from '../balancer/logger';
+import { jsonSafe } from '../coordination/monitor-text';
 
 /**
  * `mesh top`: the live `mesh ls`. On a terminal the screen is redrawn on
@@ -40,7 +41,7 @@ export function topCommand(): Command {
           const head = `mesh top  ${new Date().toLocaleTimeString()}  revision ${view.revision}  (Ctrl-C to quit)`;
           process.stdout.write(`\x1b[H\x1b[2J${head}\n\n${renderView(view).join('\n')}\n`);
         } else if (flags.json) {
-          if (first || changes.length) process.stdout.write(`${JSON.stringify(view)}\n`);
+          if (first || changes.length) process.stdout.write(`${jsonSafe(JSON.stringify(view))}\n`);
         } else {
           const at = new Date().toISOString();
           for (const c of changes) process.stdout.write(`${at} ${c}\n`);

@@ -6,6 +6,7 @@ import { EndpointWatcher } from '../balancer/endpoint-watcher';
 import { componentLogger, type Logger } from '../balancer/logger';
 import { groupCandidates, mayBeCampaignKey, scanKeys } from './monitor-elections';
 import { leaseIdHex, leaseTtls } from './monitor-leases';
+import { jsonSafe, shown } from './monitor-text';
 import { errorText } from '../balancer/etcd-errors';
 import { ResumableWatch, prefixRange, type KeyRange } from '../balancer/resumable-watch';
 
@@ -252,27 +253,27 @@ export class ClusterMonitor extends EventEmitter {
 /** What changed between two views, one line each (lease TTLs are not changes). Empty `before`: everything is new. */
 export function diffViews(before: ClusterView | undefined, after: ClusterView): string[] {
   const lines: string[] = [];
-  const eps = (v: ClusterView | undefined) => new Map((v?.services ?? []).flatMap((s) => s.endpoints.map((e) => [`${s.name} ${e.addr}`, e] as const)));
+  const eps = (v: ClusterView | undefined) => new Map((v?.services ?? []).flatMap((s) => s.endpoints.map((e) => [`${shown(s.name)} ${shown(e.addr)}`, e] as const)));
   const [oldE, newE] = [eps(before), eps(after)];
   for (const [id, e] of newE) {
     const o = oldE.get(id);
-    const meta = JSON.stringify(e.metadata);
+    const meta = jsonSafe(JSON.stringify(e.metadata));
     if (!o) lines.push(`+ endpoint ${id} lease=${e.lease ?? '-'} metadata=${meta}`);
-    else if (JSON.stringify(o.metadata) !== meta || o.lease !== e.lease) lines.push(`~ endpoint ${id} lease=${e.lease ?? '-'} metadata=${meta}`);
+    else if (jsonSafe(JSON.stringify(o.metadata)) !== meta || o.lease !== e.lease) lines.push(`~ endpoint ${id} lease=${e.lease ?? '-'} metadata=${meta}`);
   }
   for (const id of oldE.keys()) if (!newE.has(id)) lines.push(`- endpoint ${id}`);
 
   const held = (kind: 'election' | 'lock', list: { name: string; h: HolderView; n: number }[], old: { name: string; h: HolderView; n: number }[]) => {
     const prev = new Map(old.map((x) => [x.name, x]));
     const desc = (x: { h: HolderView; n: number }) =>
-      kind === 'election' ? `leader=${JSON.stringify(x.h.value)} key=${x.h.key} candidates=${x.n}` : `holder=${x.h.key} waiters=${x.n}`;
+      kind === 'election' ? `leader=${jsonSafe(JSON.stringify(x.h.value))} key=${shown(x.h.key)} candidates=${x.n}` : `holder=${shown(x.h.key)} waiters=${x.n}`;
     for (const x of list) {
       const o = prev.get(x.name);
-      if (!o) lines.push(`+ ${kind} ${x.name} ${desc(x)}`);
-      else if (o.h.key !== x.h.key || o.h.value !== x.h.value || o.n !== x.n) lines.push(`~ ${kind} ${x.name} ${desc(x)}`);
+      if (!o) lines.push(`+ ${kind} ${shown(x.name)} ${desc(x)}`);
+      else if (o.h.key !== x.h.key || o.h.value !== x.h.value || o.n !== x.n) lines.push(`~ ${kind} ${shown(x.name)} ${desc(x)}`);
     }
     const now = new Set(list.map((x) => x.name));
-    for (const o of old) if (!now.has(o.name)) lines.push(`- ${kind} ${o.name}`);
+    for (const o of old) if (!now.has(o.name)) lines.push(`- ${kind} ${shown(o.name)}`);
   };
   const el = (v: ClusterView | undefined) => (v?.elections ?? []).map((e) => ({ name: e.name, h: e.leader, n: e.candidates }));
   const lk = (v: ClusterView | undefined) => (v?.locks ?? []).map((l) => ({ name: l.name, h: l.holder, n: l.waiters }));

@@ -1,4 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { LocalEtcdCluster } from './etcd-local';
@@ -31,15 +33,87 @@ export interface DemoOptions {
   election: string;
   /** Print the live view / narration (false for --json). */
   view: boolean;
+  /** Ctrl-C and friends: aborting ends the demo at whatever point it is; the reason (a signal name) is reported. */
   signal?: AbortSignal;
 }
 
 export interface DemoSummary {
   ok: number;
   failed: number;
-  load: LoadReport;
+  load: LoadReport | undefined;
   events: DemoEvent[];
   leaders: string[];
+  /** Why the demo ended early (the signal name), when it did. */
+  interrupted?: string;
+  /** The run's namespace: the greeters campaign on `<election>-<runId>`. */
+  runId: string;
+}
+
+/** The demo was stopped (signal) before a step finished; not a failure of the step. */
+export class DemoInterrupted extends Error {
+  constructor(readonly reason: string) {
+    super(`demo interrupted (${reason})`);
+  }
+}
+
+type DemoState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
+
+/**
+ * Parent-death guard, run as `node -e` in a session of its own. The demo
+ * tells it on stdin which pids (`pid N`, `gone N`) and data dirs (`dir
+ * "JSON"`) it owns; `done` means the demo cleaned up itself. If stdin ends
+ * without `done`, the demo died without cleaning up (SIGKILL, crash): the
+ * guard SIGKILLs the pids still running the same command line (a reused pid
+ * is left alone), waits for them to die, and removes the dirs.
+ */
+const REAPER_JS = `
+const fs = require('fs');
+const procs = new Map();
+const dirs = new Set();
+let buf = '', done = false;
+const cmdline = (pid) => { try { return fs.readFileSync('/proc/' + pid + '/cmdline', 'latin1'); } catch { return undefined; } };
+const running = (pid) => { try { const s = fs.readFileSync('/proc/' + pid + '/stat', 'latin1'); return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3) !== 'Z'; } catch { return false; } };
+for (const sig of ['SIGINT', 'SIGHUP', 'SIGTERM', 'SIGQUIT', 'SIGTSTP']) process.on(sig, () => undefined);
+process.stdin.setEncoding('utf8');
+process.stdin.on('data', (d) => {
+  buf += d;
+  let i;
+  while ((i = buf.indexOf('\\n')) >= 0) {
+    const line = buf.slice(0, i); buf = buf.slice(i + 1);
+    const sp = line.indexOf(' '), verb = sp < 0 ? line : line.slice(0, sp), arg = sp < 0 ? '' : line.slice(sp + 1);
+    if (verb === 'pid') procs.set(Number(arg), cmdline(Number(arg)));
+    else if (verb === 'gone') procs.delete(Number(arg));
+    else if (verb === 'dir') dirs.add(JSON.parse(arg));
+    else if (verb === 'done') { done = true; process.exit(0); }
+  }
+});
+process.stdin.on('end', () => {
+  if (done) return;
+  const mine = [...procs].filter(([pid, cmd]) => cmd !== undefined && cmdline(pid) === cmd).map(([pid]) => pid);
+  for (const pid of mine) { try { process.kill(pid, 'SIGCONT'); process.kill(pid, 'SIGKILL'); } catch {} }
+  const until = Date.now() + 5000;
+  const finish = () => {
+    if (mine.some(running) && Date.now() < until) return setTimeout(finish, 20);
+    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+    process.exit(0);
+  };
+  finish();
+});
+`;
+
+/** Pid of a child that is still running (not exited, not a zombie). */
+function isRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+/** Block the thread for `ms` (only in the synchronous 'exit' path, where nothing else may run). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 const MAIN_JS = path.resolve(__dirname, '..', 'cli', 'main.js');
@@ -58,25 +132,106 @@ interface DemoServer {
  * leader, start it again, add a fourth. The greeters elect a leader that
  * builds a shared index and reports progress in etcd; followers load it.
  *
- * Teardown is one idempotent `cleanup()`: load stopped, greeters SIGTERMed
- * (SIGKILL after 3 s), etcd members killed and their data dirs removed.
+ * Teardown contract: whatever moment the abort signal comes (during etcd's
+ * start, a greeter's start, mid-run), every wait of the scenario gives up
+ * at once and the one idempotent `cleanup()` runs: load stopped, greeters
+ * SIGTERMed (SIGKILL after 3 s, or at once after `hurry()`), etcd members
+ * killed and their data dirs removed. Nothing is spawned once cleanup has
+ * begun, and every child is tracked from the moment it is spawned, so
+ * cleanup sees all of them. Children run in sessions of their own (a
+ * terminal's Ctrl-C or hang-up reaches only mesh, which stops them in
+ * order); a detached guard process (REAPER_JS) kills them and removes the
+ * data dirs if mesh itself dies without cleaning up (SIGKILL).
  */
 export class Demo {
   private readonly events: DemoEvent[] = [];
   private readonly start = Date.now();
   private readonly log = componentLogger('demo');
   private readonly servers: DemoServer[] = [];
+  /** Every child process not yet exited (greeters and etcd members). */
+  private readonly children = new Set<ChildProcess>();
   private cluster: LocalEtcdCluster | undefined;
   private client: Etcd3 | undefined;
-  private readonly view: TrafficView | undefined;
+  private view: TrafficView | undefined;
   private leader: string | undefined;
   private readonly leaders: string[] = [];
   private indexPercent: number | undefined;
   private cleaning: Promise<void> | undefined;
   private endpoints: string[] = [];
+  private state: DemoState = 'idle';
+  private reaper: ChildProcess | undefined;
+  private readonly loadAbort = new AbortController();
+  private readonly interrupted: Promise<never>;
+  private hurried = false;
+  /** This run's namespace in etcd: two demos on one cluster never touch each other's keys. */
+  readonly runId = randomBytes(4).toString('hex');
+  /** The election (and progress/index keys) of this run's greeters. */
+  private readonly election: string;
 
   constructor(private readonly opts: DemoOptions) {
     this.view = opts.view ? new TrafficView() : undefined;
+    this.election = `${opts.election}-${this.runId}`;
+    // Settles only by rejecting, when the signal aborts; until() races every wait against it.
+    this.interrupted = new Promise<never>((_, reject) => {
+      const onAbort = () => {
+        // A hang-up took the terminal away: stop drawing on it.
+        if (opts.signal?.reason === 'SIGHUP') this.view = undefined;
+        this.loadAbort.abort();
+        reject(new DemoInterrupted(String(opts.signal?.reason ?? 'aborted')));
+      };
+      if (opts.signal?.aborted) onAbort();
+      else opts.signal?.addEventListener('abort', onAbort, { once: true });
+    });
+    this.interrupted.catch(() => undefined);
+  }
+
+  private setState(next: DemoState): void {
+    if (next === this.state) return;
+    this.log.info({ event: 'demo.state', from: this.state, to: next }, `demo ${this.state} -> ${next}`);
+    this.state = next;
+  }
+
+  /** `p`, unless the demo is interrupted first (then DemoInterrupted; `p` is left to settle unobserved). */
+  private until<T>(p: Promise<T>): Promise<T> {
+    p.catch(() => undefined);
+    return Promise.race([p, this.interrupted]);
+  }
+
+  private checkNotInterrupted(): void {
+    if (this.opts.signal?.aborted) throw new DemoInterrupted(String(this.opts.signal.reason ?? 'aborted'));
+  }
+
+  /** Spawn a child the demo owns: refused once cleanup has begun; tracked (and told to the guard) from the start. */
+  private spawnChild(command: string, args: string[], stdio: ('ignore' | 'pipe')[]): ChildProcess {
+    if (this.state === 'stopping' || this.state === 'stopped') throw new DemoInterrupted(String(this.opts.signal?.reason ?? 'cleanup'));
+    const proc = spawn(command, args, { stdio, detached: true, env: { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' } });
+    this.adopt(proc);
+    return proc;
+  }
+
+  private adopt(proc: ChildProcess): void {
+    if (proc.pid === undefined) return;
+    const pid = proc.pid;
+    this.children.add(proc);
+    this.tellReaper(`pid ${pid}`);
+    proc.once('exit', () => {
+      this.children.delete(proc);
+      this.tellReaper(`gone ${pid}`);
+    });
+  }
+
+  private tellReaper(line: string): void {
+    const stdin = this.reaper?.stdin;
+    if (stdin && !stdin.destroyed) stdin.write(`${line}\n`);
+  }
+
+  private startReaper(): void {
+    const reaper = spawn(process.execPath, ['-e', REAPER_JS], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+    reaper.stdin!.on('error', () => undefined);
+    // The guard must never keep mesh alive: only mesh's own exit ends its stdin.
+    reaper.unref();
+    (reaper.stdin as unknown as { unref?: () => void }).unref?.();
+    this.reaper = reaper;
   }
 
   private record(event: string, fields: Record<string, unknown> = {}, narrate?: string): void {
@@ -86,34 +241,57 @@ export class Demo {
     if (narrate) this.view?.note(narrate);
   }
 
+  /**
+   * The scenario, then cleanup (always). An interruption is a result, not an
+   * error: the summary says `interrupted` and covers what ran. Other
+   * failures are thrown after cleanup.
+   */
   async run(): Promise<DemoSummary> {
+    let summary: DemoSummary;
     try {
-      return await this.scenario();
+      summary = await this.scenario();
+    } catch (err) {
+      if (!(err instanceof DemoInterrupted) && !this.opts.signal?.aborted) throw err;
+      summary = { ok: 0, failed: 0, load: undefined, events: this.events, leaders: this.leaders, runId: this.runId };
     } finally {
       await this.cleanup();
     }
+    if (this.opts.signal?.aborted) {
+      summary.interrupted = String(this.opts.signal.reason ?? 'aborted');
+      this.record('interrupted', { by: summary.interrupted, ok: summary.ok, failed: summary.failed }, `interrupted by ${summary.interrupted}; everything stopped and removed`);
+    }
+    return summary;
   }
 
   private async scenario(): Promise<DemoSummary> {
     const { opts } = this;
+    this.startReaper();
+    this.setState('starting');
+    this.checkNotInterrupted();
     if (opts.etcd) {
       this.endpoints = opts.etcd.endpoints;
-      this.record('etcd.external', { endpoints: this.endpoints }, `using etcd at ${this.endpoints.join(',')}`);
+      this.record('etcd.external', { endpoints: this.endpoints, runId: this.runId, election: this.election }, `using etcd at ${this.endpoints.join(',')} (run ${this.runId})`);
     } else {
-      this.cluster = await LocalEtcdCluster.start(3);
-      this.endpoints = this.cluster.members.map((m) => m.endpoint);
-      this.record('etcd.started', { members: 3, endpoints: this.endpoints, dataRoot: this.cluster.dataRoot }, `started a local 3-member etcd cluster at ${this.endpoints.join(',')}`);
+      const cluster = await LocalEtcdCluster.create(3, [], { dataRootPrefix: 'etcd-mesh-demo-', detached: true });
+      this.cluster = cluster;
+      this.tellReaper(`dir ${JSON.stringify(cluster.dataRoot)}`);
+      this.endpoints = cluster.members.map((m) => m.endpoint);
+      this.record('etcd.starting', { members: 3, endpoints: this.endpoints, dataRoot: cluster.dataRoot });
+      this.checkNotInterrupted();
+      const started = cluster.startMembers();
+      for (const m of cluster.members) if (m.proc) this.adopt(m.proc);
+      await this.until(started);
+      this.record('etcd.started', { members: 3, endpoints: this.endpoints, dataRoot: cluster.dataRoot, pids: cluster.pids }, `started a local 3-member etcd cluster at ${this.endpoints.join(',')}`);
     }
     this.client = createEtcdClient(opts.etcd ?? { endpoints: this.endpoints });
-    // A previous demo against the same etcd may have left a finished index behind.
-    await this.clearDemoKeys();
 
-    for (let i = 0; i < 3; i++) await this.startServer('started');
+    for (let i = 0; i < 3; i++) await this.until(this.startServer('started'));
     registerEtcdResolver(this.client, 'demo');
     const greeter = createGreeterClient(`etcd:///${opts.prefix}/${opts.service}`, undefined, {}, { 'etcd_mesh.client': 'demo' });
+    this.checkNotInterrupted();
+    this.setState('running');
 
-    const abort = new AbortController();
-    opts.signal?.addEventListener('abort', () => abort.abort());
+    const abort = this.loadAbort;
     const ticks: LoadTick[] = [];
     // --duration covers the whole demo: the load gets what start-up left of it.
     const loadStart = Date.now();
@@ -134,20 +312,28 @@ export class Demo {
 
     const at = (fraction: number) => loadStart + fraction * loadMs;
     // The leader dies early, while it is still building the index (about 6 s).
+    // The fourth joins with 40 % of the load left, so its share is seen even
+    // when a busy machine made the start-up and the greeter's start slow.
     const steps: [number, () => Promise<void>][] = [
       [Math.min(0.25, 3000 / loadMs), () => this.killLeaderOrFirst(ticks)],
-      [0.5, () => this.restartKilled(ticks)],
-      [0.7, () => this.addFourth(ticks)],
+      [0.45, () => this.restartKilled(ticks)],
+      [0.6, () => this.addFourth(ticks)],
     ];
     for (const [fraction, step] of steps) {
       if (!(await this.sleepUntil(at(fraction), abort.signal))) break;
-      await step();
+      try {
+        await this.until(step());
+      } catch (err) {
+        // Interrupted mid-step: the load (aborted too) still reports what ran.
+        if (!(err instanceof DemoInterrupted)) throw err;
+        break;
+      }
     }
     const report = await load;
     greeter.close();
     unregisterEtcdClient('demo');
     this.record('load.finished', { ok: report.ok, failed: report.failed, rps: report.rps }, `load finished: ${report.ok} ok, ${report.failed} failed, ${report.rps} calls/s`);
-    return { ok: report.ok, failed: report.failed, load: report, events: this.events, leaders: this.leaders };
+    return { ok: report.ok, failed: report.failed, load: report, events: this.events, leaders: this.leaders, runId: this.runId };
   }
 
   private killed: DemoServer | undefined;
@@ -186,13 +372,13 @@ export class Demo {
 
   private async startServer(how: 'started' | 'restarted' | 'added', port?: number): Promise<DemoServer> {
     const p = port ?? (await freePort());
-    const args = [MAIN_JS, 'server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.opts.election, ...credentialArgs(this.opts.etcd)];
-    const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' } });
+    const args = [MAIN_JS, 'server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.election, ...credentialArgs(this.opts.etcd)];
+    const proc = this.spawnChild(process.execPath, args, ['ignore', 'ignore', 'pipe']);
     const addr = `127.0.0.1:${p}`;
-    const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+    const exited = new Promise<void>((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('exit', () => r())));
     const server: DemoServer = { addr, port: p, proc, exited };
     this.servers.push(server);
-    let serving = false;
+    this.log.info({ event: 'demo.server.starting', addr, pid: proc.pid }, `starting greeter ${addr}`);
     await new Promise<void>((resolve, reject) => {
       let buf = '';
       proc.stderr!.setEncoding('utf8');
@@ -204,20 +390,21 @@ export class Demo {
           buf = buf.slice(i + 1);
           this.onServerLog(addr, line);
           if (line.includes('"to":"SERVING"')) {
-            serving = true;
             clearTimeout(timer);
             resolve();
           }
         }
       });
-      proc.once('exit', (code) => reject(new Error(`greeter ${addr} exited with ${code} before serving`)));
+      proc.once('exit', (code, signal) => {
+        // Stopped by our own cleanup (Ctrl-C while it started): an interruption, not a greeter failure.
+        if (this.state === 'stopping' || this.state === 'stopped' || this.opts.signal?.aborted) reject(new DemoInterrupted(String(this.opts.signal?.reason ?? 'cleanup')));
+        else reject(new Error(`greeter ${addr} exited with ${code ?? signal} before serving`));
+      });
       const timer = setTimeout(() => {
         proc.kill('SIGKILL');
         reject(new Error(`greeter ${addr} did not start serving within 20 s`));
       }, 20_000);
       proc.once('exit', () => clearTimeout(timer));
-      // Ctrl-C while it starts: do not wait for it.
-      this.opts.signal?.addEventListener('abort', () => serving || proc.kill('SIGTERM'), { once: true });
     });
     this.record(`server.${how}`, { addr, pid: proc.pid }, `greeter ${addr} ${how} and registered (${this.servers.length} running)`);
     return server;
@@ -259,10 +446,10 @@ export class Demo {
     return !signal.aborted;
   }
 
-  /** The election, progress and index keys of the demo's index job. */
+  /** This run's election, progress and index keys (its own namespace: `<election>-<runId>`), and nothing else. */
   private async clearDemoKeys(): Promise<void> {
     const c = this.client!;
-    const name = this.opts.election;
+    const name = this.election;
     await Promise.all([c.delete().prefix(`${name}/`).exec(), c.delete().key(`progress/${name}`).exec(), c.delete().key(`index/${name}`).exec()]);
   }
 
@@ -272,25 +459,48 @@ export class Demo {
     return this.cleaning;
   }
 
+  /** A second Ctrl-C: SIGKILL every child now instead of waiting for greeters to drain; cleanup then ends at once. */
+  hurry(): void {
+    this.hurried = true;
+    for (const c of this.children) c.kill('SIGKILL');
+  }
+
   private async doCleanup(): Promise<void> {
+    this.setState('stopping');
+    this.loadAbort.abort();
     this.view?.clear();
-    const alive = [...this.servers];
-    for (const s of alive) s.proc.kill('SIGTERM');
+    const alive = this.servers.filter((s) => this.children.has(s.proc));
+    for (const s of alive) s.proc.kill(this.hurried ? 'SIGKILL' : 'SIGTERM');
     const timer = setTimeout(() => alive.forEach((s) => s.proc.kill('SIGKILL')), 3000);
     await Promise.all(alive.map((s) => s.exited));
     clearTimeout(timer);
-    // Against an existing cluster, leave nothing of ours behind in it either.
-    if (this.client && !this.cluster) await this.clearDemoKeys().catch(() => undefined);
+    // Against an existing cluster, leave nothing of this run behind in it (bounded: etcd may be the reason we stop).
+    if (this.client && !this.cluster) await withTimeout(this.clearDemoKeys(), 3000).catch((err) => this.log.warn({ event: 'demo.cleanup_keys_failed', err: String(err) }, `could not delete this run's keys (${this.election})`));
     this.client?.close();
     await this.cluster?.stop();
+    this.tellReaper('done');
+    this.reaper?.stdin?.end();
+    this.setState('stopped');
     this.record('cleanup.done', { servers: alive.length, etcdStopped: Boolean(this.cluster) }, 'stopped every greeter' + (this.cluster ? ', the etcd cluster, and removed its data dirs' : ''));
   }
 
-  /** Last-resort synchronous kill (process 'exit'): nothing is left running. */
+  /**
+   * Last resort, synchronous (process 'exit', a forced exit): SIGKILL every
+   * child, wait (at most 3 s) until none runs, remove the data dirs.
+   */
   killNow(): void {
-    for (const s of this.servers) s.proc.kill('SIGKILL');
-    for (const m of this.cluster?.members ?? []) m.proc?.kill('SIGKILL');
+    const pids = [...this.children].flatMap((c) => (c.pid === undefined ? [] : [c.pid]));
+    for (const c of this.children) c.kill('SIGKILL');
+    const until = performance.now() + 3000;
+    while (pids.some(isRunning) && performance.now() < until) sleepSync(10);
+    if (this.cluster) rmSync(this.cluster.dataRoot, { recursive: true, force: true });
   }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)));
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
 /** The etcd TLS/auth flags of the demo, handed on to the greeters it starts. */

@@ -38,6 +38,14 @@ export interface LocalEtcdTls {
 export interface LocalEtcdOptions {
   /** Serve clients over https with these files; without it everything is plain http, as before. */
   tls?: LocalEtcdTls;
+  /** Name prefix of the temporary data root (default `etcd-mesh-test-`). */
+  dataRootPrefix?: string;
+  /**
+   * Run each member in a session of its own, so a terminal's Ctrl-C or
+   * hang-up (sent to the whole foreground process group) reaches only the
+   * owner, which then stops the members in order (`mesh demo`).
+   */
+  detached?: boolean;
 }
 
 /**
@@ -58,10 +66,21 @@ export class LocalEtcdCluster {
     private readonly extraArgs: string[],
     private readonly options: LocalEtcdOptions = {},
   ) {
-    this.root = mkdtempSync(path.join(tmpdir(), 'etcd-mesh-test-'));
+    this.root = mkdtempSync(path.join(tmpdir(), options.dataRootPrefix ?? 'etcd-mesh-test-'));
   }
 
   static async start(size = 1, extraArgs: string[] = [], options: LocalEtcdOptions = {}): Promise<LocalEtcdCluster> {
+    const c = await LocalEtcdCluster.create(size, extraArgs, options);
+    await c.startMembers();
+    return c;
+  }
+
+  /**
+   * The cluster's data root and ports, no process yet: an owner that must be
+   * able to clean up at any moment (`mesh demo` on Ctrl-C) holds the object
+   * before anything runs, then calls startMembers().
+   */
+  static async create(size = 1, extraArgs: string[] = [], options: LocalEtcdOptions = {}): Promise<LocalEtcdCluster> {
     const c = new LocalEtcdCluster(size, extraArgs, options);
     const scheme = options.tls ? 'https' : 'http';
     for (let i = 0; i < size; i++) {
@@ -78,16 +97,25 @@ export class LocalEtcdCluster {
       });
     }
     c.initialCluster = c.members.map((m) => `${m.name}=${m.peerUrl}`).join(',');
+    return c;
+  }
+
+  /** Spawn every member (synchronously, all at once) and wait until all are healthy; on failure, stop() and throw. */
+  async startMembers(): Promise<void> {
     try {
-      for (let i = 0; i < size; i++) c.spawnMember(i, 'new');
-      await c.waitHealthy();
+      for (let i = 0; i < this.size; i++) this.spawnMember(i, 'new');
+      await this.waitHealthy();
     } catch (err) {
       // Half-started clusters are not left behind: kill what runs, remove the dirs.
-      await c.stop();
-      const tail = c.members.flatMap((m) => m.log).join('').trim().split('\n').slice(-3).join(' | ');
+      await this.stop();
+      const tail = this.members.flatMap((m) => m.log).join('').trim().split('\n').slice(-3).join(' | ');
       throw new Error(`local etcd did not start: ${(err as Error).message}${tail ? ` (etcd said: ${tail.slice(0, 500)})` : ''}`);
     }
-    return c;
+  }
+
+  /** Pids of the members running now. */
+  get pids(): number[] {
+    return this.members.flatMap((m) => (m.proc?.pid !== undefined && m.proc.exitCode === null && m.proc.signalCode === null ? [m.proc.pid] : []));
   }
 
   /** The temporary folder holding every member's data dir (removed by stop()). */
@@ -113,6 +141,8 @@ export class LocalEtcdCluster {
   }
 
   private spawnMember(i: number, state: 'new' | 'existing'): void {
+    // After stop() nothing may start again: stop() is the owner's guarantee that no member outlives it.
+    if (this.stopped) throw new Error('local etcd cluster is stopped');
     const m = this.members[i];
     const t = this.options.tls;
     const tlsArgs = t
@@ -139,7 +169,7 @@ export class LocalEtcdCluster {
         ...tlsArgs,
         ...this.extraArgs,
       ],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
+      { stdio: ['ignore', 'ignore', 'pipe'], detached: this.options.detached ?? false },
     );
     // No `etcd` binary (or not executable): recorded, and waitHealthy fails with it.
     proc.on('error', (err) => m.log.push(`cannot run etcd: ${err.message}\n`));
@@ -155,6 +185,8 @@ export class LocalEtcdCluster {
     await waitFor(
       'etcd healthy',
       async () => {
+        // stop() ends the wait at once (reported below), not after the timeout.
+        if (this.stopped) return true;
         for (const m of this.members) {
           if (!m.proc) continue;
           const res = await fetch(`${m.metricsUrl ?? m.clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
@@ -166,6 +198,7 @@ export class LocalEtcdCluster {
       timeoutMs,
       100,
     );
+    if (this.stopped) throw new Error('local etcd cluster was stopped while starting');
   }
 
   /** Index of the current leader, via etcdctl endpoint status. */

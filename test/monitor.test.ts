@@ -137,3 +137,45 @@ describe('mesh ls / mesh top', () => {
     for (const args of [['ls', '--help'], ['top', '--help']]) expect((await runMesh(args)).code).toBe(0);
   });
 });
+
+describe('ls / top with crafted key names (terminal escapes)', () => {
+  // C0 (ESC, BEL, CR), DEL and C1 (U+009B is CSI on UTF-8 terminals); none may reach the terminal raw.
+  const CONTROL = /[\x00-\x09\x0b-\x1f\x7f-\x9f]/;
+  const evilService = 'ev\x1b[2Jil';
+  const evilAddr = '127.0.0.1:1';
+  let electionKey: string;
+
+  beforeAll(async () => {
+    const lease = await grant(60);
+    await register('evil', evilService, evilAddr, { zone: 'z\u009b31m' }, lease);
+    await etcd.etcdctl(['put', 'evil/greeter/\x7f\r\x1b]0;pwned\x07', 'not json']);
+    // Go writes the lease id unpadded (%x), etcdctl prints it padded.
+    electionKey = `evil-el/x\x1b[2J/${lease.replace(/^0+/, '')}`;
+    await etcd.etcdctl(['put', `--lease=${lease}`, electionKey, 'leader\x1b[2J\u0085']);
+  });
+
+  it('ls prints every key and value with control characters escaped (JSON-quoted); --json round-trips them', async () => {
+    const flags = ['--prefix', 'evil', '--election-prefix', 'evil-el/', '--etcd', etcd.endpoints];
+    const res = await runMesh(['ls', ...flags]);
+    expect(res.code).toBe(0);
+    const out = res.stdout.join('\n');
+    expect(out).not.toMatch(CONTROL);
+    expect(out).toContain(JSON.stringify(evilService));
+    expect(out).toContain('"ev\\u001b[2Jil"');
+    expect(out).toContain('"leader\\u001b[2J\\u0085"');
+    expect(out).toContain('"evil/greeter/\\u007f\\r\\u001b]0;pwned\\u0007"');
+    const json = await runMesh(['ls', '--json', ...flags]);
+    expect(json.stdout.join('\n')).not.toMatch(CONTROL);
+    const view = JSON.parse(json.stdout[0]) as ClusterView;
+    expect(view.services.map((s) => s.name)).toEqual([evilService]);
+    expect(view.services[0].endpoints[0].addr).toBe(evilAddr);
+    expect(view.elections[0].leader.key).toBe(electionKey);
+
+    const top = new MeshProcess(['top', ...flags]);
+    await waitFor('top lines', () => top.stdout.some((l) => l.includes('+ election')) && top.stdout.some((l) => l.includes('+ endpoint')), 15_000);
+    top.kill('SIGTERM');
+    expect(await top.exitWithin()).toBe(0);
+    expect(top.stdout.join('\n')).not.toMatch(CONTROL);
+    expect(top.stdout.join('\n')).toContain('+ endpoint "ev\\u001b[2Jil" 127.0.0.1:1 ');
+  });
+});

@@ -1,0 +1,159 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { MESH_MAIN } from './harness/mesh-process';
+import { waitFor } from './harness/ports';
+
+/** Shared by the demo test files: a demo run in a process group of its own, and the check that it left nothing behind. */
+
+export type LogLine = Record<string, unknown> & { event?: string };
+
+/** A `mesh demo` (or `npm run demo`) in its own process group, as a terminal's foreground job is. */
+export class DemoRun {
+  private static readonly all = new Set<DemoRun>();
+  readonly stdout: string[] = [];
+  readonly stderr: string[] = [];
+  readonly logs: LogLine[] = [];
+  readonly proc: ChildProcess;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+
+  constructor(args: string[], opts: { command?: string; cwd?: string; env?: Record<string, string> } = {}) {
+    const [command, argv] = opts.command ? [opts.command, args] : [process.execPath, [MESH_MAIN, ...args]];
+    this.proc = spawn(command, argv, {
+      cwd: opts.cwd,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info', ...opts.env },
+    });
+    DemoRun.all.add(this);
+    lines(this.proc.stdout!, (l) => this.stdout.push(l));
+    lines(this.proc.stderr!, (l) => {
+      this.stderr.push(l);
+      if (l.startsWith('{')) {
+        try {
+          this.logs.push(JSON.parse(l) as LogLine);
+        } catch {
+          /* not a log line */
+        }
+      }
+    });
+    this.exited = new Promise((resolve) =>
+      this.proc.once('close', (code, signal) => {
+        DemoRun.all.delete(this);
+        resolve({ code, signal });
+      }),
+    );
+  }
+
+  waitForLog(event: string, timeoutMs = 30_000): Promise<LogLine> {
+    return waitFor(`log event ${event}; last lines:\n${this.stderr.slice(-3).join('\n')}`, () => this.logs.find((l) => l.event === event), timeoutMs, 10);
+  }
+
+  /** The signal to this process alone. */
+  kill(sig: NodeJS.Signals): void {
+    this.proc.kill(sig);
+  }
+
+  /** The signal to its whole process group, as a terminal sends Ctrl-C or a hang-up. */
+  killGroup(sig: NodeJS.Signals): void {
+    process.kill(-this.proc.pid!, sig);
+  }
+
+  async exitWithin(ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`demo still running after ${ms} ms; stderr tail:\n${this.stderr.slice(-5).join('\n')}`)), ms)));
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** What the demo announced before anything ran: its data root and etcd endpoints (local etcd). */
+  get etcd(): { dataRoot: string; endpoints: string[] } | undefined {
+    const l = this.logs.find((x) => x.event === 'demo.etcd.starting');
+    return l && { dataRoot: l.dataRoot as string, endpoints: l.endpoints as string[] };
+  }
+
+  /** Addresses of every greeter it spawned. */
+  get greeters(): string[] {
+    return this.logs.filter((l) => l.event === 'demo.server.starting').map((l) => l.addr as string);
+  }
+
+  static killAll(): void {
+    for (const r of DemoRun.all) {
+      try {
+        process.kill(-r.proc.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    }
+  }
+}
+
+export function portClosed(endpoint: string): Promise<boolean> {
+  const [host, port] = endpoint.split(':');
+  return new Promise((resolve) => {
+    const s = connect(Number(port), host);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', () => resolve(true));
+  });
+}
+
+/** Pids (other than zombies) whose command line mentions any of `needles`. */
+export function processesMentioning(needles: string[]): { pid: number; cmdline: string }[] {
+  const found: { pid: number; cmdline: string }[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'latin1');
+      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'latin1').replace(/\0/g, ' ');
+      if (needles.some((n) => cmdline.includes(n))) found.push({ pid: Number(entry), cmdline });
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return found;
+}
+
+/**
+ * Nothing the demo started is left: no process whose command line names
+ * its data root (etcd members) or its etcd endpoints (greeters), no data
+ * dir, no open etcd or greeter port. `settleMs` > 0 polls that long first
+ * (for the guard process, which cleans up after mesh is gone).
+ */
+export async function leftovers(etcd: { dataRoot: string; endpoints: string[] }, greeters: string[], settleMs = 0): Promise<string[]> {
+  const check = async (): Promise<string[]> => {
+    const left: string[] = [];
+    for (const p of processesMentioning([etcd.dataRoot, etcd.endpoints.join(',')])) left.push(`process ${p.pid}: ${p.cmdline.slice(0, 120)}`);
+    if (existsSync(etcd.dataRoot)) left.push(`data dir ${etcd.dataRoot}`);
+    for (const ep of [...etcd.endpoints, ...greeters]) if (!(await portClosed(ep))) left.push(`port ${ep} open`);
+    return left;
+  };
+  const until = Date.now() + settleMs;
+  for (;;) {
+    const left = await check();
+    if (left.length === 0 || Date.now() >= until) return left;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+function lines(stream: NodeJS.ReadableStream, cb: (line: string) => void): void {
+  let buf = '';
+  stream.setEncoding('utf8');
+  stream.on('data', (d: string) => {
+    buf += d;
+    let i: number;
+    while ((i = buf.indexOf('\n')) >= 0) {
+      cb(buf.slice(0, i));
+      buf = buf.slice(i + 1);
+    }
+  });
+  stream.on('end', () => {
+    if (buf) cb(buf);
+  });
+}
