@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent } from 'etcd3';
-import { ResumableWatch, prefixRange } from './resumable-watch';
+import { ResumableWatch, prefixRange } from '../core/resumable-watch';
 import { DecodeError, decodeEndpoint, type EndpointRecord } from './endpoint-codec';
-import { StateCell } from './state-cell';
-import { Backoff } from './backoff';
-import { componentLogger, type Logger } from './logger';
+import { StateCell } from '../core/state-cell';
+import { Backoff } from '../core/backoff';
+import { componentLogger, type Logger } from '../core/logger';
 
 /**
  * IDLE: not started. LISTING: Get of the prefix under way. WATCHING: watch

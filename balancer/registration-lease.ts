@@ -1,12 +1,12 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent, Lease } from 'etcd3';
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError } from 'etcd3';
-import { ResumableWatch } from './resumable-watch';
+import { ResumableWatch } from '../core/resumable-watch';
 import { encodeEndpoint, endpointKey } from './endpoint-codec';
 import type { Registration, RegistrationOptions, RegistrationState } from './registration';
-import { StateCell } from './state-cell';
-import { componentLogger, type Logger } from './logger';
-import { Backoff } from './backoff';
+import { StateCell } from '../core/state-cell';
+import { componentLogger, type Logger } from '../core/logger';
+import { Backoff } from '../core/backoff';
 
 /**
  * Registration on an etcd lease (see registration.ts for the contract).

@@ -2,8 +2,8 @@ import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
 import { EndpointWatcher, type EndpointSnapshot } from './endpoint-watcher';
-import { componentLogger, type Logger } from './logger';
-import { createEtcdClient, DEFAULT_ETCD_ENDPOINT } from './etcd-client';
+import { componentLogger, type Logger } from '../core/logger';
+import { createEtcdClient, DEFAULT_ETCD_ENDPOINT } from '../core/etcd-client';
 
 type GrpcUri = grpc.experimental.GrpcUri;
 type ResolverListener = grpc.experimental.ResolverListener;

@@ -1,6 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { EndpointWatcher, type EndpointSnapshot } from '../balancer/endpoint-watcher';
-import { componentLogger } from '../balancer/logger';
+import { componentLogger } from '../core/logger';
 
 /**
  * Watches a service prefix two ways, timestamping what it sees:

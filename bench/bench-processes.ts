@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import * as path from 'node:path';
-import { freePort } from '../services/free-port';
-import { waitFor } from '../services/poll';
+import { freePort } from '../demo/free-port';
+import { waitFor } from '../demo/poll';
 
 /** The built CLI, `node dist/cli/main.js`. */
 export const MESH_MAIN = path.resolve(__dirname, '..', 'cli', 'main.js');

@@ -11,7 +11,7 @@
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type * as grpc from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
-import { createEtcdClient } from '../balancer/etcd-client';
+import { createEtcdClient } from '../core/etcd-client';
 import { EtcdResolver, ETCD_CLIENT_OPTION, registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
 import { epochNow } from './bench-report';
 

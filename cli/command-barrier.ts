@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { addEtcdOptions, connectEtcd, CommandFailure, type EtcdFlags } from './common';
 import { intIn, parsePositiveDuration, parseTtl } from './parse';
 import { parseCoordinationName, SignalRelay } from './command-lock';
-import { componentLogger } from '../balancer/logger';
+import { componentLogger } from '../core/logger';
 import { BarrierTimeoutError, DoubleBarrier, TooManyParticipantsError } from '../coordination/barrier';
 
 interface BarrierFlags extends EtcdFlags {

@@ -2,7 +2,7 @@ import { constants as osConstants } from 'node:os';
 import { Command, Option } from 'commander';
 import { addEtcdOptions, addServiceOptions, configuredEndpoints, connectEtcd, connectOptions, type EtcdFlags, type ServiceFlags } from './common';
 import { intIn, parseName, parsePositiveDuration } from './parse';
-import { Demo } from '../services/demo';
+import { Demo } from '../demo/demo';
 
 interface DemoFlags extends EtcdFlags, ServiceFlags {
   duration: number;

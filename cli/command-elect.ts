@@ -3,8 +3,8 @@ import type { Etcd3 } from 'etcd3';
 import { addEtcdOptions, connectEtcd, errorText, type EtcdFlags } from './common';
 import { parseTtl } from './parse';
 import { parseCoordinationName, signalExitCode, SignalRelay, startCommand, STOP_GRACE_MS } from './command-lock';
-import { componentLogger, type Logger } from '../balancer/logger';
-import { Backoff } from '../balancer/backoff';
+import { componentLogger, type Logger } from '../core/logger';
+import { Backoff } from '../core/backoff';
 import { Election } from '../coordination/election';
 import { ElectionObserver } from '../coordination/election-observer';
 

@@ -3,7 +3,7 @@ import type { Etcd3 } from 'etcd3';
 import { addEtcdOptions, CommandFailure, connectEtcd, type EtcdFlags } from './common';
 import { intIn } from './parse';
 import { formatDel, formatGet, formatPut } from './kv-format';
-import { prefixRange } from '../balancer/resumable-watch';
+import { prefixRange } from '../core/resumable-watch';
 import { argBytes } from './argv-bytes';
 
 /**

@@ -2,7 +2,7 @@ import { Command, Option } from 'commander';
 import { addEtcdOptions, connectEtcd, type EtcdFlags } from './common';
 import { parseName, parsePrefix } from './parse';
 import { scanCluster, type ClusterView, type MonitorOptions } from '../coordination/monitor';
-import { componentLogger } from '../balancer/logger';
+import { componentLogger } from '../core/logger';
 import { jsonSafe, shown } from '../coordination/monitor-text';
 
 /**

@@ -3,7 +3,7 @@ import { addEtcdOptions, CommandFailure, connectEtcd, type EtcdFlags } from './c
 import { intIn, parsePrefix } from './parse';
 import { finish, stopSignal } from './observe-lifecycle';
 import { DEFAULT_PROGRESS_PREFIX, DONE_PERCENT, ProgressWatch, setProgress, type ProgressUpdate } from '../coordination/progress';
-import { componentLogger } from '../balancer/logger';
+import { componentLogger } from '../core/logger';
 import { argBytes } from './argv-bytes';
 
 /**

@@ -3,7 +3,7 @@ import { addEtcdOptions, CommandFailure, connectEtcd, type EtcdFlags } from './c
 import { intIn, parseTtl } from './parse';
 import { finish, stopSignal } from './observe-lifecycle';
 import { CompactedError, publish, Subscription, type Message } from '../coordination/pubsub';
-import { componentLogger } from '../balancer/logger';
+import { componentLogger } from '../core/logger';
 import { argBytes } from './argv-bytes';
 
 /**

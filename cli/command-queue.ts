@@ -9,9 +9,9 @@ import { addEtcdOptions, connectEtcd, CommandFailure, UsageError, type EtcdFlags
 import { intIn, parsePositiveDuration, parseTtl } from './parse';
 import { parseCoordinationName, SignalRelay, startCommand } from './command-lock';
 import { argBytes } from './argv-bytes';
-import { componentLogger, type Logger } from '../balancer/logger';
-import { Backoff } from '../balancer/backoff';
-import { errorText } from '../balancer/etcd-errors';
+import { componentLogger, type Logger } from '../core/logger';
+import { Backoff } from '../core/backoff';
+import { errorText } from '../core/etcd-errors';
 import { ClaimLostError, EtcdQueue, type Delivery, type QueueConsumer } from '../coordination/queue';
 import { Session, SessionLostError } from '../coordination/lock-session';
 import { sleep } from '../coordination/lock-wait';

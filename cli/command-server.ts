@@ -2,10 +2,10 @@ import { Command, Option } from 'commander';
 import { EtcdPermissionDeniedError } from 'etcd3';
 import { addEtcdOptions, addServiceOptions, CommandFailure, connectEtcd, errorText, type EtcdFlags, type ServiceFlags } from './common';
 import { servicePrefix } from '../balancer/endpoint-codec';
-import { splitUser } from '../balancer/etcd-client';
+import { splitUser } from '../core/etcd-client';
 import { parseHost, parseName, parsePort, parseTtl } from './parse';
 import { GreeterServer } from '../services/greeter-server';
-import { componentLogger } from '../balancer/logger';
+import { componentLogger } from '../core/logger';
 import { serverCredentials, addServerTlsOptions, type ServerTlsFlags } from './tls';
 
 interface ServerFlags extends EtcdFlags, ServiceFlags, ServerTlsFlags {

@@ -4,7 +4,7 @@ import { parsePositiveDuration } from './parse';
 import { finish, stopSignal } from './observe-lifecycle';
 import { addMonitorOptions, monitorOptions, renderView, type MonitorFlags } from './command-ls';
 import { ClusterMonitor, diffViews, type ClusterView } from '../coordination/monitor';
-import { componentLogger } from '../balancer/logger';
+import { componentLogger } from '../core/logger';
 import { jsonSafe } from '../coordination/monitor-text';
 
 /**

@@ -1,10 +1,10 @@
 import { Command, Option } from 'commander';
-import { errorText } from '../balancer/etcd-errors';
+import { errorText } from '../core/etcd-errors';
 import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { isBrokenCircuitError } from 'cockatiel';
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, GRPCDeadlineExceededError, GRPCUnavailableError, type Etcd3 } from 'etcd3';
-import { createEtcdClient, DEFAULT_ETCD_ENDPOINT, readEtcdTlsFiles, splitUser, type EtcdConnectOptions } from '../balancer/etcd-client';
+import { createEtcdClient, DEFAULT_ETCD_ENDPOINT, readEtcdTlsFiles, splitUser, type EtcdConnectOptions } from '../core/etcd-client';
 import { parseEndpoints, parseFileArg, parsePrefix, parsePositiveDuration, parseServiceName } from './parse';
 
 /**

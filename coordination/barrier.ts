@@ -1,5 +1,5 @@
 import type { Etcd3, IEvent, IKeyValue } from 'etcd3';
-import { componentLogger, type Logger } from '../balancer/logger';
+import { componentLogger, type Logger } from '../core/logger';
 import { Session } from './lock-session';
 import { validateCoordinationName } from './lock-name';
 import { eventOfType, sleep, waitDelete, watchKey } from './lock-wait';

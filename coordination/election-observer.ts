@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent, IKeyValue } from 'etcd3';
-import type { Logger } from '../balancer/logger';
-import { ResumableWatch, prefixRange } from '../balancer/resumable-watch';
+import type { Logger } from '../core/logger';
+import { ResumableWatch, prefixRange } from '../core/resumable-watch';
 import { sleep } from './lock-wait';
 
 /** Who leads an election: the candidate key with the lowest create revision. */

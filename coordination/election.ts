@@ -1,5 +1,5 @@
 import type { Etcd3 } from 'etcd3';
-import type { Logger } from '../balancer/logger';
+import type { Logger } from '../core/logger';
 import { Ticket, TicketLostError } from './lock-ticket';
 import { TicketHolder, type TicketHolderOptions } from './lock-holder';
 import { ElectionObserver, type LeaderInfo } from './election-observer';

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3 } from 'etcd3';
-import { componentLogger, type Logger } from '../balancer/logger';
-import { StateCell } from '../balancer/state-cell';
+import { componentLogger, type Logger } from '../core/logger';
+import { StateCell } from '../core/state-cell';
 import { Session } from './lock-session';
 import type { Ticket } from './lock-ticket';
 import { validateCoordinationName } from './lock-name';

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, Lease } from 'etcd3';
-import { componentLogger, type Logger } from '../balancer/logger';
-import { monotonicMs } from '../balancer/etcd-client';
+import { componentLogger, type Logger } from '../core/logger';
+import { monotonicMs } from '../core/etcd-client';
 
 /**
  * A session: one etcd lease kept alive, the counterpart of Go's

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IKeyValue } from 'etcd3';
-import type { Logger } from '../balancer/logger';
+import type { Logger } from '../core/logger';
 import type { Session } from './lock-session';
 import { KeyGuard, waitDeletes } from './lock-wait';
 

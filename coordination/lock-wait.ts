@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent, IKeyValue, Watcher } from 'etcd3';
-import type { Logger } from '../balancer/logger';
-import { ResumableWatch } from '../balancer/resumable-watch';
+import type { Logger } from '../core/logger';
+import { ResumableWatch } from '../core/resumable-watch';
 
 /**
  * The waiting primitives of Go's `client/v3/concurrency` (wait.go), shared by

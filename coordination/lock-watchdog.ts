@@ -1,7 +1,7 @@
 import { createInterface } from 'node:readline';
 
 /**
- * The clock of monotonicMs() in balancer/etcd-client.ts (CLOCK_MONOTONIC, ms),
+ * The clock of monotonicMs() in core/etcd-client.ts (CLOCK_MONOTONIC, ms),
  * repeated here rather than imported: importing it would load etcd3 and
  * grpc-js into this tiny process and slow its start.
  */

@@ -2,7 +2,7 @@ import type { Etcd3, IKeyValue } from 'etcd3';
 import { Ticket, TicketLostError } from './lock-ticket';
 import { TicketHolder, type TicketHolderOptions } from './lock-holder';
 import { sleep } from './lock-wait';
-import { Backoff } from '../balancer/backoff';
+import { Backoff } from '../core/backoff';
 
 /** etcd said no (permissions, auth, a bad request): retrying cannot help, so a waiter reports it. */
 function isRefusal(err: unknown): boolean {

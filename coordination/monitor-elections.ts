@@ -1,6 +1,6 @@
 import { leaseIdHex } from './monitor-leases';
 import type { Etcd3, IKeyValue } from 'etcd3';
-import type { KeyRange } from '../balancer/resumable-watch';
+import type { KeyRange } from '../core/resumable-watch';
 
 /**
  * Finding Go `concurrency.Election` (and `concurrency.Mutex`) state without

@@ -1,6 +1,6 @@
 import type { Etcd3 } from 'etcd3';
-import type { Logger } from '../balancer/logger';
-import { errorText } from '../balancer/etcd-errors';
+import type { Logger } from '../core/logger';
+import { errorText } from '../core/etcd-errors';
 
 /**
  * A lease id as etcdctl prints it (`lease grant`, `lease list`): 16 hex

@@ -1,14 +1,14 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent } from 'etcd3';
-import { Backoff } from '../balancer/backoff';
+import { Backoff } from '../core/backoff';
 import { DecodeError, decodeEndpoint } from '../balancer/endpoint-codec';
 import { EndpointWatcher } from '../balancer/endpoint-watcher';
-import { componentLogger, type Logger } from '../balancer/logger';
+import { componentLogger, type Logger } from '../core/logger';
 import { groupCandidates, mayBeCampaignKey, scanKeys } from './monitor-elections';
 import { leaseIdHex, leaseTtls } from './monitor-leases';
 import { jsonSafe, shown } from './monitor-text';
-import { errorText } from '../balancer/etcd-errors';
-import { ResumableWatch, prefixRange, type KeyRange } from '../balancer/resumable-watch';
+import { errorText } from '../core/etcd-errors';
+import { ResumableWatch, prefixRange, type KeyRange } from '../core/resumable-watch';
 
 /**
  * Cluster monitoring (the seed's "集群监控与Leader竞选"): what is alive, read

@@ -1,9 +1,9 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent, IKeyValue } from 'etcd3';
-import { Backoff } from '../balancer/backoff';
-import { componentLogger, type Logger } from '../balancer/logger';
-import { errorText } from '../balancer/etcd-errors';
-import { ResumableWatch } from '../balancer/resumable-watch';
+import { Backoff } from '../core/backoff';
+import { componentLogger, type Logger } from '../core/logger';
+import { errorText } from '../core/etcd-errors';
+import { ResumableWatch } from '../core/resumable-watch';
 
 /**
  * Distributed notification (the seed's "分布式通知与协调"): a job reports its

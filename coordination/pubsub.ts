@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent } from 'etcd3';
-import { componentLogger, type Logger } from '../balancer/logger';
-import { CompactedError } from '../balancer/etcd-errors';
-import { ResumableWatch, prefixRange } from '../balancer/resumable-watch';
+import { componentLogger, type Logger } from '../core/logger';
+import { CompactedError } from '../core/etcd-errors';
+import { ResumableWatch, prefixRange } from '../core/resumable-watch';
 
 export { CompactedError };
 

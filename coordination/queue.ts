@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Etcd3, IKeyValue, IRangeResponse, Watcher } from 'etcd3';
-import { componentLogger, type Logger } from '../balancer/logger';
+import { componentLogger, type Logger } from '../core/logger';
 import type { Session } from './lock-session';
 import { validateCoordinationName } from './lock-name';
 import { cancelWatcher, sleep } from './lock-wait';

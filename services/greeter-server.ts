@@ -4,9 +4,9 @@ import { greeterPackage, type HelloReply, type HelloRequest } from './greeter-pr
 import { LeaseRegistration } from '../balancer/registration-lease';
 import type { Registration } from '../balancer/registration';
 import { MESH_SERVER_OPTIONS } from '../balancer/channel';
-import { StateCell } from '../balancer/state-cell';
-import { componentLogger, type Logger } from '../balancer/logger';
-import { IndexJob } from './index-job';
+import { StateCell } from '../core/state-cell';
+import { componentLogger, type Logger } from '../core/logger';
+import { IndexJob } from '../demo/index-job';
 
 /**
  * STARTING: binding and registering. SERVING: registered (or --no-register)

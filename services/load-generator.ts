@@ -1,7 +1,7 @@
 import type { ServiceError } from '@grpc/grpc-js';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { backendOf, sayHello, type GreeterClient } from './greeter-client';
-import { componentLogger } from '../balancer/logger';
+import { componentLogger } from '../core/logger';
 
 /** Figures of one load run; `--json` prints exactly this object. */
 export interface LoadReport {

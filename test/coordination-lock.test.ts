@@ -7,7 +7,7 @@ import type { Etcd3 } from 'etcd3';
 import { EtcdCluster, startTestEtcd, stopTestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh, REPO } from './harness/mesh-process';
 import { waitFor } from './harness/ports';
-import { createEtcdClient } from '../balancer/etcd-client';
+import { createEtcdClient } from '../core/etcd-client';
 import { EtcdMutex, LockHeldError, LockLostError } from '../coordination/lock';
 
 /**
@@ -123,7 +123,7 @@ describe('mutual exclusion under contention', () => {
     // on a 2-core machine, so the CLI share below is smaller by default;
     // MESH_LOCK_CLI_ITERATIONS=50 runs the full 4 x 50 through the CLI.
     const worker = `
-      const { createEtcdClient } = require(${JSON.stringify(path.join(REPO, 'dist/balancer/etcd-client.js'))});
+      const { createEtcdClient } = require(${JSON.stringify(path.join(REPO, 'dist/core/etcd-client.js'))});
       const { EtcdMutex } = require(${JSON.stringify(path.join(REPO, 'dist/coordination/lock.js'))});
       const fs = require('node:fs');
       (async () => {

@@ -4,9 +4,9 @@ import { EtcdCluster } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { TcpProxy } from './harness/tcp-proxy';
 import { waitFor } from './harness/ports';
-import { createEtcdClient } from '../balancer/etcd-client';
+import { createEtcdClient } from '../core/etcd-client';
 import { publish, Subscription, type Message } from '../coordination/pubsub';
-import { CompactedError } from '../balancer/etcd-errors';
+import { CompactedError } from '../core/etcd-errors';
 
 let etcd: EtcdCluster;
 let client: Etcd3;

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { REPO, runMesh } from './harness/mesh-process';
 import { encodeEndpoint } from '../balancer/endpoint-codec';
-import { freePort } from '../services/free-port';
+import { freePort } from '../demo/free-port';
 
 // The README's by-hand steps: `export PATH="$PWD/bin:$PATH"`, then `mesh ...`.
 const execFileP = promisify(execFile);

@@ -4,7 +4,7 @@ import { EtcdCluster } from './harness/etcd-cluster';
 import { MeshProcess, type LogLine } from './harness/mesh-process';
 import { FaultProxy } from './harness/fault-proxy';
 import { freePort, waitFor } from './harness/ports';
-import { createEtcdClient } from '../balancer/etcd-client';
+import { createEtcdClient } from '../core/etcd-client';
 import { EndpointWatcher, type EndpointSnapshot } from '../balancer/endpoint-watcher';
 import type { LoadReport } from '../services/load-generator';
 

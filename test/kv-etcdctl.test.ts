@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import type { Etcd3 } from 'etcd3';
 import { EtcdCluster } from './harness/etcd-cluster';
 import { MESH_MAIN } from './harness/mesh-process';
-import { createEtcdClient } from '../balancer/etcd-client';
+import { createEtcdClient } from '../core/etcd-client';
 
 /**
  * `mesh kv` against the real etcdctl v3 on the same keyspace: stdout byte for

@@ -4,7 +4,7 @@ import type { Etcd3 } from 'etcd3';
 import { EtcdCluster } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { freePort, waitFor } from './harness/ports';
-import { createEtcdClient } from '../balancer/etcd-client';
+import { createEtcdClient } from '../core/etcd-client';
 import { EtcdResolver, registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
 import { createGreeterClient, sayHello, backendOf } from '../services/greeter-client';
 import { encodeEndpoint } from '../balancer/endpoint-codec';

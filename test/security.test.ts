@@ -5,7 +5,7 @@ import { MeshProcess, runMesh } from './harness/mesh-process';
 import { freePort, waitFor } from './harness/ports';
 import { TestPki, type CertFiles } from './harness/certs';
 import { TcpProxy } from './harness/tcp-proxy';
-import { createEtcdClient } from '../balancer/etcd-client';
+import { createEtcdClient } from '../core/etcd-client';
 import { EndpointWatcher, type EndpointSnapshot } from '../balancer/endpoint-watcher';
 import { encodeEndpoint } from '../balancer/endpoint-codec';
 

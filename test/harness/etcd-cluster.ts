@@ -1,10 +1,10 @@
 import type { Etcd3 } from 'etcd3';
-import { LocalEtcdCluster } from '../../services/etcd-local';
-import { createEtcdClient } from '../../balancer/etcd-client';
+import { LocalEtcdCluster } from '../../demo/etcd-local';
+import { createEtcdClient } from '../../core/etcd-client';
 import { MeshProcess } from './mesh-process';
 
 // Tests run against the same local etcd cluster the demo and the bench start.
-export { LocalEtcdCluster as EtcdCluster, type EtcdMember } from '../../services/etcd-local';
+export { LocalEtcdCluster as EtcdCluster, type EtcdMember } from '../../demo/etcd-local';
 
 /** A test file's etcd: a real cluster on free loopback ports, and a client to it. */
 export interface TestEtcd {

@@ -1,3 +1,3 @@
 // Test-side names for the project's own helpers (also used by the demo and the bench).
-export { freePort } from '../../services/free-port';
-export { waitFor } from '../../services/poll';
+export { freePort } from '../../demo/free-port';
+export { waitFor } from '../../demo/poll';

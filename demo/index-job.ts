@@ -1,7 +1,7 @@
 import type { Etcd3 } from 'etcd3';
 import { Election } from '../coordination/election';
 import { ProgressWatch, setProgress, type ProgressUpdate } from '../coordination/progress';
-import { componentLogger, type Logger } from '../balancer/logger';
+import { componentLogger, type Logger } from '../core/logger';
 
 /**
  * The greeters' shared one-off job (seed sections 4 and 7): every greeter

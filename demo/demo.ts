@@ -6,12 +6,12 @@ import type { Etcd3 } from 'etcd3';
 import { LocalEtcdCluster } from './etcd-local';
 import { freePort } from './free-port';
 import { waitFor } from './poll';
-import { createGreeterClient } from './greeter-client';
-import { runLoad, type LoadReport, type LoadTick } from './load-generator';
-import { TrafficView } from './traffic-view';
-import { createEtcdClient, type EtcdConnectOptions } from '../balancer/etcd-client';
+import { createGreeterClient } from '../services/greeter-client';
+import { runLoad, type LoadReport, type LoadTick } from '../services/load-generator';
+import { TrafficView } from '../services/traffic-view';
+import { createEtcdClient, type EtcdConnectOptions } from '../core/etcd-client';
 import { registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
-import { componentLogger } from '../balancer/logger';
+import { componentLogger } from '../core/logger';
 
 /** One thing the demo did or saw, in order; `--json` prints them all. */
 export interface DemoEvent {
