@@ -1,17 +1,16 @@
 import { EventEmitter } from 'node:events';
-import type { Etcd3, IEvent } from 'etcd3';
-import { ResumableWatch, prefixRange } from '../core/resumable-watch';
+import type { Etcd3, IEvent, IKeyValue } from 'etcd3';
+import { ListWatch, isDelete, type ListWatchState } from '../core/list-watch';
+import { prefixRange } from '../core/resumable-watch';
 import { DecodeError, decodeEndpoint, type EndpointRecord } from './endpoint-codec';
-import { StateCell } from '../core/state-cell';
-import { Backoff } from '../core/backoff';
 import { componentLogger, type Logger } from '../core/logger';
 
 /**
  * IDLE: not started. LISTING: Get of the prefix under way. WATCHING: watch
  * open from the listed revision + 1. RETRYING: etcd did not answer the Get;
- * trying again. CLOSED: final.
+ * trying again. CLOSED: final. (The states of the ListWatch underneath.)
  */
-export type EndpointWatcherState = 'IDLE' | 'LISTING' | 'WATCHING' | 'RETRYING' | 'CLOSED';
+export type EndpointWatcherState = ListWatchState;
 
 /** One delivery: the complete current endpoint set and the etcd revision it reflects. */
 export interface EndpointSnapshot {
@@ -19,45 +18,44 @@ export interface EndpointSnapshot {
   revision: string;
 }
 
+/** Events of an EndpointWatcher; listeners run synchronously. */
+export interface EndpointWatcherEvents {
+  /** The complete current set (never a delta). */
+  update: [snapshot: EndpointSnapshot];
+  /** A Get failed; retrying by itself. Emitted only if someone listens. */
+  error: [err: Error];
+  state: [next: EndpointWatcherState, previous: EndpointWatcherState, reason: string];
+}
+
 /**
  * The live endpoint set under one key prefix, as etcd's Go `naming/resolver`
- * builds it: a Get of the prefix, then a Watch from the Get's revision + 1,
- * so no event between the two is missed or applied twice. Every delivery is
- * the full set, never a delta.
+ * builds it, on the one ListWatch (core/list-watch.ts): a Get of the prefix,
+ * then a Watch from the Get's revision + 1; a watch that cannot resume is
+ * answered by a fresh Get whose set replaces the old one whole. Every
+ * delivery is the full set, never a delta.
  *
  * - Deliveries are coalesced: the first change after a quiet spell is
  *   delivered on the next tick (no added latency), further changes at most
  *   once per `minIntervalMs` (default 50 ms). A burst of N changes costs one
  *   or two updates, not N, which matters when each update rebuilds grpc-js's
  *   round_robin children for thousands of endpoints.
- * - A dropped stream resumes from the last applied event's revision + 1. A
- *   watch that cannot resume (etcd compacted past that revision) is answered
- *   by a fresh Get and Watch; the new set replaces the old one whole, so
- *   nothing stale stays and nothing live is dropped.
  * - While etcd is unreachable nothing is delivered: the last set stands.
- * - Bad records are logged once with their key and left out.
+ * - Bad records are logged with their key and left out.
  *
- * Events: `update(EndpointSnapshot)`, `error(Error)` (a Get failed; retrying
- * by itself; emitted only if someone listens),
- * `state(next, previous, reason)` on every transition.
  * No event fires after `close()`.
  */
-export class EndpointWatcher extends EventEmitter {
-  private readonly cell: StateCell<EndpointWatcherState>;
+export class EndpointWatcher extends EventEmitter<EndpointWatcherEvents> {
   private readonly log: Logger;
   private readonly records = new Map<string, EndpointRecord>();
-  private readonly backoff = new Backoff(100, 1_000);
-  private watch: ResumableWatch | undefined;
-  private retryTimer: NodeJS.Timeout | undefined;
+  private readonly lw: ListWatch;
   private flushScheduled = false;
   private flushTimer: NodeJS.Timeout | undefined;
   private lastFlushAt = 0;
   private revision = '0';
-  /** Bumped on every (re)list so callbacks of an abandoned watch do nothing. */
-  private epoch = 0;
+  private closed = false;
 
   constructor(
-    private readonly client: Etcd3,
+    client: Etcd3,
     /** Full key prefix including the trailing slash, e.g. `services/greeter/`. */
     readonly keyPrefix: string,
     log?: Logger,
@@ -65,12 +63,28 @@ export class EndpointWatcher extends EventEmitter {
   ) {
     super();
     this.log = log ?? componentLogger('endpoint-watcher', { prefix: keyPrefix });
-    this.cell = new StateCell<EndpointWatcherState>('IDLE', this.log, 'watcher');
-    this.cell.on('change', (next: EndpointWatcherState, prev: EndpointWatcherState, reason: string) => this.emit('state', next, prev, reason));
+    this.lw = new ListWatch(client, prefixRange(keyPrefix), this.log);
+    this.lw.on('state', (next, prev, reason) => this.emit('state', next, prev, reason));
+    this.lw.on('error', (err) => {
+      // Informative (the ListWatch retries by itself): never let a missing
+      // listener turn it into a crash.
+      if (this.listenerCount('error') > 0) this.emit('error', err);
+    });
+    this.lw.on('list', (kvs, revision) => {
+      this.records.clear();
+      for (const kv of kvs) this.apply(false, kv);
+      this.revision = revision;
+      this.scheduleFlush();
+    });
+    this.lw.on('events', (events: IEvent[], revision) => {
+      for (const ev of events) this.apply(isDelete(ev), ev.kv);
+      this.revision = revision;
+      this.scheduleFlush();
+    });
   }
 
   get state(): EndpointWatcherState {
-    return this.cell.value;
+    return this.lw.state;
   }
 
   /** The current set, in no particular order (may be empty before the first Get answers). */
@@ -79,79 +93,25 @@ export class EndpointWatcher extends EventEmitter {
   }
 
   start(): void {
-    if (!this.cell.is('IDLE')) return;
-    void this.list('start');
+    this.lw.start();
   }
 
   close(): void {
-    if (this.cell.is('CLOSED')) return;
-    this.epoch++;
-    this.cell.set('CLOSED', 'close() called');
-    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.closed) return;
+    this.closed = true;
+    // The ListWatch logs the transition to CLOSED and emits `state` once more.
+    this.lw.close();
     if (this.flushTimer) clearTimeout(this.flushTimer);
-    this.watch?.close();
-    this.watch = undefined;
     this.removeAllListeners();
   }
 
-  private async list(reason: string): Promise<void> {
-    if (this.cell.is('CLOSED')) return;
-    const epoch = ++this.epoch;
-    this.watch?.close();
-    this.watch = undefined;
-    this.cell.set('LISTING', reason);
-    try {
-      const res = await this.client.getAll().prefix(this.keyPrefix).exec();
-      if (epoch !== this.epoch) return;
-      this.records.clear();
-      for (const kv of res.kvs) this.apply('PUT', kv.key, kv.value);
-      this.revision = res.header.revision;
-      this.backoff.reset();
-      this.watchFrom(epoch, BigInt(res.header.revision) + 1n);
-      this.cell.set('WATCHING', 'listed', { revision: this.revision, endpoints: this.records.size });
-      this.scheduleFlush();
-    } catch (err) {
-      if (epoch !== this.epoch) return;
-      const delay = this.backoff.next();
-      this.cell.set('RETRYING', `list failed: ${String(err)}`, { retryInMs: delay });
-      // Arm the retry before telling listeners: one of them may close() us.
-      this.retryTimer = setTimeout(() => void this.list('retry'), delay);
-      // `error` is informative (the watcher retries by itself): never let a
-      // missing listener turn it into a crash.
-      if (this.listenerCount('error') > 0) this.emit('error', err instanceof Error ? err : new Error(String(err)));
-    }
-  }
-
-  private watchFrom(epoch: number, startRevision: bigint): void {
-    // ResumableWatch, not etcd3's own reconnect: etcd3 resumes from the
-    // revision of the last response header, which can skip catch-up events
-    // after a drop (see resumable-watch.ts). Ours resumes from the last
-    // event applied + 1, so no event is lost or applied twice.
-    const w = new ResumableWatch(this.client, prefixRange(this.keyPrefix), startRevision, this.log);
-    this.watch = w;
-    w.on('batch', (events: IEvent[], next: bigint) => {
-      if (epoch !== this.epoch) return;
-      for (const ev of events) this.apply(ev.type, ev.kv.key, ev.kv.value);
-      this.revision = (next - 1n).toString();
-      this.scheduleFlush();
-    });
-    w.on('error', (err: Error) => {
-      if (epoch !== this.epoch) return;
-      // History we needed was compacted while we were cut off: the set is
-      // rebuilt from a fresh Get, replacing the old one whole.
-      void this.list(`watch cannot resume: ${err.message}`);
-    });
-    w.start();
-  }
-
-  private apply(type: string, rawKey: Buffer, value: Buffer): void {
-    const key = rawKey.toString('utf8');
-    // etcd3 types say 'Delete', the wire (proto enum names) says 'DELETE'.
-    if (type.toUpperCase() === 'DELETE') {
+  private apply(deleted: boolean, kv: IKeyValue): void {
+    const key = kv.key.toString('utf8');
+    if (deleted) {
       this.records.delete(key);
       return;
     }
-    const rec = decodeEndpoint(key, value);
+    const rec = decodeEndpoint(key, kv.value);
     if (rec instanceof DecodeError) {
       this.log.warn({ event: 'watcher.bad_record', key, reason: rec.reason }, `skipping bad registry record ${key}: ${rec.reason}`);
       this.records.delete(key);
@@ -166,7 +126,7 @@ export class EndpointWatcher extends EventEmitter {
     const flush = () => {
       this.flushScheduled = false;
       this.flushTimer = undefined;
-      if (this.cell.is('CLOSED')) return;
+      if (this.closed) return;
       this.lastFlushAt = performance.now();
       this.emit('update', this.snapshot());
     };

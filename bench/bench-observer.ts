@@ -1,10 +1,12 @@
-import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { EndpointWatcher, type EndpointSnapshot } from '../balancer/endpoint-watcher';
 import { componentLogger } from '../core/logger';
+import { ListWatch, isDelete } from '../core/list-watch';
+import { prefixRange } from '../core/resumable-watch';
 
 /**
  * Watches a service prefix two ways, timestamping what it sees:
- * - a raw etcd watch: when a key's put/delete event reaches this process
+ * - a plain ListWatch: when a key's put/delete event reaches this process
  *   (≈ when the key appeared in / left etcd, plus one loopback hop);
  * - an EndpointWatcher (the resolver's own code, on the resolver's etcd
  *   client): when a set containing / lacking an address is delivered, i.e.
@@ -17,7 +19,7 @@ export class RegistryObserver {
   readonly added = new Map<string, number>();
   readonly removed = new Map<string, number>();
   private current = new Set<string>();
-  private raw: Watcher | undefined;
+  private raw: ListWatch | undefined;
   private readonly watcher: EndpointWatcher;
 
   private constructor(
@@ -29,9 +31,15 @@ export class RegistryObserver {
 
   static async start(client: Etcd3, keyPrefix: string): Promise<RegistryObserver> {
     const o = new RegistryObserver(client, keyPrefix);
-    o.raw = await client.watch().prefix(keyPrefix).create();
-    o.raw.on('put', (kv: IKeyValue) => o.putSeen.set(kv.key.toString(), performance.now()));
-    o.raw.on('delete', (kv: IKeyValue) => o.deleteSeen.set(kv.key.toString(), performance.now()));
+    const raw = new ListWatch(client, prefixRange(keyPrefix), componentLogger('bench-observer'));
+    o.raw = raw;
+    const listed = new Promise<void>((resolve) => raw.once('list', () => resolve()));
+    raw.on('events', (events) => {
+      const t = performance.now();
+      for (const ev of events) (isDelete(ev) ? o.deleteSeen : o.putSeen).set(ev.kv.key.toString(), t);
+    });
+    raw.start();
+    await listed;
     const first = new Promise<void>((resolve) => o.watcher.once('update', () => resolve()));
     o.watcher.on('update', (snap: EndpointSnapshot) => o.onUpdate(snap));
     o.watcher.start();
@@ -60,6 +68,6 @@ export class RegistryObserver {
 
   async close(): Promise<void> {
     this.watcher.close();
-    await this.raw?.cancel().catch(() => undefined);
+    this.raw?.close();
   }
 }

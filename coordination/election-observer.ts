@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
-import type { Etcd3, IEvent, IKeyValue } from 'etcd3';
+import type { Etcd3, IKeyValue } from 'etcd3';
 import type { Logger } from '../core/logger';
-import { ResumableWatch, prefixRange } from '../core/resumable-watch';
-import { sleep } from './lock-wait';
+import { ListWatch, isDelete } from '../core/list-watch';
+import { prefixRange } from '../core/resumable-watch';
 
 /** Who leads an election: the candidate key with the lowest create revision. */
 export interface LeaderInfo {
@@ -13,37 +13,61 @@ export interface LeaderInfo {
   createRevision: string;
 }
 
+export interface ElectionObserverEvents {
+  leader: [leader: LeaderInfo | undefined];
+  resync: [reason: string];
+}
+
 /**
  * Follows the leader of an election, as Go's `Election.Observe` and
  * `etcdctl elect -l` do, for candidates written by us, by etcdctl or by Go.
  *
- * It mirrors the candidates under `NAME/` (list, then watch from the list's
- * revision + 1) and recomputes the leader after every event, so every
- * leadership change is reported in revision order, none skipped, without a
- * read per event. Events:
+ * It mirrors the candidates under `NAME/` on the one ListWatch (list, then
+ * watch from the list's revision + 1) and recomputes the leader after every
+ * event, so every leadership change is reported in revision order, none
+ * skipped, without a read per event. Events:
  * - `leader` (LeaderInfo | undefined): after start(), the current leader,
  *   then on every change of leader key or of the leader's value; undefined
  *   when the last candidate goes;
  * - `resync` (reason): the watch could not resume (etcd compacted past it);
  *   the mirror was re-listed, and changes inside the gap may have been
- *   skipped. A merely dropped stream resumes from the last event seen
- *   (ResumableWatch), so nothing is skipped then.
+ *   skipped. A merely dropped stream resumes from the last event seen, so
+ *   nothing is skipped then.
  */
-export class ElectionObserver extends EventEmitter {
-  private readonly prefix: string;
+export class ElectionObserver extends EventEmitter<ElectionObserverEvents> {
   private readonly candidates = new Map<string, { createRevision: bigint; value: string }>();
-  private watch: ResumableWatch | undefined;
+  private readonly lw: ListWatch;
   private last: LeaderInfo | undefined;
   private closed = false;
   private started = false;
+  /** Set by the first listing; later ones re-list after a watch that could not resume. */
+  private listed = false;
 
   constructor(
-    private readonly client: Etcd3,
+    client: Etcd3,
     readonly name: string,
     private readonly log: Logger,
   ) {
     super();
-    this.prefix = `${name}/`;
+    this.lw = new ListWatch(client, prefixRange(`${name}/`), log, { what: 'observer' });
+    this.lw.on('list', (kvs, _revision, reason) => {
+      const first = !this.listed;
+      this.listed = true;
+      if (!first) {
+        this.log.warn({ event: 'election.observe_resync', err: reason }, 'election watch cannot resume; listed again');
+        this.emit('resync', reason);
+      }
+      this.candidates.clear();
+      for (const kv of kvs) this.apply('put', kv);
+      this.report(first);
+    });
+    this.lw.on('events', (events) => {
+      for (const ev of events) {
+        if (this.closed) return;
+        this.apply(isDelete(ev) ? 'delete' : 'put', ev.kv);
+        this.report(false);
+      }
+    });
   }
 
   /** The leader as of the last event seen. */
@@ -51,33 +75,28 @@ export class ElectionObserver extends EventEmitter {
     return this.last;
   }
 
-  /** List and start watching; resolves once the first `leader` event was emitted. */
-  async start(): Promise<void> {
-    if (this.started) throw new Error('ElectionObserver.start() called twice');
+  /**
+   * List and start watching; resolves once the first `leader` event was
+   * emitted. Rejects (and closes) if etcd does not answer the first Get.
+   */
+  start(): Promise<void> {
+    if (this.started) return Promise.reject(new Error('ElectionObserver.start() called twice'));
     this.started = true;
-    await this.sync(true);
-  }
-
-  private async sync(first: boolean): Promise<void> {
-    const res = await this.client.getAll().prefix(this.prefix).exec();
-    if (this.closed) return;
-    this.candidates.clear();
-    for (const kv of res.kvs) this.apply('put', kv);
-    const w = new ResumableWatch(this.client, prefixRange(this.prefix), BigInt(res.header.revision) + 1n, this.log);
-    this.watch = w;
-    w.on('batch', (events: IEvent[]) => {
-      // etcd3 types say 'Delete', the wire (proto enum names) says 'DELETE'.
-      for (const ev of events) this.onEvent(String(ev.type).toUpperCase() === 'DELETE' ? 'delete' : 'put', ev.kv);
+    return new Promise((resolve, reject) => {
+      const onError = (err: Error) => {
+        this.lw.off('list', onList);
+        void this.close();
+        reject(err);
+      };
+      const onList = () => {
+        this.lw.off('error', onError);
+        resolve();
+      };
+      // Registered after the constructor's handler, so `leader` comes first.
+      this.lw.once('list', onList);
+      this.lw.once('error', onError);
+      this.lw.start();
     });
-    w.once('error', (err: Error) => void this.resync(w, String(err)));
-    w.start();
-    this.report(first);
-  }
-
-  private onEvent(type: 'put' | 'delete', kv: IKeyValue): void {
-    if (this.closed) return;
-    this.apply(type, kv);
-    this.report(false);
   }
 
   private apply(type: 'put' | 'delete', kv: IKeyValue): void {
@@ -103,25 +122,10 @@ export class ElectionObserver extends EventEmitter {
     this.emit('leader', best);
   }
 
-  private async resync(w: ResumableWatch, reason: string): Promise<void> {
-    if (this.closed || w !== this.watch) return;
-    this.log.warn({ event: 'election.observe_resync', err: reason }, 'election watch cannot resume; listing again');
-    w.close();
-    this.emit('resync', reason);
-    for (let attempt = 0; !this.closed; attempt++) {
-      try {
-        return await this.sync(false);
-      } catch (err) {
-        await sleep(Math.min(1000, 100 * 2 ** attempt));
-      }
-    }
-  }
-
   /** Stop observing; no events after this. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
-    this.watch?.close();
-    this.watch = undefined;
-    this.removeAllListeners('leader');
+    this.lw.close();
+    this.removeAllListeners();
   }
 }

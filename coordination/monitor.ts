@@ -8,7 +8,8 @@ import { groupCandidates, mayBeCampaignKey, scanKeys } from './monitor-elections
 import { leaseIdHex, leaseTtls } from './monitor-leases';
 import { jsonSafe, shown } from './monitor-text';
 import { errorText } from '../core/etcd-errors';
-import { ResumableWatch, prefixRange, type KeyRange } from '../core/resumable-watch';
+import { prefixRange, type KeyRange } from '../core/resumable-watch';
+import { ListWatch } from '../core/list-watch';
 
 /**
  * Cluster monitoring (the seed's "集群监控与Leader竞选"): what is alive, read
@@ -144,9 +145,9 @@ export async function scanCluster(client: Etcd3, opts: MonitorOptions, log: Logg
  * then after every change to the registry or to election/lock keys (bursts
  * coalesced into one re-read), and after each `refresh()` (TTL countdown).
  *
- * Triggers: the mesh's own EndpointWatcher on the registry prefix (re-lists
- * on a cancelled watch), and a ResumableWatch over the election range that
- * re-reads when a key shaped like `<name>/<hex>` changes. Each update is a
+ * Triggers: the mesh's own EndpointWatcher on the registry prefix, and a
+ * ListWatch over the election range that re-reads when a key shaped like
+ * `<name>/<hex>` changes (both re-list on a watch that cannot resume). Each update is a
  * fresh `scanCluster`, so a view is always one consistent revision. A failed
  * re-read is logged and retried with backoff; the last view stands meanwhile.
  * No event after close().
@@ -155,7 +156,7 @@ export class ClusterMonitor extends EventEmitter {
   private readonly log: Logger;
   private readonly backoff = new Backoff(200, 2_000);
   private endpoints: EndpointWatcher | undefined;
-  private elections: ResumableWatch | undefined;
+  private elections: ListWatch | undefined;
   private pending = false;
   private running = false;
   private retryTimer: NodeJS.Timeout | undefined;
@@ -185,7 +186,7 @@ export class ClusterMonitor extends EventEmitter {
     this.endpoints.on('update', () => this.refresh());
     this.endpoints.on('error', (err: Error) => this.log.warn({ event: 'monitor.registry_list_failed', err: errorText(err) }, 'registry read failed; retrying'));
     this.endpoints.start();
-    this.watchElections(BigInt(first.revision) + 1n);
+    this.watchElections();
     setImmediate(() => {
       if (!this.closed) this.emit('update', first);
     });
@@ -208,24 +209,18 @@ export class ClusterMonitor extends EventEmitter {
     this.removeAllListeners();
   }
 
-  private watchElections(from: bigint): void {
+  private watchElections(): void {
     const root = `${this.opts.prefix.replace(/^\/+|\/+$/g, '')}/`;
-    const w = new ResumableWatch(this.client, electionRange(this.opts), from, this.log);
-    this.elections = w;
-    w.on('batch', (events: IEvent[]) => {
+    const lw = new ListWatch(this.client, electionRange(this.opts), this.log, { backoffMs: [200, 2_000], what: 'monitor' });
+    this.elections = lw;
+    // Only the current state matters here: every listing (the first one,
+    // whose revision may be newer than the first scan, and a re-list after a
+    // compaction) is answered by one re-read.
+    lw.on('list', () => this.refresh());
+    lw.on('events', (events: IEvent[]) => {
       if (events.some((ev) => { const k = ev.kv.key.toString('utf8'); return !k.startsWith(root) && mayBeCampaignKey(k); })) this.refresh();
     });
-    w.on('error', (err: Error) => {
-      if (this.closed) return;
-      // Only the current state matters here: re-read, then watch from there.
-      this.log.warn({ event: 'monitor.compacted', err: errorText(err) }, 'election watch compacted; re-reading');
-      w.close();
-      this.refresh();
-      this.once('update', (v: ClusterView) => {
-        if (this.elections === w) this.watchElections(BigInt(v.revision) + 1n);
-      });
-    });
-    w.start();
+    lw.start();
   }
 
   private async rebuild(): Promise<void> {

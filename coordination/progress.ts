@@ -1,9 +1,7 @@
 import { EventEmitter } from 'node:events';
-import type { Etcd3, IEvent, IKeyValue } from 'etcd3';
-import { Backoff } from '../core/backoff';
+import type { Etcd3, IKeyValue } from 'etcd3';
 import { componentLogger, type Logger } from '../core/logger';
-import { errorText } from '../core/etcd-errors';
-import { ResumableWatch } from '../core/resumable-watch';
+import { ListWatch, isDelete } from '../core/list-watch';
 
 /**
  * Distributed notification (the seed's "分布式通知与协调"): a job reports its
@@ -73,22 +71,27 @@ export interface ProgressUpdate {
  * values lost to compaction are not replayed; the log says so).
  * A failed read is logged and retried with backoff. No event after close().
  */
-export class ProgressWatch extends EventEmitter {
+export interface ProgressWatchEvents {
+  progress: [update: ProgressUpdate];
+  removed: [revision: string];
+  invalid: [write: { revision: string; value: string }];
+}
+
+export class ProgressWatch extends EventEmitter<ProgressWatchEvents> {
   /** The watched key, byte for byte. */
   readonly keyBytes: Buffer;
   /** The key for display and logs. */
   readonly key: string;
   private readonly shownJob: string;
   private readonly log: Logger;
-  private readonly backoff = new Backoff(100, 1_000);
-  private watch: ResumableWatch | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  private readonly lw: ListWatch;
   private lastRevision = 0n;
   private closed = false;
-  private started = false;
+  /** Set by the first listing; later ones follow a watch that could not resume. */
+  private listed = false;
 
   constructor(
-    private readonly client: Etcd3,
+    client: Etcd3,
     readonly job: string | Buffer,
     opts: { prefix?: string | Buffer; log?: Logger } = {},
   ) {
@@ -97,63 +100,40 @@ export class ProgressWatch extends EventEmitter {
     this.key = this.keyBytes.toString();
     this.shownJob = job.toString();
     this.log = opts.log ?? componentLogger('progress', { job: this.shownJob, key: this.key });
+    // One key: an empty range end (see ResumableWatch).
+    this.lw = new ListWatch(client, { start: this.keyBytes, end: Buffer.alloc(0) }, this.log, { what: 'progress' });
+    this.lw.on('list', (kvs, _revision, reason) => {
+      if (this.listed) {
+        this.log.warn({ event: 'progress.compacted', err: reason }, 'history compacted while resuming; re-reading the current value (intermediate values are lost)');
+      }
+      // Report the listed value only if newer than what was reported: a
+      // re-list after a compaction must not repeat the last value.
+      this.listed = true;
+      const kv = kvs[0];
+      if (kv && BigInt(kv.mod_revision) > this.lastRevision) this.report(kv);
+    });
+    this.lw.on('events', (events) => {
+      for (const ev of events) {
+        // A listener may close() us mid-batch.
+        if (this.closed) return;
+        if (isDelete(ev)) {
+          this.lastRevision = BigInt(ev.kv.mod_revision);
+          this.emit('removed', ev.kv.mod_revision);
+        } else this.report(ev.kv);
+      }
+    });
   }
 
   start(): this {
-    if (!this.started && !this.closed) {
-      this.started = true;
-      void this.list('start');
-    }
+    if (!this.closed) this.lw.start();
     return this;
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.watch?.close();
-    this.watch = undefined;
+    this.lw.close();
     this.removeAllListeners();
-  }
-
-  /** Read the key, report it if newer than what we reported, then watch from the read's revision + 1. */
-  private async list(reason: string): Promise<void> {
-    this.watch?.close();
-    this.watch = undefined;
-    let res;
-    try {
-      res = await this.client.kv.range({ key: this.keyBytes });
-    } catch (err) {
-      if (this.closed) return;
-      const delay = this.backoff.next();
-      this.log.warn({ event: 'progress.read_failed', err: errorText(err), retryInMs: delay }, `reading ${this.key} failed; retrying`);
-      this.timer = setTimeout(() => void this.list('retry'), delay);
-      return;
-    }
-    if (this.closed) return;
-    this.backoff.reset();
-    const kv = res.kvs[0];
-    if (kv && BigInt(kv.mod_revision) > this.lastRevision) this.report(kv);
-    const from = BigInt(res.header.revision) + 1n;
-    this.log.debug({ event: 'progress.watching', reason, fromRevision: from.toString() }, `watching ${this.key}`);
-    const w = new ResumableWatch(this.client, { start: this.keyBytes, end: Buffer.alloc(0) }, from, this.log);
-    this.watch = w;
-    w.on('batch', (events: IEvent[]) => {
-      for (const ev of events) {
-        if (this.closed || this.watch !== w) return;
-        if (ev.type === 'Put') this.report(ev.kv);
-        else {
-          this.lastRevision = BigInt(ev.kv.mod_revision);
-          this.emit('removed', ev.kv.mod_revision);
-        }
-      }
-    });
-    w.on('error', (err: Error) => {
-      if (this.closed || this.watch !== w) return;
-      this.log.warn({ event: 'progress.compacted', err: errorText(err) }, 'history compacted while resuming; re-reading the current value (intermediate values are lost)');
-      void this.list('compacted');
-    });
-    w.start();
   }
 
   private report(kv: IKeyValue): void {
