@@ -4,7 +4,8 @@ import * as net from 'node:net';
 import * as tls from 'node:tls';
 import { isBrokenCircuitError } from 'cockatiel';
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, GRPCDeadlineExceededError, GRPCUnavailableError, type Etcd3 } from 'etcd3';
-import { createEtcdClient, DEFAULT_ETCD_ENDPOINT, readEtcdTlsFiles, splitUser, type EtcdConnectOptions } from '../core/etcd-client';
+import { createEtcdClient } from '../core/etcd-client';
+import { DEFAULT_ETCD_ENDPOINT, etcdConfig, splitUser, type EtcdConnectOptions } from '../core/etcd-config';
 import { parseEndpoints, parseFileArg, parsePrefix, parsePositiveDuration, parseServiceName } from './parse';
 
 /**
@@ -70,7 +71,7 @@ export function connectOptions(flags: EtcdFlags, endpoints?: string[]): EtcdConn
   };
   if (opts.cacert || opts.cert || opts.key) {
     try {
-      readEtcdTlsFiles(opts);
+      etcdConfig(opts);
     } catch (err) {
       throw new UsageError(errorText(err));
     }
@@ -207,7 +208,7 @@ export function diagnoseEndpoint(endpoint: string, opts: EtcdConnectOptions, bud
       connected = true;
       let files: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
       try {
-        files = secure ? readEtcdTlsFiles(opts) : {};
+        files = secure ? etcdConfig(opts).tls : {};
       } catch (e) {
         finish(errorText(e));
         return;

@@ -2,7 +2,8 @@ import { createSecureContext } from 'node:tls';
 import { isIP } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { Command, Option } from 'commander';
-import { readPem, silenceIpServernameWarning } from '../core/etcd-client';
+import { silenceIpServernameWarning } from '../core/etcd-client';
+import { readPem } from '../core/etcd-config';
 import { parseFileArg, parseServerName } from './parse';
 import { UsageError, errorText } from './common';
 

@@ -32,7 +32,7 @@ export class LeadershipLostError extends Error {
   override name = 'LeadershipLostError';
 }
 
-export class Election extends TicketHolder<ElectionState> {
+export class Election extends TicketHolder<ElectionState, { elected: [value: string]; lost: [err: LeadershipLostError] }> {
   constructor(client: Etcd3, opts: ElectionOptions) {
     super(client, opts, 'election', 'IDLE');
   }

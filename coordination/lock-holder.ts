@@ -23,7 +23,10 @@ export interface TicketHolderOptions {
  * one state cell, a Ticket (our key) under a session that is either given
  * or opened here, and one way to give both up.
  */
-export abstract class TicketHolder<S extends string> extends EventEmitter {
+/** Events every TicketHolder emits, besides its own (`E`). */
+export type TicketHolderEvents<S extends string, E> = E & { state: [next: S, previous: S] };
+
+export abstract class TicketHolder<S extends string, E extends Record<keyof E, unknown[]>> extends EventEmitter<TicketHolderEvents<S, E>> {
   readonly name: string;
   protected readonly prefix: string;
   protected readonly log: Logger;
@@ -45,7 +48,8 @@ export abstract class TicketHolder<S extends string> extends EventEmitter {
     this.prefix = `${opts.name}/`;
     this.log = opts.log ?? componentLogger(kind, { [kind]: opts.name });
     this.cell = new StateCell<S>(initial, this.log, kind);
-    this.cell.on('change', (next: S, prev: S) => this.emit('state', next, prev));
+    // Typed as the base's own event; TypeScript cannot see it through `E &`.
+    this.cell.on('change', (next: S, prev: S) => (this as unknown as EventEmitter<{ state: [S, S] }>).emit('state', next, prev));
   }
 
   get state(): S {

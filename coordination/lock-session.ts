@@ -29,7 +29,14 @@ import { monotonicMs } from '../core/etcd-client';
  * etcd3's Lease never re-grants after `lost`; neither does a Session: open a
  * new one (the owner decides whether to, e.g. an election campaigns again).
  */
-export class Session extends EventEmitter {
+export interface SessionEvents {
+  /** The lease is gone or may be (see the contract); at most once. */
+  lost: [err: SessionLostError];
+  /** A keepalive answer moved the proven deadline (monotonic ms). */
+  renewed: [validUntil: number];
+}
+
+export class Session extends EventEmitter<SessionEvents> {
   /** Decimal lease id, as etcd3 returns it. */
   readonly leaseId: string;
   /** Lease id in lower-case hex, as Go's `fmt.Sprintf("%x", lease)` writes it into keys. */

@@ -24,7 +24,7 @@ import { KeyGuard, waitDeletes } from './lock-wait';
  * checks our create revision, so a key re-created by someone else is never
  * touched.
  */
-export class Ticket extends EventEmitter {
+export class Ticket extends EventEmitter<{ lost: [reason: string] }> {
   private readonly guard: KeyGuard;
   private lostReason: string | undefined;
   private closed = false;

@@ -90,7 +90,7 @@ export async function waitDeletes(
  * known to exist, so a deletion between writing it and watching it is not
  * missed. Compaction-cancelled watches are re-armed after a fresh read.
  */
-export class KeyGuard extends EventEmitter {
+export class KeyGuard extends EventEmitter<{ gone: [reason: string] }> {
   private watch: ResumableWatch | undefined;
   private closed = false;
   private fired = false;

@@ -69,7 +69,7 @@ export class LockLostError extends Error {
   override name = 'LockLostError';
 }
 
-export class EtcdMutex extends TicketHolder<LockState> {
+export class EtcdMutex extends TicketHolder<LockState, { lost: [err: LockLostError] }> {
   private releasing: Promise<void> | undefined;
 
   constructor(client: Etcd3, opts: LockOptions) {

@@ -152,7 +152,7 @@ export async function scanCluster(client: Etcd3, opts: MonitorOptions, log: Logg
  * re-read is logged and retried with backoff; the last view stands meanwhile.
  * No event after close().
  */
-export class ClusterMonitor extends EventEmitter {
+export class ClusterMonitor extends EventEmitter<{ update: [view: ClusterView] }> {
   private readonly log: Logger;
   private readonly backoff = new Backoff(200, 2_000);
   private endpoints: EndpointWatcher | undefined;

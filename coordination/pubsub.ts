@@ -115,7 +115,14 @@ export interface SubscribeOptions {
  * Deletions under the topic (expired TTL messages) are not messages.
  * No event fires after close().
  */
-export class Subscription extends EventEmitter {
+export interface SubscriptionEvents {
+  message: [message: Message];
+  error: [err: CompactedError];
+  disconnected: [err: Error];
+  resumed: [nextRevision: bigint];
+}
+
+export class Subscription extends EventEmitter<SubscriptionEvents> {
   private readonly watch: ResumableWatch;
   private closed = false;
 

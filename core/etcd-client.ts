@@ -1,39 +1,11 @@
-import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { createSecureContext } from 'node:tls';
 import { Etcd3, IOptions, isRecoverableError } from 'etcd3';
 import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, retry } from 'cockatiel';
 import { WatchManager } from 'etcd3/lib/watch';
 import { Lease } from 'etcd3/lib/lease';
+import { etcdConfig, type EtcdConfig, type EtcdConnectOptions } from './etcd-config';
 
-/**
- * How to reach etcd: the same knobs etcdctl has. One builder for every part
- * of the mesh (registration, resolver, coordination, CLI) so that deadlines,
- * reconnect backoff and credentials behave the same everywhere.
- */
-export interface EtcdConnectOptions {
-  /** `host:port`, `http://host:port` or `https://host:port`; at least one. */
-  endpoints: string[];
-  /** PEM CA bundle to verify etcd's server certificate (etcdctl --cacert). */
-  cacert?: string;
-  /** PEM client certificate (etcdctl --cert). */
-  cert?: string;
-  /** PEM client key (etcdctl --key). */
-  key?: string;
-  /** etcd user name (etcdctl --user name[:password]). */
-  user?: string;
-  /** etcd password, when not given inside `user`. */
-  password?: string;
-  /**
-   * Deadline of every unary etcd call, ms (default 3000). Without one a call
-   * sent to a frozen member (SIGSTOP, TCP still open) would wait forever; with
-   * one, etcd3 retries it on another member.
-   */
-  requestTimeoutMs?: number;
-}
-
-/** Default `--etcd` when neither the flag nor ETCD_ENDPOINTS is given and no embedded etcd is started. */
-export const DEFAULT_ETCD_ENDPOINT = '127.0.0.1:2379';
+export { DEFAULT_ETCD_ENDPOINT, etcdConfig, splitUser, type EtcdConfig, type EtcdConnectOptions } from './etcd-config';
 
 /**
  * Build an etcd3 client tuned for a mesh that must keep working while members
@@ -48,13 +20,11 @@ export const DEFAULT_ETCD_ENDPOINT = '127.0.0.1:2379';
  * - gRPC keepalive on the etcd channels (10 s; etcd refuses pings more often
  *   than every 5 s by default) notices a dead TCP peer behind an idle stream.
  */
-export function createEtcdClient(opts: EtcdConnectOptions): Etcd3 {
-  if (opts.endpoints.length === 0) throw new Error('no etcd endpoint given');
-  const timeout = opts.requestTimeoutMs ?? 3000;
-  const secure = opts.endpoints.some((e) => e.startsWith('https://')) || Boolean(opts.cacert || opts.cert || opts.key);
-  const hosts = secure ? opts.endpoints.map((e) => (e.startsWith('https://') ? e : `https://${e.replace(/^http:\/\//, '')}`)) : opts.endpoints;
+export function createEtcdClient(opts: EtcdConnectOptions | EtcdConfig): Etcd3 {
+  const cfg = etcdConfig(opts);
+  const timeout = cfg.requestTimeoutMs;
   const options: IOptions = {
-    hosts,
+    hosts: cfg.endpoints.map((e) => e.url),
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeout }),
     grpcOptions: {
       'grpc.keepalive_time_ms': 10_000,
@@ -70,8 +40,8 @@ export function createEtcdClient(opts: EtcdConnectOptions): Etcd3 {
       watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1_000 }) as unknown as NonNullable<IOptions['faultHandling']>['watchBackoff'],
     },
   };
-  if (secure) {
-    const tls = readEtcdTlsFiles(opts);
+  if (cfg.secure) {
+    const tls = cfg.tls;
     options.credentials = {
       // etcd3's type says Buffer, but grpc-js createSsl takes null for "system roots".
       rootCertificate: tls.ca ?? (null as unknown as Buffer),
@@ -80,11 +50,10 @@ export function createEtcdClient(opts: EtcdConnectOptions): Etcd3 {
     };
     // grpc-js sends the endpoint's host as TLS SNI; for an IP address Node
     // warns on stderr (DEP0123). The certificate is still checked against the IP.
-    if (hosts.some((h) => isIP(hostOf(h)) !== 0)) silenceIpServernameWarning();
+    if (cfg.endpoints.some((e) => isIP(e.host) !== 0)) silenceIpServernameWarning();
   }
-  if (opts.user !== undefined) {
-    const { username, password } = splitUser(opts.user, opts.password);
-    options.auth = { username, password, callOptions: () => ({ deadline: Date.now() + timeout }) };
+  if (cfg.auth) {
+    options.auth = { ...cfg.auth, callOptions: () => ({ deadline: Date.now() + timeout }) };
   }
   patchEtcd3WatchCreateFailure();
   patchEtcd3LeaseClock();
@@ -183,54 +152,6 @@ function patchEtcd3LeaseClock(): void {
       mono.set(this, monotonicMs());
     },
   });
-}
-
-/** `name:password` or `name` (+ separate password), as etcdctl --user / --password. */
-export function splitUser(user: string, password?: string): { username: string; password: string } {
-  const i = user.indexOf(':');
-  return i >= 0 ? { username: user.slice(0, i), password: user.slice(i + 1) } : { username: user, password: password ?? '' };
-}
-
-/**
- * Read and check etcd's TLS files up front, so a wrong path or a file that is
- * not PEM is one clear error naming the file (etcdctl's flag names), not a
- * failed handshake later. Throws Error.
- */
-export function readEtcdTlsFiles(opts: Pick<EtcdConnectOptions, 'cacert' | 'cert' | 'key'>): { ca?: Buffer; cert?: Buffer; key?: Buffer } {
-  if (Boolean(opts.cert) !== Boolean(opts.key)) throw new Error('--cert and --key go together: give both or neither');
-  const ca = opts.cacert ? readPem(opts.cacert, '--cacert') : undefined;
-  const cert = opts.cert ? readPem(opts.cert, '--cert') : undefined;
-  const key = opts.key ? readPem(opts.key, '--key') : undefined;
-  try {
-    if (ca) createSecureContext({ ca });
-  } catch (err) {
-    throw new Error(`--cacert ${opts.cacert} is not a PEM CA certificate: ${(err as Error).message}`);
-  }
-  try {
-    if (cert && key) createSecureContext({ cert, key });
-  } catch (err) {
-    throw new Error(`--cert ${opts.cert} / --key ${opts.key} are not a matching PEM certificate and key: ${(err as Error).message}`);
-  }
-  return { ca, cert, key };
-}
-
-/** Read a PEM file given by `flag`; the error names the flag and the file. */
-export function readPem(file: string, flag: string): Buffer {
-  let buf: Buffer;
-  try {
-    buf = readFileSync(file);
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new Error(`cannot read ${flag} ${file}: ${e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'is a directory' : e.message}`);
-  }
-  if (!buf.includes('-----BEGIN ')) throw new Error(`${flag} ${file} is not a PEM file (no -----BEGIN line)`);
-  return buf;
-}
-
-function hostOf(endpoint: string): string {
-  const hp = endpoint.replace(/^[a-z]+:\/\//, '');
-  const i = hp.lastIndexOf(':');
-  return (i >= 0 ? hp.slice(0, i) : hp).replace(/^\[|\]$/g, '');
 }
 
 let ipServernameSilenced = false;

@@ -61,7 +61,15 @@ export type ResumableWatchState = 'IDLE' | 'CONNECTING' | 'WATCHING' | 'RETRYING
  * - `disconnected(Error)` / `connected()`: stream lost / watch (re)opened.
  * - No event fires after close(); close() is idempotent.
  */
-export class ResumableWatch extends EventEmitter {
+/** Events of a ResumableWatch (see the contract above). */
+export interface ResumableWatchEvents {
+  batch: [events: IEvent[], nextRevision: bigint];
+  error: [err: CompactedError];
+  disconnected: [err: Error];
+  connected: [];
+}
+
+export class ResumableWatch extends EventEmitter<ResumableWatchEvents> {
   private readonly cell: StateCell<ResumableWatchState>;
   private readonly backoff = new Backoff(100, 1_000);
   private watcher: Watcher | undefined;

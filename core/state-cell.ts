@@ -7,7 +7,12 @@ import type { Logger } from './logger';
  * round_robin's `updateState` and etcd3's `LeaseState`: when something goes
  * wrong, the log alone tells the story of every transition.
  */
-export class StateCell<S extends string> extends EventEmitter {
+/** Events of a StateCell: `change(next, old, reason)` on every transition. */
+export interface StateCellEvents<S extends string> {
+  change: [next: S, old: S, reason: string];
+}
+
+export class StateCell<S extends string> extends EventEmitter<StateCellEvents<S>> {
   private current: S;
 
   constructor(

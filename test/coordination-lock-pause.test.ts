@@ -168,7 +168,7 @@ describe('lease time is monotonic', () => {
     writeFileSync(clock, '+0\n');
     // A Lease's `lastKeepAlive` as etcd3 1.1.2 sets and reads it (lease.js), with our patch applied by createEtcdClient.
     const script = `
-      const { createEtcdClient } = require(${JSON.stringify(path.join(REPO, 'dist', 'balancer', 'etcd-client.js'))});
+      const { createEtcdClient } = require(${JSON.stringify(path.join(REPO, 'dist', 'core', 'etcd-client.js'))});
       const { Lease } = require('etcd3/lib/lease');
       const c = createEtcdClient({ endpoints: ['127.0.0.1:1'] });
       const lease = Object.create(Lease.prototype);
