@@ -1,0 +1,64 @@
+/**
+ * etcd-mesh, as a library: gRPC client-side load balancing on etcd for
+ * @grpc/grpc-js, and the classic etcd coordination patterns.
+ *
+ * ```ts
+ * import * as grpc from '@grpc/grpc-js';
+ * import { createEtcdClient, registerEtcdResolver, meshClientOptions, LeaseRegistration } from 'etcd-mesh';
+ * ```
+ *
+ * What is exported here is the public API; everything else in the package is
+ * internal and may change. The CLI (`mesh`) is built on exactly this.
+ */
+
+// --- etcd itself -----------------------------------------------------------
+
+/** Build an etcd3 client tuned for a mesh that must keep working while members die. */
+export { createEtcdClient, monotonicMs } from './core/etcd-client';
+/** etcdctl-style connection options, parsed and checked once. */
+export { etcdConfig, DEFAULT_ETCD_ENDPOINT, type EtcdConfig, type EtcdConnectOptions, type EtcdEndpoint } from './core/etcd-config';
+/** Get a key range, then watch it from revision + 1; re-list when history is compacted. */
+export { ListWatch, type ListWatchEvents, type ListWatchState } from './core/list-watch';
+/** Every change to a key range from a revision on, exactly once, across stream drops. */
+export { ResumableWatch, prefixRange, type KeyRange, type ResumableWatchEvents } from './core/resumable-watch';
+export { CompactedError } from './core/etcd-errors';
+
+// --- load balancing --------------------------------------------------------
+
+/** The grpc-js resolver for `etcd:///<prefix>/<service>` targets. */
+export { registerEtcdResolver, unregisterEtcdClient, ETCD_SCHEME, ETCD_CLIENT_OPTION } from './balancer/resolver-etcd';
+/** Channel options for a mesh client: load balancing policy, hedging, retries. */
+export { meshClientOptions, meshChannelOptions, meshServiceConfig, type MeshChannelConfig } from './balancer/channel';
+/** A backend's lease-backed presence in the registry. */
+export { LeaseRegistration } from './balancer/registration-lease';
+export type { Registration, RegistrationOptions, RegistrationState } from './balancer/registration';
+/** The registry record format, interoperable with etcd's Go `naming/endpoints`. */
+export { encodeEndpoint, decodeEndpoint, endpointKey, servicePrefix, DecodeError, type EndpointRecord } from './balancer/endpoint-codec';
+/** The live endpoint set under a prefix, as the resolver sees it. */
+export { EndpointWatcher, type EndpointSnapshot, type EndpointWatcherEvents, type EndpointWatcherState } from './balancer/endpoint-watcher';
+
+// --- coordination patterns -------------------------------------------------
+
+/** A lease kept alive (Go's `concurrency.Session`); monotonic time. */
+export { Session, SessionLostError, type SessionEvents } from './coordination/lock-session';
+/** Distributed lock, Go `concurrency.Mutex` layout (excludes `etcdctl lock`). */
+export { EtcdMutex, LockHeldError, LockLostError, type LockOptions, type LockState, type AcquireOptions } from './coordination/lock';
+/** Leader election, Go `concurrency.Election` layout (interoperates with `etcdctl elect`). */
+export { Election, ElectionObserver, LeadershipLostError, type ElectionOptions, type ElectionState, type LeaderInfo } from './coordination/election';
+/** FIFO queue: each item to exactly one consumer, acknowledged when done. */
+export { EtcdQueue, QueueConsumer, ClaimLostError, type QueueItem, type Delivery, type QueueOptions, type PopOptions } from './coordination/queue';
+/** Double barrier. */
+export { DoubleBarrier, BarrierTimeoutError, TooManyParticipantsError, type BarrierOptions, type BarrierWaitOptions } from './coordination/barrier';
+/** Pub/sub over a key prefix, gap-free across stream drops. */
+export { publish, Subscription, type Message, type Published, type PublishOptions, type SubscribeOptions, type SubscriptionEvents } from './coordination/pubsub';
+/** Distributed notification: a job's progress in one key. */
+export { setProgress, ProgressWatch, progressKey, type ProgressUpdate, type ProgressWatchEvents } from './coordination/progress';
+/** Cluster monitoring: services, endpoints, leaders, lock holders, lease TTLs. */
+export { scanCluster, ClusterMonitor, type ClusterView, type MonitorOptions } from './coordination/monitor';
+
+// --- the greeter (the mesh's example service) ------------------------------
+
+export { GreeterServer, type GreeterServerOptions, type GreeterServerState } from './services/greeter-server';
+export { createGreeterClient, sayHello, type GreeterClient } from './services/greeter-client';
+/** The helloworld Greeter service definition (proto/greeter.proto), loaded with @grpc/proto-loader. */
+export { GREETER_SERVICE, GREETER_PROTO, greeterPackage, type HelloRequest, type HelloReply } from './services/greeter-proto';
