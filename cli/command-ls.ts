@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { addEtcdOptions, connectEtcd, type EtcdFlags } from './common';
 import { parseName, parsePrefix } from './parse';
 import { scanCluster, type ClusterView, type MonitorOptions } from '../coordination/monitor';
+import { decodeEndpoint } from '../balancer/endpoint-codec';
 import { componentLogger } from '../core/logger';
 import { jsonSafe, shown } from '../coordination/monitor-text';
 
@@ -28,7 +29,7 @@ export function addMonitorOptions(cmd: Command): Command {
 }
 
 export function monitorOptions(flags: MonitorFlags): MonitorOptions {
-  return { prefix: flags.prefix, service: flags.service, electionPrefix: flags.electionPrefix };
+  return { prefix: flags.prefix, service: flags.service, electionPrefix: flags.electionPrefix, decodeRecord: decodeEndpoint };
 }
 
 function ttlText(ttl: number | null): string {

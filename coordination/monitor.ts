@@ -1,8 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent } from 'etcd3';
 import { Backoff } from '../core/backoff';
-import { DecodeError, decodeEndpoint } from '../balancer/endpoint-codec';
-import { EndpointWatcher } from '../balancer/endpoint-watcher';
 import { componentLogger, type Logger } from '../core/logger';
 import { groupCandidates, mayBeCampaignKey, scanKeys } from './monitor-elections';
 import { leaseIdHex, leaseTtls } from './monitor-leases';
@@ -27,6 +25,13 @@ export interface MonitorOptions {
   service?: string;
   /** Where to look for elections and locks (default: the whole keyspace). */
   electionPrefix?: string;
+  /**
+   * Reads one registry record: the endpoint, or why the value is not one.
+   * Given by the caller (the mesh passes balancer/'s endpoint codec), so
+   * coordination stands on core/ alone and the monitor reads whatever
+   * registry format the caller's balancer writes.
+   */
+  decodeRecord: (key: string, value: Buffer) => { addr: string; metadata: unknown } | { reason: string };
 }
 
 export interface EndpointView {
@@ -101,8 +106,8 @@ export async function scanCluster(client: Etcd3, opts: MonitorOptions, log: Logg
   const invalid: ClusterView['invalid'] = [];
   for (const kv of regRes.kvs) {
     const key = kv.key.toString('utf8');
-    const rec = decodeEndpoint(key, kv.value);
-    if (rec instanceof DecodeError) {
+    const rec = opts.decodeRecord(key, kv.value);
+    if (!('addr' in rec)) {
       log.warn({ event: 'monitor.bad_record', key, reason: rec.reason }, `skipping bad registry record ${key}: ${rec.reason}`);
       invalid.push({ key, reason: rec.reason });
       continue;
@@ -145,9 +150,9 @@ export async function scanCluster(client: Etcd3, opts: MonitorOptions, log: Logg
  * then after every change to the registry or to election/lock keys (bursts
  * coalesced into one re-read), and after each `refresh()` (TTL countdown).
  *
- * Triggers: the mesh's own EndpointWatcher on the registry prefix, and a
- * ListWatch over the election range that re-reads when a key shaped like
- * `<name>/<hex>` changes (both re-list on a watch that cannot resume). Each update is a
+ * Triggers: a ListWatch on the registry prefix, and one over the election
+ * range that re-reads when a key shaped like `<name>/<hex>` changes (both
+ * re-list on a watch that cannot resume). Each update is a
  * fresh `scanCluster`, so a view is always one consistent revision. A failed
  * re-read is logged and retried with backoff; the last view stands meanwhile.
  * No event after close().
@@ -155,7 +160,7 @@ export async function scanCluster(client: Etcd3, opts: MonitorOptions, log: Logg
 export class ClusterMonitor extends EventEmitter<{ update: [view: ClusterView] }> {
   private readonly log: Logger;
   private readonly backoff = new Backoff(200, 2_000);
-  private endpoints: EndpointWatcher | undefined;
+  private registry: ListWatch | undefined;
   private elections: ListWatch | undefined;
   private pending = false;
   private running = false;
@@ -181,11 +186,12 @@ export class ClusterMonitor extends EventEmitter<{ update: [view: ClusterView] }
     const first = await scanCluster(this.client, this.opts, this.log);
     if (this.closed) return first;
     this.last = first;
-    this.endpoints = new EndpointWatcher(this.client, registryPrefix(this.opts), this.log);
-    // Its first update repeats what we read; re-reading once is harmless.
-    this.endpoints.on('update', () => this.refresh());
-    this.endpoints.on('error', (err: Error) => this.log.warn({ event: 'monitor.registry_list_failed', err: errorText(err) }, 'registry read failed; retrying'));
-    this.endpoints.start();
+    // Every listing (the first may be newer than the first scan; later ones
+    // follow a compaction) and every change under the registry: one re-read.
+    this.registry = new ListWatch(this.client, prefixRange(registryPrefix(this.opts)), this.log, { backoffMs: [200, 2_000], what: 'monitor' });
+    this.registry.on('list', () => this.refresh());
+    this.registry.on('events', () => this.refresh());
+    this.registry.start();
     this.watchElections();
     setImmediate(() => {
       if (!this.closed) this.emit('update', first);
@@ -204,7 +210,7 @@ export class ClusterMonitor extends EventEmitter<{ update: [view: ClusterView] }
     if (this.closed) return;
     this.closed = true;
     if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.endpoints?.close();
+    this.registry?.close();
     this.elections?.close();
     this.removeAllListeners();
   }
