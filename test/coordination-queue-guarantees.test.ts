@@ -75,7 +75,7 @@ describe('pop -- CMD: acknowledged only when CMD exits 0', () => {
   it('a handler failing on the 3rd of 20 items: 2 done, 18 still queued with the failed one first, exit code = the handler\'s', async () => {
     await pushAll('cmdq', 20);
     const done = path.join(dir, 'cmdq-done');
-    // The README's worker pattern; the handler checks stdin and MESH_ITEM agree.
+    // The worker pattern of docs/cli.md (mesh queue pop); the handler checks stdin and MESH_ITEM agree.
     const handler = `item=$(cat); [ "$item" = "$MESH_ITEM" ] || exit 99; [ "$item" = item-03 ] && exit 7; echo "$item" >> ${done}`;
     const w = new MeshProcess(['queue', 'pop', 'cmdq', '--wait', '--count', '0', '--etcd', etcd.endpoints, '--', 'sh', '-c', handler]);
     expect(await w.exitWithin(20_000)).toBe(7);

@@ -7,7 +7,7 @@ import { REPO, runMesh } from './harness/mesh-process';
 import { encodeEndpoint } from '../balancer/endpoint-codec';
 import { freePort } from '../demo/free-port';
 
-// The README's by-hand steps: `export PATH="$PWD/bin:$PATH"`, then `mesh ...`.
+// The by-hand steps (docs/cli.md): `export PATH="$PWD/bin:$PATH"`, then `mesh ...`.
 const execFileP = promisify(execFile);
 let t: TestEtcd;
 
