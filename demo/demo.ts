@@ -9,7 +9,7 @@ import { waitFor } from './poll';
 import { createGreeterClient } from '../services/greeter-client';
 import { runLoad, type LoadReport, type LoadTick } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
-import { createEtcdClient, type EtcdConnectOptions } from '../core/etcd-client';
+import { createEtcdClient, splitUser, type EtcdConnectOptions } from '../core/etcd-client';
 import { registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
 import { componentLogger } from '../core/logger';
 
@@ -204,7 +204,7 @@ export class Demo {
   /** Spawn a child the demo owns: refused once cleanup has begun; tracked (and told to the guard) from the start. */
   private spawnChild(command: string, args: string[], stdio: ('ignore' | 'pipe')[]): ChildProcess {
     if (this.state === 'stopping' || this.state === 'stopped') throw new DemoInterrupted(String(this.opts.signal?.reason ?? 'cleanup'));
-    const proc = spawn(command, args, { stdio, detached: true, env: { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' } });
+    const proc = spawn(command, args, { stdio, detached: true, env: childEnv({ ...credentialEnv(this.opts.etcd), MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' }) });
     this.adopt(proc);
     return proc;
   }
@@ -372,7 +372,7 @@ export class Demo {
 
   private async startServer(how: 'started' | 'restarted' | 'added', port?: number): Promise<DemoServer> {
     const p = port ?? (await freePort());
-    const args = [MAIN_JS, 'server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.election, ...credentialArgs(this.opts.etcd)];
+    const args = [MAIN_JS, 'server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.election];
     const proc = this.spawnChild(process.execPath, args, ['ignore', 'ignore', 'pipe']);
     const addr = `127.0.0.1:${p}`;
     const exited = new Promise<void>((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('exit', () => r())));
@@ -497,23 +497,39 @@ export class Demo {
   }
 }
 
+/** process.env with `changes` applied: a value sets a variable, `undefined` removes it. */
+function childEnv(changes: Record<string, string | undefined>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  for (const [k, v] of Object.entries(changes)) {
+    if (v === undefined) delete env[k];
+    else env[k] = v;
+  }
+  return env;
+}
+
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)));
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** The etcd TLS/auth flags of the demo, handed on to the greeters it starts. */
-function credentialArgs(etcd: EtcdConnectOptions | undefined): string[] {
-  if (!etcd) return [];
-  const flags: [string, string | undefined][] = [
-    ['--cacert', etcd.cacert],
-    ['--cert', etcd.cert],
-    ['--key', etcd.key],
-    ['--user', etcd.user],
-    ['--password', etcd.password],
-  ];
-  return flags.flatMap(([flag, value]) => (value === undefined ? [] : [flag, value]));
+/**
+ * The environment of a child the demo starts: the etcd TLS files and
+ * credentials of the demo's own connection, as etcdctl names them
+ * (ETCDCTL_*), which every mesh command reads when its flag is absent.
+ * Never argv: `ps` shows any process's command line to every user. Each
+ * variable the demo's connection lacks is removed, so a child never
+ * authenticates with something the demo itself did not use.
+ */
+export function credentialEnv(etcd: EtcdConnectOptions | undefined): Record<string, string | undefined> {
+  const user = etcd?.user === undefined ? undefined : splitUser(etcd.user, etcd.password);
+  return {
+    ETCDCTL_CACERT: etcd?.cacert,
+    ETCDCTL_CERT: etcd?.cert,
+    ETCDCTL_KEY: etcd?.key,
+    ETCDCTL_USER: user?.username,
+    ETCDCTL_PASSWORD: user?.password,
+  };
 }
 
 /** One backend's share of a second's calls, 0..1. */
