@@ -6,11 +6,11 @@ import type { Etcd3 } from 'etcd3';
 import { LocalEtcdCluster } from './etcd-local';
 import { freePort } from './free-port';
 import { waitFor } from './poll';
-import { createGreeterClient } from '../services/greeter-client';
+import { createGreeterClient, meshTarget } from '../services/greeter-client';
 import { runLoad, type LoadReport, type LoadTick } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
 import { createEtcdClient, splitUser, type EtcdConnectOptions } from '../core/etcd-client';
-import { registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
+import { ETCD_CLIENT_OPTION, registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
 import { componentLogger } from '../core/logger';
 
 /** One thing the demo did or saw, in order; `--json` prints them all. */
@@ -287,7 +287,8 @@ export class Demo {
 
     for (let i = 0; i < 3; i++) await this.until(this.startServer('started'));
     registerEtcdResolver(this.client, 'demo');
-    const greeter = createGreeterClient(`etcd:///${opts.prefix}/${opts.service}`, undefined, {}, { 'etcd_mesh.client': 'demo' });
+    const target = meshTarget(opts.prefix, opts.service);
+    const greeter = createGreeterClient(target, undefined, {}, { [ETCD_CLIENT_OPTION]: 'demo' });
     this.checkNotInterrupted();
     this.setState('running');
 
@@ -308,7 +309,7 @@ export class Demo {
         this.view?.render(t, `leader=${this.leader ?? '-'} index=${this.indexPercent ?? '-'}%  `);
       },
     });
-    this.record('load.started', { concurrency: opts.concurrency, target: `etcd:///${opts.prefix}/${opts.service}` }, `load client: ${opts.concurrency} calls in flight through etcd:///${opts.prefix}/${opts.service}`);
+    this.record('load.started', { concurrency: opts.concurrency, target }, `load client: ${opts.concurrency} calls in flight through ${target}`);
 
     const at = (fraction: number) => loadStart + fraction * loadMs;
     // The leader dies early, while it is still building the index (about 6 s).

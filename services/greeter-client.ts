@@ -5,6 +5,11 @@ import { registerEtcdResolver } from '../balancer/resolver-etcd';
 
 export type { GreeterClient };
 
+/** The grpc-js target of a service through the etcd resolver: `etcd:///<prefix>/<service>`. */
+export function meshTarget(prefix: string, service: string): string {
+  return `etcd:///${prefix}/${service}`;
+}
+
 /**
  * A Greeter client on the mesh channel (round_robin + hedging + keepalive).
  * `target` is any grpc-js target: `etcd:///services/greeter`, or a static
