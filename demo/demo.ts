@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
-import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { LocalEtcdCluster } from './etcd-local';
 import { freePort } from './free-port';
 import { waitFor } from './poll';
+import { MeshProcess, type LogLine } from './mesh-process';
 import { createGreeterClient, meshTarget } from '../services/greeter-client';
 import { runLoad, type LoadReport, type LoadTick } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
@@ -116,8 +116,6 @@ function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-const MAIN_JS = path.resolve(__dirname, '..', 'cli', 'main.js');
-
 interface DemoServer {
   addr: string;
   port: number;
@@ -201,12 +199,14 @@ export class Demo {
     if (this.opts.signal?.aborted) throw new DemoInterrupted(String(this.opts.signal.reason ?? 'aborted'));
   }
 
-  /** Spawn a child the demo owns: refused once cleanup has begun; tracked (and told to the guard) from the start. */
-  private spawnChild(command: string, args: string[], stdio: ('ignore' | 'pipe')[]): ChildProcess {
+  /**
+   * Start `mesh ARGS` as a child the demo owns: refused once cleanup has
+   * begun; in a session of its own; tracked (and told to the guard) from the
+   * moment it is spawned; etcd credentials in its environment, never argv.
+   */
+  private spawnMesh(args: string[], onLog: (l: LogLine) => void): MeshProcess {
     if (this.state === 'stopping' || this.state === 'stopped') throw new DemoInterrupted(String(this.opts.signal?.reason ?? 'cleanup'));
-    const proc = spawn(command, args, { stdio, detached: true, env: childEnv({ ...credentialEnv(this.opts.etcd), MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' }) });
-    this.adopt(proc);
-    return proc;
+    return new MeshProcess(args, credentialEnv(this.opts.etcd), { detached: true, stdout: 'ignore', onSpawn: (proc) => this.adopt(proc), onLog });
   }
 
   private adopt(proc: ChildProcess): void {
@@ -373,29 +373,23 @@ export class Demo {
 
   private async startServer(how: 'started' | 'restarted' | 'added', port?: number): Promise<DemoServer> {
     const p = port ?? (await freePort());
-    const args = [MAIN_JS, 'server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.election];
-    const proc = this.spawnChild(process.execPath, args, ['ignore', 'ignore', 'pipe']);
+    const args = ['server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.election];
     const addr = `127.0.0.1:${p}`;
+    let serving: (() => void) | undefined;
+    const mesh = this.spawnMesh(args, (l) => {
+      this.onServerLog(addr, l);
+      if (l.event === 'server.state' && l.to === 'SERVING') serving?.();
+    });
+    const proc = mesh.proc;
     const exited = new Promise<void>((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('exit', () => r())));
     const server: DemoServer = { addr, port: p, proc, exited };
     this.servers.push(server);
     this.log.info({ event: 'demo.server.starting', addr, pid: proc.pid }, `starting greeter ${addr}`);
     await new Promise<void>((resolve, reject) => {
-      let buf = '';
-      proc.stderr!.setEncoding('utf8');
-      proc.stderr!.on('data', (d: string) => {
-        buf += d;
-        let i: number;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, i);
-          buf = buf.slice(i + 1);
-          this.onServerLog(addr, line);
-          if (line.includes('"to":"SERVING"')) {
-            clearTimeout(timer);
-            resolve();
-          }
-        }
-      });
+      serving = () => {
+        clearTimeout(timer);
+        resolve();
+      };
       proc.once('exit', (code, signal) => {
         // Stopped by our own cleanup (Ctrl-C while it started): an interruption, not a greeter failure.
         if (this.state === 'stopping' || this.state === 'stopped' || this.opts.signal?.aborted) reject(new DemoInterrupted(String(this.opts.signal?.reason ?? 'cleanup')));
@@ -412,14 +406,7 @@ export class Demo {
   }
 
   /** Server log lines the demo narrates (leadership and the index job). */
-  private onServerLog(addr: string, line: string): void {
-    if (!line.startsWith('{')) return;
-    let l: Record<string, unknown>;
-    try {
-      l = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      return;
-    }
+  private onServerLog(addr: string, l: LogLine): void {
     switch (l.event) {
       case 'index.leader': {
         const from = this.leader;
@@ -496,16 +483,6 @@ export class Demo {
     while (pids.some(isRunning) && performance.now() < until) sleepSync(10);
     if (this.cluster) rmSync(this.cluster.dataRoot, { recursive: true, force: true });
   }
-}
-
-/** process.env with `changes` applied: a value sets a variable, `undefined` removes it. */
-function childEnv(changes: Record<string, string | undefined>): NodeJS.ProcessEnv {
-  const env: NodeJS.ProcessEnv = { ...process.env };
-  for (const [k, v] of Object.entries(changes)) {
-    if (v === undefined) delete env[k];
-    else env[k] = v;
-  }
-  return env;
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
