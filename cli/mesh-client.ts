@@ -1,8 +1,7 @@
 import type { Etcd3 } from 'etcd3';
 import { connectEtcd, type EtcdFlags, type ServiceFlags } from './common';
 import { clientCredentials, type ClientTlsFlags } from './tls';
-import { createGreeterClient, meshTarget, type GreeterClient } from '../services/greeter-client';
-import { registerEtcdResolver } from '../balancer/resolver-etcd';
+import { meshTarget, openGreeterClient, type GreeterClient } from '../services/greeter-client';
 import { servicePrefix } from '../balancer/endpoint-codec';
 
 /** Flags of a command that calls the greeters (`client`, `load`). */
@@ -26,25 +25,25 @@ export interface MeshClient {
  * Open the client the flags describe. Usage errors come first (bad
  * certificate files: UsageError, exit 2), then etcd must answer: the probe
  * reads the service's prefix, which is all a client's role needs
- * (CommandFailure naming why not). The etcd client becomes the resolver's.
+ * (CommandFailure naming why not). The etcd client becomes the resolver's
+ * (services/greeter-client.ts openGreeterClient, which the demo uses too).
  */
 export async function openMeshClient(flags: MeshClientFlags): Promise<MeshClient> {
   const target = flags.target ?? meshTarget(flags.prefix, flags.service);
   const tls = clientCredentials(flags, target);
   const registry = flags.target ? undefined : servicePrefix(flags.prefix, flags.service);
   const etcd = registry ? await connectEtcd(flags, undefined, { readPrefix: registry }) : undefined;
-  if (etcd) registerEtcdResolver(etcd);
-  const greeter = createGreeterClient(target, tls.credentials, {}, tls.options);
+  const channel = openGreeterClient(target, etcd, { credentials: tls.credentials, options: tls.options });
   let closed = false;
   return {
     target,
-    greeter,
+    greeter: channel.greeter,
     etcd,
     registry,
     close() {
       if (closed) return;
       closed = true;
-      greeter.close();
+      channel.close();
       etcd?.close();
     },
   };

@@ -1,16 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import type { Etcd3 } from 'etcd3';
 import { LocalEtcdCluster } from './etcd-local';
 import { freePort } from './free-port';
 import { waitFor } from './poll';
 import { MeshProcess, type LogLine } from './mesh-process';
-import { createGreeterClient, meshTarget } from '../services/greeter-client';
+import { isRunning, Reaper, sleepSync } from './reaper';
+import { meshTarget, openGreeterClient } from '../services/greeter-client';
 import { runLoad, type LoadReport, type LoadTick } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
 import { createEtcdClient, splitUser, type EtcdConnectOptions } from '../core/etcd-client';
-import { ETCD_CLIENT_OPTION, registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
 import { componentLogger } from '../core/logger';
 
 /** One thing the demo did or saw, in order; `--json` prints them all. */
@@ -58,64 +58,6 @@ export class DemoInterrupted extends Error {
 
 type DemoState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
 
-/**
- * Parent-death guard, run as `node -e` in a session of its own. The demo
- * tells it on stdin which pids (`pid N`, `gone N`) and data dirs (`dir
- * "JSON"`) it owns; `done` means the demo cleaned up itself. If stdin ends
- * without `done`, the demo died without cleaning up (SIGKILL, crash): the
- * guard SIGKILLs the pids still running the same command line (a reused pid
- * is left alone), waits for them to die, and removes the dirs.
- */
-const REAPER_JS = `
-const fs = require('fs');
-const procs = new Map();
-const dirs = new Set();
-let buf = '', done = false;
-const cmdline = (pid) => { try { return fs.readFileSync('/proc/' + pid + '/cmdline', 'latin1'); } catch { return undefined; } };
-const running = (pid) => { try { const s = fs.readFileSync('/proc/' + pid + '/stat', 'latin1'); return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3) !== 'Z'; } catch { return false; } };
-for (const sig of ['SIGINT', 'SIGHUP', 'SIGTERM', 'SIGQUIT', 'SIGTSTP']) process.on(sig, () => undefined);
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (d) => {
-  buf += d;
-  let i;
-  while ((i = buf.indexOf('\\n')) >= 0) {
-    const line = buf.slice(0, i); buf = buf.slice(i + 1);
-    const sp = line.indexOf(' '), verb = sp < 0 ? line : line.slice(0, sp), arg = sp < 0 ? '' : line.slice(sp + 1);
-    if (verb === 'pid') procs.set(Number(arg), cmdline(Number(arg)));
-    else if (verb === 'gone') procs.delete(Number(arg));
-    else if (verb === 'dir') dirs.add(JSON.parse(arg));
-    else if (verb === 'done') { done = true; process.exit(0); }
-  }
-});
-process.stdin.on('end', () => {
-  if (done) return;
-  const mine = [...procs].filter(([pid, cmd]) => cmd !== undefined && cmdline(pid) === cmd).map(([pid]) => pid);
-  for (const pid of mine) { try { process.kill(pid, 'SIGCONT'); process.kill(pid, 'SIGKILL'); } catch {} }
-  const until = Date.now() + 5000;
-  const finish = () => {
-    if (mine.some(running) && Date.now() < until) return setTimeout(finish, 20);
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-    process.exit(0);
-  };
-  finish();
-});
-`;
-
-/** Pid of a child that is still running (not exited, not a zombie). */
-function isRunning(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** Block the thread for `ms` (only in the synchronous 'exit' path, where nothing else may run). */
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
 interface DemoServer {
   addr: string;
   port: number;
@@ -138,7 +80,7 @@ interface DemoServer {
  * begun, and every child is tracked from the moment it is spawned, so
  * cleanup sees all of them. Children run in sessions of their own (a
  * terminal's Ctrl-C or hang-up reaches only mesh, which stops them in
- * order); a detached guard process (REAPER_JS) kills them and removes the
+ * order); a detached guard process (demo/reaper.ts) kills them and removes the
  * data dirs if mesh itself dies without cleaning up (SIGKILL).
  */
 export class Demo {
@@ -157,7 +99,7 @@ export class Demo {
   private cleaning: Promise<void> | undefined;
   private endpoints: string[] = [];
   private state: DemoState = 'idle';
-  private reaper: ChildProcess | undefined;
+  private reaper: Reaper | undefined;
   private readonly loadAbort = new AbortController();
   private readonly interrupted: Promise<never>;
   private hurried = false;
@@ -221,17 +163,7 @@ export class Demo {
   }
 
   private tellReaper(line: string): void {
-    const stdin = this.reaper?.stdin;
-    if (stdin && !stdin.destroyed) stdin.write(`${line}\n`);
-  }
-
-  private startReaper(): void {
-    const reaper = spawn(process.execPath, ['-e', REAPER_JS], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
-    reaper.stdin!.on('error', () => undefined);
-    // The guard must never keep mesh alive: only mesh's own exit ends its stdin.
-    reaper.unref();
-    (reaper.stdin as unknown as { unref?: () => void }).unref?.();
-    this.reaper = reaper;
+    this.reaper?.tell(line);
   }
 
   private record(event: string, fields: Record<string, unknown> = {}, narrate?: string): void {
@@ -265,7 +197,7 @@ export class Demo {
 
   private async scenario(): Promise<DemoSummary> {
     const { opts } = this;
-    this.startReaper();
+    this.reaper = Reaper.start();
     this.setState('starting');
     this.checkNotInterrupted();
     if (opts.etcd) {
@@ -286,9 +218,9 @@ export class Demo {
     this.client = createEtcdClient(opts.etcd ?? { endpoints: this.endpoints });
 
     for (let i = 0; i < 3; i++) await this.until(this.startServer('started'));
-    registerEtcdResolver(this.client, 'demo');
     const target = meshTarget(opts.prefix, opts.service);
-    const greeter = createGreeterClient(target, undefined, {}, { [ETCD_CLIENT_OPTION]: 'demo' });
+    const channel = openGreeterClient(target, this.client, { name: 'demo' });
+    const greeter = channel.greeter;
     this.checkNotInterrupted();
     this.setState('running');
 
@@ -331,8 +263,7 @@ export class Demo {
       }
     }
     const report = await load;
-    greeter.close();
-    unregisterEtcdClient('demo');
+    channel.close();
     this.record('load.finished', { ok: report.ok, failed: report.failed, rps: report.rps }, `load finished: ${report.ok} ok, ${report.failed} failed, ${report.rps} calls/s`);
     return { ok: report.ok, failed: report.failed, load: report, events: this.events, leaders: this.leaders, runId: this.runId };
   }
@@ -466,8 +397,7 @@ export class Demo {
     if (this.client && !this.cluster) await withTimeout(this.clearDemoKeys(), 3000).catch((err) => this.log.warn({ event: 'demo.cleanup_keys_failed', err: String(err) }, `could not delete this run's keys (${this.election})`));
     this.client?.close();
     await this.cluster?.stop();
-    this.tellReaper('done');
-    this.reaper?.stdin?.end();
+    this.reaper?.done();
     this.setState('stopped');
     this.record('cleanup.done', { servers: alive.length, etcdStopped: Boolean(this.cluster) }, 'stopped every greeter' + (this.cluster ? ', the etcd cluster, and removed its data dirs' : ''));
   }
