@@ -14,7 +14,7 @@ import { LocalEtcdCluster } from '../demo/etcd-local';
 import { createEtcdClient } from '../core/etcd-client';
 import { registerEtcdResolver } from '../balancer/resolver-etcd';
 import { servicePrefix } from '../balancer/endpoint-codec';
-import { createGreeterClient, type GreeterClient } from '../services/greeter-client';
+import { createGreeterClient, meshTarget, type GreeterClient } from '../services/greeter-client';
 import { ServerProcess, startServers } from './bench-processes';
 import { benchOverhead, type OverheadResult } from './bench-overhead';
 import { benchFairness, type FairnessResult } from './bench-fairness';
@@ -106,7 +106,7 @@ async function main(flags: Flags): Promise<void> {
 
   const prefix = `bench${process.pid}`;
   const service = 'greeter';
-  const etcdTarget = `etcd:///${prefix}/${service}`;
+  const etcdTarget = meshTarget(prefix, service);
   const serverOpts = { etcd, prefix, service, register: true };
   const stopAll = (ss: ServerProcess[]) => Promise.all(ss.map((s) => s.stop()));
   cleanups.push(() => stopAll([...ServerProcess.all]).then(() => undefined));

@@ -1,7 +1,7 @@
 import { Command, Option } from 'commander';
 import { addEtcdOptions, connectEtcd, CommandFailure, type EtcdFlags } from './common';
-import { intIn, parsePositiveDuration, parseTtl } from './parse';
-import { parseCoordinationName, SignalRelay } from './command-lock';
+import { intIn, parseCoordinationName, parsePositiveDuration, parseTtl } from './parse';
+import { SignalRelay } from './signal-relay';
 import { componentLogger } from '../core/logger';
 import { BarrierTimeoutError, DoubleBarrier, TooManyParticipantsError } from '../coordination/barrier';
 

@@ -1,10 +1,9 @@
 import { Command, Option } from 'commander';
-import { addEtcdOptions, addServiceOptions, connectEtcd, errorText, type EtcdFlags, type ServiceFlags } from './common';
+import { addEtcdOptions, addServiceOptions, errorText } from './common';
 import { intIn, parseDuration, parsePositiveDuration, parseTarget } from './parse';
-import { addClientTlsOptions, clientCredentials, type ClientTlsFlags } from './tls';
-import { createGreeterClient, sayHello } from '../services/greeter-client';
-import { registerEtcdResolver } from '../balancer/resolver-etcd';
-import { servicePrefix } from '../balancer/endpoint-codec';
+import { addClientTlsOptions } from './tls';
+import { openMeshClient, type MeshClientFlags } from './mesh-client';
+import { sayHello } from '../services/greeter-client';
 import * as grpc from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
 
@@ -30,12 +29,11 @@ async function explainFailure(err: unknown, registry: string | undefined, etcd: 
     : `${count} key(s) registered under ${registry} in etcd, but no backend answered within the deadline: all unreachable or not serving (${text})`;
 }
 
-interface ClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags {
+interface ClientFlags extends MeshClientFlags {
   name: string;
   interval: number;
   count?: number;
   deadline: number;
-  target?: string;
 }
 
 export function clientCommand(): Command {
@@ -49,13 +47,8 @@ export function clientCommand(): Command {
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   return cmd.action(async (flags: ClientFlags) => {
-    const target = flags.target ?? `etcd:///${flags.prefix}/${flags.service}`;
-    // Usage errors first (bad certificate files), then etcd: the probe reads
-    // the service's prefix, which is all a client's role needs.
-    const tls = clientCredentials(flags, target);
-    const etcd = flags.target ? undefined : await connectEtcd(flags, undefined, { readPrefix: servicePrefix(flags.prefix, flags.service) });
-    if (etcd) registerEtcdResolver(etcd);
-    const client = createGreeterClient(target, tls.credentials, {}, tls.options);
+    const mesh = await openMeshClient(flags);
+    const { greeter: client, etcd } = mesh;
     let stop = false;
     const onSignal = () => (stop = true);
     process.on('SIGINT', onSignal);
@@ -67,11 +60,10 @@ export function clientCommand(): Command {
         process.stdout.write(`${await sayHello(client, flags.name, flags.deadline)}\n`);
       } catch (err) {
         failures++;
-        process.stderr.write(`mesh: call failed: ${await explainFailure(err, etcd && servicePrefix(flags.prefix, flags.service), etcd)}\n`);
+        process.stderr.write(`mesh: call failed: ${await explainFailure(err, mesh.registry, etcd)}\n`);
       }
     }
-    client.close();
-    etcd?.close();
+    mesh.close();
     process.exitCode = failures > 0 ? 1 : 0;
   });
 }

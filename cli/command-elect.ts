@@ -1,8 +1,9 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import type { Etcd3 } from 'etcd3';
 import { addEtcdOptions, connectEtcd, errorText, type EtcdFlags } from './common';
-import { parseTtl } from './parse';
-import { parseCoordinationName, signalExitCode, SignalRelay, startCommand, STOP_GRACE_MS } from './command-lock';
+import { parseCoordinationName, parseTtl } from './parse';
+import { signalExitCode, startCommand, STOP_GRACE_MS } from './command-runner';
+import { SignalRelay } from './signal-relay';
 import { componentLogger, type Logger } from '../core/logger';
 import { Backoff } from '../core/backoff';
 import { Election } from '../coordination/election';

@@ -1,18 +1,15 @@
 import { Command, Option } from 'commander';
-import { addEtcdOptions, addServiceOptions, connectEtcd, type EtcdFlags, type ServiceFlags } from './common';
+import { addEtcdOptions, addServiceOptions } from './common';
 import { intIn, parsePositiveDuration, parseTarget } from './parse';
-import { addClientTlsOptions, clientCredentials, type ClientTlsFlags } from './tls';
-import { createGreeterClient } from '../services/greeter-client';
+import { addClientTlsOptions } from './tls';
+import { openMeshClient, type MeshClientFlags } from './mesh-client';
 import { runLoad, type LoadReport } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
-import { registerEtcdResolver } from '../balancer/resolver-etcd';
-import { servicePrefix } from '../balancer/endpoint-codec';
 
-interface LoadFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags {
+interface LoadFlags extends MeshClientFlags {
   concurrency: number;
   duration: number;
   deadline: number;
-  target?: string;
   json: boolean;
   name: string;
 }
@@ -29,13 +26,8 @@ export function loadCommand(): Command {
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   return cmd.action(async (flags: LoadFlags) => {
-    const target = flags.target ?? `etcd:///${flags.prefix}/${flags.service}`;
-    // Usage errors first (bad certificate files), then etcd: the probe reads
-    // the service's prefix, which is all a client's role needs.
-    const tls = clientCredentials(flags, target);
-    const etcd = flags.target ? undefined : await connectEtcd(flags, undefined, { readPrefix: servicePrefix(flags.prefix, flags.service) });
-    if (etcd) registerEtcdResolver(etcd);
-    const client = createGreeterClient(target, tls.credentials, {}, tls.options);
+    const mesh = await openMeshClient(flags);
+    const client = mesh.greeter;
     const view = flags.json ? undefined : new TrafficView();
     const abort = new AbortController();
     process.on('SIGINT', () => abort.abort());
@@ -49,8 +41,7 @@ export function loadCommand(): Command {
       signal: abort.signal,
       onTick: view ? (t) => view.render(t) : undefined,
     });
-    client.close();
-    etcd?.close();
+    mesh.close();
     if (flags.json) process.stdout.write(`${JSON.stringify(report)}\n`);
     else printSummary(report);
     // Some failures are figures to report; no success at all is a failed run.

@@ -1,8 +1,10 @@
 import { accessSync, constants, statSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from 'commander';
-import { registerEtcdResolver } from '../balancer/resolver-etcd';
+import { parseUri } from '@grpc/grpc-js/build/src/uri-parser';
+import { ETCD_SCHEME, keyPrefixOf } from '../balancer/resolver-etcd';
 import { isHostPort } from '../balancer/endpoint-codec';
+import { validateCoordinationName } from '../coordination/lock-name';
 
 /**
  * Value parsers for CLI flags. Each throws commander's InvalidArgumentError,
@@ -124,15 +126,25 @@ export function parseServerName(value: string): string {
   return value;
 }
 
-/** A grpc-js target (`ipv4:127.0.0.1:50051,...`, `dns:host:port`, `etcd:///prefix/service`...), checked by grpc-js itself. */
+/** A grpc-js target (`ipv4:127.0.0.1:50051,...`, `dns:host:port`, `etcd:///prefix/service`...), checked by grpc-js (an `etcd:` one by the resolver's own rule). */
 export function parseTarget(value: string): string {
   if (value.trim() === '') throw new InvalidArgumentError('must not be empty');
-  registerEtcdResolver();
   try {
-    // An idle channel: parses the target and builds its resolver, connects nothing.
-    new grpc.Channel(value, grpc.credentials.createInsecure(), {}).close();
+    // Parsing registers nothing: an `etcd:` target is checked by the
+    // resolver's own rule (keyPrefixOf, on grpc-js's URI parse); any other
+    // by an idle channel, which parses it and builds its resolver, connects nothing.
+    const uri = parseUri(value);
+    if (uri?.scheme === ETCD_SCHEME) keyPrefixOf(uri);
+    else new grpc.Channel(value, grpc.credentials.createInsecure(), {}).close();
   } catch (err) {
     throw new InvalidArgumentError(`${JSON.stringify(value)} is not a gRPC target: ${(err as Error).message.split('\n')[0]}`);
   }
+  return value;
+}
+
+/** NAME of lock/elect/queue/barrier: used verbatim as a key prefix (see coordination/lock-name.ts). */
+export function parseCoordinationName(value: string): string {
+  const bad = validateCoordinationName(value);
+  if (bad) throw new InvalidArgumentError(value === '' ? bad : `${JSON.stringify(value)} ${bad}`);
   return value;
 }

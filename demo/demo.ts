@@ -1,16 +1,16 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
-import * as path from 'node:path';
+import { rmSync } from 'node:fs';
 import type { Etcd3 } from 'etcd3';
 import { LocalEtcdCluster } from './etcd-local';
 import { freePort } from './free-port';
 import { waitFor } from './poll';
-import { createGreeterClient } from '../services/greeter-client';
+import { MeshProcess, type LogLine } from './mesh-process';
+import { isRunning, Reaper, sleepSync } from './reaper';
+import { meshTarget, openGreeterClient } from '../services/greeter-client';
 import { runLoad, type LoadReport, type LoadTick } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
-import { createEtcdClient, type EtcdConnectOptions } from '../core/etcd-client';
-import { registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
+import { createEtcdClient, splitUser, type EtcdConnectOptions } from '../core/etcd-client';
 import { componentLogger } from '../core/logger';
 
 /** One thing the demo did or saw, in order; `--json` prints them all. */
@@ -58,66 +58,6 @@ export class DemoInterrupted extends Error {
 
 type DemoState = 'idle' | 'starting' | 'running' | 'stopping' | 'stopped';
 
-/**
- * Parent-death guard, run as `node -e` in a session of its own. The demo
- * tells it on stdin which pids (`pid N`, `gone N`) and data dirs (`dir
- * "JSON"`) it owns; `done` means the demo cleaned up itself. If stdin ends
- * without `done`, the demo died without cleaning up (SIGKILL, crash): the
- * guard SIGKILLs the pids still running the same command line (a reused pid
- * is left alone), waits for them to die, and removes the dirs.
- */
-const REAPER_JS = `
-const fs = require('fs');
-const procs = new Map();
-const dirs = new Set();
-let buf = '', done = false;
-const cmdline = (pid) => { try { return fs.readFileSync('/proc/' + pid + '/cmdline', 'latin1'); } catch { return undefined; } };
-const running = (pid) => { try { const s = fs.readFileSync('/proc/' + pid + '/stat', 'latin1'); return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3) !== 'Z'; } catch { return false; } };
-for (const sig of ['SIGINT', 'SIGHUP', 'SIGTERM', 'SIGQUIT', 'SIGTSTP']) process.on(sig, () => undefined);
-process.stdin.setEncoding('utf8');
-process.stdin.on('data', (d) => {
-  buf += d;
-  let i;
-  while ((i = buf.indexOf('\\n')) >= 0) {
-    const line = buf.slice(0, i); buf = buf.slice(i + 1);
-    const sp = line.indexOf(' '), verb = sp < 0 ? line : line.slice(0, sp), arg = sp < 0 ? '' : line.slice(sp + 1);
-    if (verb === 'pid') procs.set(Number(arg), cmdline(Number(arg)));
-    else if (verb === 'gone') procs.delete(Number(arg));
-    else if (verb === 'dir') dirs.add(JSON.parse(arg));
-    else if (verb === 'done') { done = true; process.exit(0); }
-  }
-});
-process.stdin.on('end', () => {
-  if (done) return;
-  const mine = [...procs].filter(([pid, cmd]) => cmd !== undefined && cmdline(pid) === cmd).map(([pid]) => pid);
-  for (const pid of mine) { try { process.kill(pid, 'SIGCONT'); process.kill(pid, 'SIGKILL'); } catch {} }
-  const until = Date.now() + 5000;
-  const finish = () => {
-    if (mine.some(running) && Date.now() < until) return setTimeout(finish, 20);
-    for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
-    process.exit(0);
-  };
-  finish();
-});
-`;
-
-/** Pid of a child that is still running (not exited, not a zombie). */
-function isRunning(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-/** Block the thread for `ms` (only in the synchronous 'exit' path, where nothing else may run). */
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-const MAIN_JS = path.resolve(__dirname, '..', 'cli', 'main.js');
-
 interface DemoServer {
   addr: string;
   port: number;
@@ -140,7 +80,7 @@ interface DemoServer {
  * begun, and every child is tracked from the moment it is spawned, so
  * cleanup sees all of them. Children run in sessions of their own (a
  * terminal's Ctrl-C or hang-up reaches only mesh, which stops them in
- * order); a detached guard process (REAPER_JS) kills them and removes the
+ * order); a detached guard process (demo/reaper.ts) kills them and removes the
  * data dirs if mesh itself dies without cleaning up (SIGKILL).
  */
 export class Demo {
@@ -159,7 +99,7 @@ export class Demo {
   private cleaning: Promise<void> | undefined;
   private endpoints: string[] = [];
   private state: DemoState = 'idle';
-  private reaper: ChildProcess | undefined;
+  private reaper: Reaper | undefined;
   private readonly loadAbort = new AbortController();
   private readonly interrupted: Promise<never>;
   private hurried = false;
@@ -201,12 +141,14 @@ export class Demo {
     if (this.opts.signal?.aborted) throw new DemoInterrupted(String(this.opts.signal.reason ?? 'aborted'));
   }
 
-  /** Spawn a child the demo owns: refused once cleanup has begun; tracked (and told to the guard) from the start. */
-  private spawnChild(command: string, args: string[], stdio: ('ignore' | 'pipe')[]): ChildProcess {
+  /**
+   * Start `mesh ARGS` as a child the demo owns: refused once cleanup has
+   * begun; in a session of its own; tracked (and told to the guard) from the
+   * moment it is spawned; etcd credentials in its environment, never argv.
+   */
+  private spawnMesh(args: string[], onLog: (l: LogLine) => void): MeshProcess {
     if (this.state === 'stopping' || this.state === 'stopped') throw new DemoInterrupted(String(this.opts.signal?.reason ?? 'cleanup'));
-    const proc = spawn(command, args, { stdio, detached: true, env: { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' } });
-    this.adopt(proc);
-    return proc;
+    return new MeshProcess(args, credentialEnv(this.opts.etcd), { detached: true, stdout: 'ignore', onSpawn: (proc) => this.adopt(proc), onLog });
   }
 
   private adopt(proc: ChildProcess): void {
@@ -221,17 +163,7 @@ export class Demo {
   }
 
   private tellReaper(line: string): void {
-    const stdin = this.reaper?.stdin;
-    if (stdin && !stdin.destroyed) stdin.write(`${line}\n`);
-  }
-
-  private startReaper(): void {
-    const reaper = spawn(process.execPath, ['-e', REAPER_JS], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
-    reaper.stdin!.on('error', () => undefined);
-    // The guard must never keep mesh alive: only mesh's own exit ends its stdin.
-    reaper.unref();
-    (reaper.stdin as unknown as { unref?: () => void }).unref?.();
-    this.reaper = reaper;
+    this.reaper?.tell(line);
   }
 
   private record(event: string, fields: Record<string, unknown> = {}, narrate?: string): void {
@@ -265,7 +197,7 @@ export class Demo {
 
   private async scenario(): Promise<DemoSummary> {
     const { opts } = this;
-    this.startReaper();
+    this.reaper = Reaper.start();
     this.setState('starting');
     this.checkNotInterrupted();
     if (opts.etcd) {
@@ -286,8 +218,9 @@ export class Demo {
     this.client = createEtcdClient(opts.etcd ?? { endpoints: this.endpoints });
 
     for (let i = 0; i < 3; i++) await this.until(this.startServer('started'));
-    registerEtcdResolver(this.client, 'demo');
-    const greeter = createGreeterClient(`etcd:///${opts.prefix}/${opts.service}`, undefined, {}, { 'etcd_mesh.client': 'demo' });
+    const target = meshTarget(opts.prefix, opts.service);
+    const channel = openGreeterClient(target, this.client, { name: 'demo' });
+    const greeter = channel.greeter;
     this.checkNotInterrupted();
     this.setState('running');
 
@@ -308,7 +241,7 @@ export class Demo {
         this.view?.render(t, `leader=${this.leader ?? '-'} index=${this.indexPercent ?? '-'}%  `);
       },
     });
-    this.record('load.started', { concurrency: opts.concurrency, target: `etcd:///${opts.prefix}/${opts.service}` }, `load client: ${opts.concurrency} calls in flight through etcd:///${opts.prefix}/${opts.service}`);
+    this.record('load.started', { concurrency: opts.concurrency, target }, `load client: ${opts.concurrency} calls in flight through ${target}`);
 
     const at = (fraction: number) => loadStart + fraction * loadMs;
     // The leader dies early, while it is still building the index (about 6 s).
@@ -330,8 +263,7 @@ export class Demo {
       }
     }
     const report = await load;
-    greeter.close();
-    unregisterEtcdClient('demo');
+    channel.close();
     this.record('load.finished', { ok: report.ok, failed: report.failed, rps: report.rps }, `load finished: ${report.ok} ok, ${report.failed} failed, ${report.rps} calls/s`);
     return { ok: report.ok, failed: report.failed, load: report, events: this.events, leaders: this.leaders, runId: this.runId };
   }
@@ -372,29 +304,23 @@ export class Demo {
 
   private async startServer(how: 'started' | 'restarted' | 'added', port?: number): Promise<DemoServer> {
     const p = port ?? (await freePort());
-    const args = [MAIN_JS, 'server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.election, ...credentialArgs(this.opts.etcd)];
-    const proc = this.spawnChild(process.execPath, args, ['ignore', 'ignore', 'pipe']);
+    const args = ['server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.election];
     const addr = `127.0.0.1:${p}`;
+    let serving: (() => void) | undefined;
+    const mesh = this.spawnMesh(args, (l) => {
+      this.onServerLog(addr, l);
+      if (l.event === 'server.state' && l.to === 'SERVING') serving?.();
+    });
+    const proc = mesh.proc;
     const exited = new Promise<void>((r) => (proc.exitCode !== null || proc.signalCode !== null ? r() : proc.once('exit', () => r())));
     const server: DemoServer = { addr, port: p, proc, exited };
     this.servers.push(server);
     this.log.info({ event: 'demo.server.starting', addr, pid: proc.pid }, `starting greeter ${addr}`);
     await new Promise<void>((resolve, reject) => {
-      let buf = '';
-      proc.stderr!.setEncoding('utf8');
-      proc.stderr!.on('data', (d: string) => {
-        buf += d;
-        let i: number;
-        while ((i = buf.indexOf('\n')) >= 0) {
-          const line = buf.slice(0, i);
-          buf = buf.slice(i + 1);
-          this.onServerLog(addr, line);
-          if (line.includes('"to":"SERVING"')) {
-            clearTimeout(timer);
-            resolve();
-          }
-        }
-      });
+      serving = () => {
+        clearTimeout(timer);
+        resolve();
+      };
       proc.once('exit', (code, signal) => {
         // Stopped by our own cleanup (Ctrl-C while it started): an interruption, not a greeter failure.
         if (this.state === 'stopping' || this.state === 'stopped' || this.opts.signal?.aborted) reject(new DemoInterrupted(String(this.opts.signal?.reason ?? 'cleanup')));
@@ -411,14 +337,7 @@ export class Demo {
   }
 
   /** Server log lines the demo narrates (leadership and the index job). */
-  private onServerLog(addr: string, line: string): void {
-    if (!line.startsWith('{')) return;
-    let l: Record<string, unknown>;
-    try {
-      l = JSON.parse(line) as Record<string, unknown>;
-    } catch {
-      return;
-    }
+  private onServerLog(addr: string, l: LogLine): void {
     switch (l.event) {
       case 'index.leader': {
         const from = this.leader;
@@ -478,8 +397,7 @@ export class Demo {
     if (this.client && !this.cluster) await withTimeout(this.clearDemoKeys(), 3000).catch((err) => this.log.warn({ event: 'demo.cleanup_keys_failed', err: String(err) }, `could not delete this run's keys (${this.election})`));
     this.client?.close();
     await this.cluster?.stop();
-    this.tellReaper('done');
-    this.reaper?.stdin?.end();
+    this.reaper?.done();
     this.setState('stopped');
     this.record('cleanup.done', { servers: alive.length, etcdStopped: Boolean(this.cluster) }, 'stopped every greeter' + (this.cluster ? ', the etcd cluster, and removed its data dirs' : ''));
   }
@@ -503,17 +421,23 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** The etcd TLS/auth flags of the demo, handed on to the greeters it starts. */
-function credentialArgs(etcd: EtcdConnectOptions | undefined): string[] {
-  if (!etcd) return [];
-  const flags: [string, string | undefined][] = [
-    ['--cacert', etcd.cacert],
-    ['--cert', etcd.cert],
-    ['--key', etcd.key],
-    ['--user', etcd.user],
-    ['--password', etcd.password],
-  ];
-  return flags.flatMap(([flag, value]) => (value === undefined ? [] : [flag, value]));
+/**
+ * The environment of a child the demo starts: the etcd TLS files and
+ * credentials of the demo's own connection, as etcdctl names them
+ * (ETCDCTL_*), which every mesh command reads when its flag is absent.
+ * Never argv: `ps` shows any process's command line to every user. Each
+ * variable the demo's connection lacks is removed, so a child never
+ * authenticates with something the demo itself did not use.
+ */
+export function credentialEnv(etcd: EtcdConnectOptions | undefined): Record<string, string | undefined> {
+  const user = etcd?.user === undefined ? undefined : splitUser(etcd.user, etcd.password);
+  return {
+    ETCDCTL_CACERT: etcd?.cacert,
+    ETCDCTL_CERT: etcd?.cert,
+    ETCDCTL_KEY: etcd?.key,
+    ETCDCTL_USER: user?.username,
+    ETCDCTL_PASSWORD: user?.password,
+  };
 }
 
 /** One backend's share of a second's calls, 0..1. */

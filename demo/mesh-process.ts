@@ -1,0 +1,159 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import * as path from 'node:path';
+import { createInterface } from 'node:readline';
+import { waitFor } from './poll';
+
+/**
+ * The built CLI, dist/cli/main.js, whether this file runs from its source
+ * (vitest imports demo/mesh-process.ts) or built (dist/demo/mesh-process.js,
+ * under the bench and the demo).
+ */
+export const MESH_MAIN = path.join(path.extname(__filename) === '.ts' ? path.resolve(__dirname, '..', 'dist') : path.resolve(__dirname, '..'), 'cli', 'main.js');
+
+/** A parsed pino line from a mesh process's stderr. */
+export type LogLine = Record<string, unknown> & { event?: string; msg?: string };
+
+export interface MeshProcessOptions {
+  /** Run in a session of its own, so a terminal's Ctrl-C or hang-up reaches only the owner (`mesh demo`). */
+  detached?: boolean;
+  /** Collect stdout lines (default), or discard them. */
+  stdout?: 'pipe' | 'ignore';
+  /** Called synchronously right after spawn, before any output is read: an owner tracks the child from its first moment. */
+  onSpawn?: (proc: ChildProcess) => void;
+  /** Every parsed JSON log line, as it arrives. */
+  onLog?: (line: LogLine) => void;
+}
+
+/**
+ * A `mesh ...` child process (the built CLI, in JSON logs at info level),
+ * with its stdout lines and parsed JSON log lines collected: the one way
+ * tests, the bench and the demo start mesh commands and read their events.
+ * Every instance is tracked until it exits, so `killAll()` (or `killAllNow()`
+ * in a synchronous exit path) leaves nothing running.
+ */
+export class MeshProcess {
+  private static readonly all = new Set<MeshProcess>();
+  readonly stdout: string[] = [];
+  readonly stderr: string[] = [];
+  readonly logs: LogLine[] = [];
+  readonly proc: ChildProcess;
+  /** Settles once the process exited and its output was read to the end. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** undefined while running; then the exit code (null if killed by a signal). */
+  exitCode: number | null | undefined;
+
+  /** `env`: changes over process.env; a value sets a variable, `undefined` removes it (e.g. credentials a child must not inherit). */
+  constructor(args: string[], envChanges: Record<string, string | undefined> = {}, opts: MeshProcessOptions = {}) {
+    const env: NodeJS.ProcessEnv = { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' };
+    for (const [k, v] of Object.entries(envChanges)) {
+      if (v === undefined) delete env[k];
+      else env[k] = v;
+    }
+    this.proc = spawn(process.execPath, [MESH_MAIN, ...args], { env, detached: opts.detached ?? false, stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'] });
+    opts.onSpawn?.(this.proc);
+    MeshProcess.all.add(this);
+    if (this.proc.stdout) createInterface({ input: this.proc.stdout, crlfDelay: Infinity }).on('line', (l) => this.stdout.push(l));
+    createInterface({ input: this.proc.stderr!, crlfDelay: Infinity }).on('line', (l) => {
+      this.stderr.push(l);
+      if (!l.startsWith('{')) return;
+      let parsed: LogLine;
+      try {
+        parsed = JSON.parse(l) as LogLine;
+      } catch {
+        return; // not a log line
+      }
+      this.logs.push(parsed);
+      opts.onLog?.(parsed);
+    });
+    this.exited = new Promise((resolve) =>
+      this.proc.once('close', (code, signal) => {
+        this.exitCode = code;
+        MeshProcess.all.delete(this);
+        resolve({ code, signal });
+      }),
+    );
+  }
+
+  get pid(): number {
+    return this.proc.pid!;
+  }
+
+  get running(): boolean {
+    return this.exitCode === undefined;
+  }
+
+  /** Wait for a log line with this `event` (and matching fields). */
+  waitForLog(event: string, match: Record<string, unknown> = {}, timeoutMs = 15_000): Promise<LogLine> {
+    return this.waitForLogLine((l) => l.event === event && Object.entries(match).every(([k, v]) => l[k] === v), timeoutMs, `log event ${event} ${JSON.stringify(match)}`);
+  }
+
+  /** Wait for a log line `pred` accepts (polled every `everyMs`); rejects as soon as the process exited without one. */
+  async waitForLogLine(pred: (l: LogLine) => boolean, timeoutMs = 15_000, what = 'log line', everyMs = 25): Promise<LogLine> {
+    const cmd = `mesh ${this.proc.spawnargs.slice(2).join(' ')}`;
+    const r = await waitFor(
+      `${what} from ${cmd}\n${this.stderr.slice(-5).join('\n')}`,
+      () => {
+        const line = this.logs.find(pred);
+        return line ? { line } : this.running ? undefined : { line: undefined };
+      },
+      timeoutMs,
+      everyMs,
+    );
+    if (!r.line) throw new Error(`${cmd} exited (code ${this.exitCode}) without ${what}\n${this.stderr.slice(-5).join('\n')}`);
+    return r.line;
+  }
+
+  /** The exit code, or a rejection naming what was printed if still running after `ms`. */
+  async exitWithin(ms = 20_000): Promise<number | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`still running after ${ms} ms; printed ${JSON.stringify(this.stdout)}`)), ms);
+    });
+    try {
+      return (await Promise.race([this.exited, timeout])).code;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  kill(sig: NodeJS.Signals = 'SIGTERM'): void {
+    if (this.exitCode === undefined) this.proc.kill(sig);
+  }
+
+  /** SIGTERM, then SIGKILL if it has not exited within `graceMs`; resolves once it exited. */
+  async stop(graceMs = 5_000): Promise<void> {
+    if (!this.running) return;
+    this.kill('SIGTERM');
+    const timer = setTimeout(() => this.kill('SIGKILL'), graceMs);
+    await this.exited;
+    clearTimeout(timer);
+  }
+
+  /** SIGKILL (after SIGCONT, for stopped ones) every mesh process still running; resolves once all exited. */
+  static async killAll(): Promise<void> {
+    const ps = [...MeshProcess.all];
+    MeshProcess.killAllNow();
+    await Promise.all(ps.map((p) => p.exited));
+  }
+
+  /** Synchronous last resort (a process 'exit' handler): SIGKILL every mesh process still running, without waiting. */
+  static killAllNow(): void {
+    for (const p of MeshProcess.all) {
+      try {
+        p.proc.kill('SIGCONT');
+        p.proc.kill('SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+}
+
+/** Run `mesh ...` to completion (SIGKILLed after `timeoutMs`). */
+export async function runMesh(args: string[], env: Record<string, string> = {}, timeoutMs = 60_000): Promise<{ code: number | null; stdout: string[]; stderr: string[]; logs: LogLine[] }> {
+  const p = new MeshProcess(args, env);
+  const timer = setTimeout(() => p.kill('SIGKILL'), timeoutMs);
+  const { code } = await p.exited;
+  clearTimeout(timer);
+  return { code, stdout: p.stdout, stderr: p.stderr, logs: p.logs };
+}
