@@ -1,6 +1,6 @@
 import { constants as osConstants } from 'node:os';
 import { Command, Option } from 'commander';
-import { addEtcdOptions, addServiceOptions, configuredEndpoints, connectEtcd, connectOptions, type EtcdFlags, type ServiceFlags } from './common';
+import { addEtcdOptions, addServiceOptions, configuredEndpoints, connectEtcd, etcdConfigFromFlags, type EtcdFlags, type ServiceFlags } from './common';
 import { intIn, parseName, parsePositiveDuration } from './parse';
 import { Demo } from '../demo/demo';
 
@@ -52,7 +52,7 @@ export function demoCommand(): Command {
     // An existing cluster must answer (and accept our credentials) before anything starts.
     if (endpoints) (await connectEtcd(flags, endpoints)).close();
     demo = new Demo({
-      etcd: endpoints ? connectOptions(flags, endpoints) : undefined,
+      etcd: endpoints ? etcdConfigFromFlags(flags, endpoints) : undefined,
       durationMs: flags.duration,
       concurrency: flags.concurrency,
       prefix: flags.prefix,

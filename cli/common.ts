@@ -5,7 +5,7 @@ import * as tls from 'node:tls';
 import { isBrokenCircuitError } from 'cockatiel';
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, GRPCDeadlineExceededError, GRPCUnavailableError, type Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../core/etcd-client';
-import { DEFAULT_ETCD_ENDPOINT, etcdConfig, splitUser, type EtcdConnectOptions } from '../core/etcd-config';
+import { DEFAULT_ETCD_ENDPOINT, endpointsFromEnv, etcdConfig, splitUser, type EtcdConfig, type EtcdEndpoint } from '../core/etcd-config';
 import { parseEndpoints, parseFileArg, parsePrefix, parsePositiveDuration, parseServiceName } from './parse';
 
 /**
@@ -47,43 +47,44 @@ export function addServiceOptions(cmd: Command): Command {
 /** The endpoints to use: --etcd, else ETCD_ENDPOINTS, else ETCDCTL_ENDPOINTS (empty means unset), else undefined. */
 export function configuredEndpoints(flags: EtcdFlags): string[] | undefined {
   if (flags.etcd) return flags.etcd;
-  const env = process.env.ETCD_ENDPOINTS || process.env.ETCDCTL_ENDPOINTS;
+  const env = endpointsFromEnv();
   if (!env) return undefined;
   try {
-    return parseEndpoints(env);
+    return parseEndpoints(env.value);
   } catch (err) {
-    throw new UsageError(`${process.env.ETCD_ENDPOINTS ? 'ETCD_ENDPOINTS' : 'ETCDCTL_ENDPOINTS'}: ${errorText(err)}`);
+    throw new UsageError(`${env.name}: ${errorText(err)}`);
   }
 }
 
 /**
- * The connection the flags describe, checked: certificate files readable and
- * PEM, --cert with --key, a user with a password. Throws UsageError (exit 2).
+ * The connection the flags describe, parsed and checked once (certificate
+ * files readable and PEM, --cert with --key, a user with a password) into
+ * the EtcdConfig that client creation and the start-up diagnosis both take.
+ * Throws UsageError (exit 2).
  */
-export function connectOptions(flags: EtcdFlags, endpoints?: string[]): EtcdConnectOptions {
-  const opts: EtcdConnectOptions = {
-    endpoints: endpoints ?? configuredEndpoints(flags) ?? [DEFAULT_ETCD_ENDPOINT],
-    cacert: flags.cacert,
-    cert: flags.cert,
-    key: flags.key,
-    user: flags.user,
-    password: flags.password,
-  };
-  if (opts.cacert || opts.cert || opts.key) {
-    try {
-      etcdConfig(opts);
-    } catch (err) {
-      throw new UsageError(errorText(err));
-    }
+export function etcdConfigFromFlags(flags: EtcdFlags, endpoints?: string[]): EtcdConfig {
+  let cfg: EtcdConfig;
+  try {
+    cfg = etcdConfig({
+      endpoints: endpoints ?? configuredEndpoints(flags) ?? [DEFAULT_ETCD_ENDPOINT],
+      cacert: flags.cacert,
+      cert: flags.cert,
+      key: flags.key,
+      user: flags.user,
+      password: flags.password,
+    });
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError(errorText(err));
   }
-  if (opts.user !== undefined) {
-    const { username, password } = splitUser(opts.user, opts.password);
+  if (cfg.auth) {
+    const { username, password } = cfg.auth;
     if (username === '') throw new UsageError('--user needs a user name: --user NAME[:PASSWORD]');
     if (password === '') throw new UsageError(`--user ${username} has no password: use --user ${username}:PASSWORD, --password or ETCDCTL_PASSWORD`);
   } else if (flags.password !== undefined && process.env.ETCDCTL_PASSWORD !== flags.password) {
     throw new UsageError('--password needs --user NAME');
   }
-  return opts;
+  return cfg;
 }
 
 /** A failure to report as one line and a non-zero exit (not a usage error). */
@@ -127,13 +128,8 @@ export interface EtcdProbe {
  * of `probe.readPrefix`; never a key of its own.
  */
 export async function connectEtcd(flags: EtcdFlags, endpoints?: string[], probe: EtcdProbe = {}): Promise<Etcd3> {
-  const opts = connectOptions(flags, endpoints);
-  let client: Etcd3;
-  try {
-    client = createEtcdClient(opts);
-  } catch (err) {
-    throw new UsageError(errorText(err));
-  }
+  const cfg = etcdConfigFromFlags(flags, endpoints);
+  const client = createEtcdClient(cfg);
   const deadline = Date.now() + flags.dialTimeout;
   const call = probe.readPrefix ? client.getAll().prefix(probe.readPrefix).options({ deadline }).count() : client.maintenance.status({ deadline });
   let timer: NodeJS.Timeout | undefined;
@@ -147,7 +143,7 @@ export async function connectEtcd(flags: EtcdFlags, endpoints?: string[], probe:
     await Promise.race([call, timeout]);
   } catch (err) {
     client.close();
-    throw new CommandFailure(await explainEtcdFailure(err, opts, Date.now() - t0 >= flags.dialTimeout ? flags.dialTimeout : undefined, probe));
+    throw new CommandFailure(await explainEtcdFailure(err, cfg, Date.now() - t0 >= flags.dialTimeout ? flags.dialTimeout : undefined, probe));
   } finally {
     clearTimeout(timer);
   }
@@ -155,9 +151,9 @@ export async function connectEtcd(flags: EtcdFlags, endpoints?: string[], probe:
 }
 
 /** One line saying why etcd refused or did not answer, without the password. */
-export async function explainEtcdFailure(err: unknown, opts: EtcdConnectOptions, timedOutAfterMs: number | undefined, probe: EtcdProbe = {}): Promise<string> {
-  const where = `etcd at ${opts.endpoints.join(',')}`;
-  const user = opts.user !== undefined ? splitUser(opts.user).username : undefined;
+export async function explainEtcdFailure(err: unknown, cfg: EtcdConfig, timedOutAfterMs: number | undefined, probe: EtcdProbe = {}): Promise<string> {
+  const where = `etcd at ${cfg.endpoints.map((e) => e.text).join(',')}`;
+  const user = cfg.auth?.username;
   const text = errorText(err);
   if (err instanceof EtcdAuthenticationFailedError) return `${where} rejected user ${JSON.stringify(user)}: wrong user name or password`;
   if (err instanceof EtcdPermissionDeniedError) {
@@ -172,9 +168,9 @@ export async function explainEtcdFailure(err: unknown, opts: EtcdConnectOptions,
   if (!(err instanceof GRPCUnavailableError || err instanceof GRPCDeadlineExceededError || isBrokenCircuitError(err) || err === NO_ANSWER || /UNAVAILABLE|DEADLINE|No connection/i.test(text))) {
     return `${where} refused the start-up check: ${text}`;
   }
-  const causes = await Promise.all(opts.endpoints.map((e) => diagnoseEndpoint(e, opts)));
+  const causes = await Promise.all(cfg.endpoints.map((e) => diagnoseEndpoint(e, cfg)));
   const head = timedOutAfterMs !== undefined ? `${where} did not answer within ${timedOutAfterMs} ms` : `cannot reach ${where}`;
-  return `${head}: ${causes.length === 1 ? causes[0] : opts.endpoints.map((e, i) => `${e}: ${causes[i]}`).join('; ')}`;
+  return `${head}: ${causes.length === 1 ? causes[0] : cfg.endpoints.map((e, i) => `${e.text}: ${causes[i]}`).join('; ')}`;
 }
 
 /**
@@ -183,12 +179,10 @@ export async function explainEtcdFailure(err: unknown, opts: EtcdConnectOptions,
  * verification, a client certificate required, TLS spoken where plain text
  * was expected.
  */
-export function diagnoseEndpoint(endpoint: string, opts: EtcdConnectOptions, budgetMs = 1000): Promise<string> {
-  const secure = endpoint.startsWith('https://') || Boolean(opts.cacert || opts.cert || opts.key);
-  const hp = endpoint.replace(/^https?:\/\//, '');
-  const i = hp.lastIndexOf(':');
-  const host = hp.slice(0, i).replace(/^\[|\]$/g, '');
-  const port = Number(hp.slice(i + 1));
+export function diagnoseEndpoint(endpoint: EtcdEndpoint, cfg: EtcdConfig, budgetMs = 1000): Promise<string> {
+  const { secure, tls: files } = cfg;
+  const { host, port, hostPort: hp } = endpoint;
+  const opts = cfg.source;
   return new Promise((resolve) => {
     let done = false;
     const sockets: net.Socket[] = [];
@@ -206,13 +200,6 @@ export function diagnoseEndpoint(endpoint: string, opts: EtcdConnectOptions, bud
     sock.once('error', (e: NodeJS.ErrnoException) => finish(e.code === 'ECONNREFUSED' ? 'connection refused (is etcd running on that port?)' : e.message));
     sock.once('connect', () => {
       connected = true;
-      let files: { ca?: Buffer; cert?: Buffer; key?: Buffer } = {};
-      try {
-        files = secure ? etcdConfig(opts).tls : {};
-      } catch (e) {
-        finish(errorText(e));
-        return;
-      }
       const t = tls.connect({
         socket: sock,
         host,

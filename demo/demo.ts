@@ -10,7 +10,8 @@ import { isRunning, Reaper, sleepSync } from './reaper';
 import { meshTarget, openGreeterClient } from '../services/greeter-client';
 import { runLoad, type LoadReport, type LoadTick } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
-import { createEtcdClient, splitUser, type EtcdConnectOptions } from '../core/etcd-client';
+import { createEtcdClient } from '../core/etcd-client';
+import type { EtcdConfig } from '../core/etcd-config';
 import { componentLogger } from '../core/logger';
 
 /** One thing the demo did or saw, in order; `--json` prints them all. */
@@ -23,7 +24,7 @@ export interface DemoEvent {
 
 export interface DemoOptions {
   /** Existing etcd to use; without it a local 3-member cluster is started. */
-  etcd?: EtcdConnectOptions;
+  etcd?: EtcdConfig;
   /** Total run time, ms (the scenario is spread over it). */
   durationMs: number;
   concurrency: number;
@@ -201,7 +202,7 @@ export class Demo {
     this.setState('starting');
     this.checkNotInterrupted();
     if (opts.etcd) {
-      this.endpoints = opts.etcd.endpoints;
+      this.endpoints = opts.etcd.endpoints.map((e) => e.text);
       this.record('etcd.external', { endpoints: this.endpoints, runId: this.runId, election: this.election }, `using etcd at ${this.endpoints.join(',')} (run ${this.runId})`);
     } else {
       const cluster = await LocalEtcdCluster.create(3, [], { dataRootPrefix: 'etcd-mesh-demo-', detached: true });
@@ -429,14 +430,13 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
  * variable the demo's connection lacks is removed, so a child never
  * authenticates with something the demo itself did not use.
  */
-export function credentialEnv(etcd: EtcdConnectOptions | undefined): Record<string, string | undefined> {
-  const user = etcd?.user === undefined ? undefined : splitUser(etcd.user, etcd.password);
+export function credentialEnv(etcd: EtcdConfig | undefined): Record<string, string | undefined> {
   return {
-    ETCDCTL_CACERT: etcd?.cacert,
-    ETCDCTL_CERT: etcd?.cert,
-    ETCDCTL_KEY: etcd?.key,
-    ETCDCTL_USER: user?.username,
-    ETCDCTL_PASSWORD: user?.password,
+    ETCDCTL_CACERT: etcd?.source.cacert,
+    ETCDCTL_CERT: etcd?.source.cert,
+    ETCDCTL_KEY: etcd?.source.key,
+    ETCDCTL_USER: etcd?.auth?.username,
+    ETCDCTL_PASSWORD: etcd?.auth?.password,
   };
 }
 

@@ -257,7 +257,7 @@ describe('usage errors: exit 2, one line naming the problem', () => {
     ];
     for (const k of known) if (commands.includes(k[0][0])) cases.push(k);
     await expectUsageErrors(cases);
-  });
+  }, 120_000); // dozens of CLI start-ups; on a loaded 2-core machine each takes up to a second
 });
 
 describe('etcd unreachable at start-up: one clear line, bounded wait', () => {
