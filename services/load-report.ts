@@ -124,7 +124,8 @@ export function reportHtml(input: ReportInput): string {
   const css = readFileSync(path.join(uplotDir, 'uPlot.min.css'), 'utf8');
   const backends = backendsOf(input.ticks);
   const t = input.ticks;
-  const x = t.map((k) => k.second);
+  // Second k covers [k-1, k) s: plotted at its middle, on the same time axis as the markers.
+  const x = t.map((k) => k.second - 0.5);
   const share = (b: string) => t.map((k) => (k.ok + k.failed ? Math.round((1000 * (k.backends[b] ?? 0)) / (k.ok + k.failed)) / 10 : 0));
   const charts = [
     { id: 'rate', title: 'calls per second', unit: 'calls/s', series: [{ label: 'sent', data: t.map((k) => k.sent) }, { label: 'ok', data: t.map((k) => k.ok) }, { label: 'failed', data: t.map((k) => k.failed) }] },
@@ -195,7 +196,7 @@ ${input.command ? `<div class="cmd">${escapeHtml(input.command)}</div>` : ''}
     var el = document.createElement('div'); el.id = 'chart-' + ch.id; document.getElementById('charts').appendChild(el);
     var opts = {
       width: width, height: 220, plugins: [markersPlugin()],
-      scales: { x: { time: false } },
+      scales: { x: { time: false, range: function (u, lo, hi) { return [0, Math.max(1, Math.ceil(hi + 0.5))]; } } },
       axes: [{ label: 'seconds since the load began' }, { label: ch.unit, size: 60 }],
       series: [{ label: 's' }].concat(ch.series.map(function (s) { return { label: s.label, stroke: s.stroke, width: 2, spanGaps: false }; }))
     };
