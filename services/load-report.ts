@@ -131,7 +131,7 @@ export function reportHtml(input: ReportInput): string {
     { id: 'rate', title: 'calls per second', unit: 'calls/s', series: [{ label: 'sent', data: t.map((k) => k.sent) }, { label: 'ok', data: t.map((k) => k.ok) }, { label: 'failed', data: t.map((k) => k.failed) }] },
     {
       id: 'latency',
-      title: 'latency of each second\u2019s ok calls (open loop: from the intended start)',
+      title: `latency of each second\u2019s ok calls${input.summary.mode === 'open' ? ' (from each call\u2019s intended start)' : ''}`,
       unit: 'ms',
       series: (['p50', 'p90', 'p99', 'p99.9', 'max'] as const).map((p) => ({ label: p, data: t.map((k) => (k.ok ? k.latencyMs[p] : null)) })),
     },
@@ -157,13 +157,13 @@ export function reportHtml(input: ReportInput): string {
 body{font:14px system-ui,sans-serif;margin:16px;color:#222;background:#fff}
 h1{font-size:18px;margin:0 0 8px} h2{font-size:15px;margin:18px 0 4px}
 table.sum td{padding:1px 10px 1px 0;vertical-align:top} .cmd{font-family:monospace;color:#555}
-.ev{font-family:monospace;font-size:12px} .ev .joined{color:#2ca02c} .ev .left{color:#d62728} .ev .resolver{color:#9467bd} .ev .event{color:#555}
+.ev{font-family:monospace;font-size:12px;white-space:pre} .ev .joined{color:#2ca02c} .ev .left{color:#d62728} .ev .resolver{color:#9467bd} .ev .event{color:#555}
 </style></head><body>
 <h1>${escapeHtml(input.title)}</h1>
 ${input.command ? `<div class="cmd">${escapeHtml(input.command)}</div>` : ''}
 <table class="sum">${rows.map(([k, v]) => `<tr><td>${escapeHtml(k)}</td><td>${escapeHtml(v)}</td></tr>`).join('')}</table>
 <div id="charts"></div>
-<h2>events</h2><div class="ev" id="events"></div>
+<h2>events (numbered as on the charts: green joined, red left, purple resolver update, grey other)</h2><div class="ev" id="events"></div>
 <script>${js}</script>
 <script id="data" type="application/json">${scriptJson(data)}</script>
 <script>
@@ -184,7 +184,8 @@ ${input.command ? `<div class="cmd">${escapeHtml(input.command)}</div>` : ''}
         if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) return;
         c.strokeStyle = KIND[m.kind]; c.setLineDash([4, 3]); c.lineWidth = devicePixelRatio;
         c.beginPath(); c.moveTo(x, top); c.lineTo(x, top + h); c.stroke();
-        c.fillStyle = KIND[m.kind]; c.fillText(m.text, x + 3, top + 12 * devicePixelRatio * (1 + (i % 4)));
+        // A number only (the list below the charts names it): long texts would cover the series.
+        c.fillStyle = KIND[m.kind]; c.fillText(String(i + 1), x + 2, top + 11 * devicePixelRatio * (1 + (i % 3)));
       });
       c.restore();
     }] } };
@@ -204,9 +205,9 @@ ${input.command ? `<div class="cmd">${escapeHtml(input.command)}</div>` : ''}
     drawn.push({ id: ch.id, series: ch.series.map(function (s) { return { label: s.label, stroke: s.stroke, points: s.data.filter(function (v) { return v !== null; }).length }; }) });
   });
   var ev = document.getElementById('events');
-  d.markers.forEach(function (m) {
+  d.markers.forEach(function (m, i) {
     var div = document.createElement('div'); div.className = m.kind;
-    div.textContent = (m.tMs / 1000).toFixed(1) + ' s  ' + m.text; ev.appendChild(div);
+    div.textContent = String(i + 1).padStart(3) + '  ' + (m.tMs / 1000).toFixed(1).padStart(6) + ' s  ' + m.text; ev.appendChild(div);
   });
   if (!d.markers.length) ev.textContent = 'none';
   window.__meshReport = { charts: drawn, markers: d.markers.length, seconds: d.x.length };
