@@ -164,7 +164,14 @@ describe('a stall of every backend (SIGSTOP both for 500 ms)', () => {
   }
 
   it('shows in full in the open loop at 400 calls/s, and far less in the closed loop', async () => {
-    const open = await stalled(['--rate', '400']);
+    // A run in which the client itself could not keep 400 calls/s (it says so:
+    // schedule.kept false, e.g. other suites loading this 2-core machine)
+    // measured the machine, not the stall: it is void, and run once more.
+    let open = await stalled(['--rate', '400']);
+    if (!open.schedule!.kept) {
+      console.log(`stall run void, the client fell behind: ${JSON.stringify(open.schedule)}; once more`);
+      open = await stalled(['--rate', '400']);
+    }
     const closed = await stalled(['--concurrency', '8']);
     // The figures the README quotes (docs/benchmarks.md).
     console.log(`stall figures: open ${JSON.stringify({ requests: open.requests, failed: open.failed, latencyMs: open.latencyMs, schedule: open.schedule })}`);
