@@ -25,7 +25,7 @@ export function loadCommand(): Command {
   const cmd = new Command('load')
     .description('SayHello load through the etcd resolver (or --target): closed loop (--concurrency) or open loop (--rate); live per-backend view, then a summary')
     .addOption(new Option('--concurrency <n>', 'calls in flight').default(16).argParser(intIn(1, 10_000)))
-    .addOption(new Option('--duration <duration>', 'how long to run').default(10_000, '10s').argParser(parsePositiveDuration))
+    .addOption(new Option('--duration <duration>', 'how long to measure (after --warmup)').default(10_000, '10s').argParser(parsePositiveDuration))
     .addOption(new Option('--deadline <duration>', 'deadline of each call, retries and hedges included').default(1000, '1s').argParser(parsePositiveDuration))
     .addOption(new Option('--target <target>', 'any grpc-js target (e.g. ipv4:127.0.0.1:50051,127.0.0.1:50052) instead of the etcd resolver').argParser(parseTarget))
     .addOption(new Option('--name <name>', 'name sent in each request').default('load'))

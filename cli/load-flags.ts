@@ -58,7 +58,7 @@ export function addReportOptions(cmd: Command): Command {
 
 export function addLoadModeOptions(cmd: Command): Command {
   cmd
-    .addOption(new Option('--rate <rate>', 'open loop: calls/s started on schedule whatever earlier calls do (latency from each intended start); R, or START:END:STEP/INTERVAL as a step load, e.g. 100:2000:100/5s').argParser(rateArg))
+    .addOption(new Option('--rate <rate>', 'open loop: calls/s started on schedule whatever earlier calls do (latency from each intended start); R, or START:END:STEP/INTERVAL as a step load, e.g. 100:2000:100/5s').argParser(rateArg).conflicts('concurrency'))
     .addOption(new Option('--total <n>', 'stop after N measured calls (without --duration: no time limit)').argParser(intIn(1, 100_000_000)))
     .addOption(new Option('--warmup <duration>', 'load run before measuring, left out of every figure').default(0, '0s').argParser(warmupArg));
   return addReportOptions(cmd);

@@ -187,8 +187,10 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
   clearTimeout(measuringTimer);
   if (tickTimer) clearTimeout(tickTimer);
   // The last partial second is not shown as a second of its own (it would
-  // read as a drop in rate); the report below counts every call.
-  flush(Math.floor((performance.now() - origin) / 1000) + 1);
+  // read as a drop in rate) unless it is nearly whole (a run of whole
+  // seconds ends a hair before its last boundary); the report counts every call.
+  const elapsed = performance.now() - origin;
+  flush(Math.floor(elapsed / 1000) + (elapsed % 1000 >= 900 ? 2 : 1));
   for (const b of buckets.values()) b.hist.destroy();
   const durationS = Math.max(0.001, (Math.max(lastDone, Math.min(performance.now(), end)) - measureFrom) / 1000);
   const lat = hist.figures();
