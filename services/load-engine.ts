@@ -6,6 +6,8 @@ import { LatencyHistogram } from './load-histogram';
 import { ScheduleClock } from './load-schedule';
 import type { LoadOptions, LoadReport, LoadTick, ScheduleFigures } from './load-generator';
 
+type LoadPhase = 'warmup' | 'measuring' | 'draining' | 'done';
+
 /** Dispatch later than this behind a call's intended start means the client cannot keep the schedule. */
 export const BEHIND_THRESHOLD_MS = 100;
 /** Calls started per timer wake-up at most, so a catch-up burst never starves the replies. */
@@ -124,7 +126,17 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
   const stopped = (at: number) => opts.signal?.aborted === true || at >= end || measuredStarted >= total;
   let schedule: ScheduleFigures | undefined;
   log.info({ event: 'load.started', mode: opts.rate ? 'open' : 'closed', rate: opts.rate?.spec, concurrency: opts.rate ? undefined : opts.concurrency, warmupMs, durationMs: opts.durationMs, total: opts.total }, opts.rate ? `open-loop load at ${opts.rate.spec} calls/s` : `closed-loop load, ${opts.concurrency} in flight`);
-  const measuringTimer = setTimeout(() => log.info({ event: 'load.measuring' }, 'warm-up over; measuring'), warmupMs);
+  // Phases of the run, changed only here: warmup -> measuring -> draining (no
+  // new calls, awaiting those in flight) -> done.
+  let phase: LoadPhase = 'warmup';
+  /** When the last call was started (the end of the schedule, or the first worker that stopped). */
+  let stoppedAt = Infinity;
+  const setPhase = (next: LoadPhase) => {
+    if (next === phase) return;
+    log.info({ event: 'load.phase', from: phase, to: next }, `load ${phase} -> ${next}`);
+    phase = next;
+  };
+  const measuringTimer = setTimeout(() => setPhase('measuring'), warmupMs);
 
   if (opts.rate) {
     const clock = new ScheduleClock(opts.rate, origin, warmupMs);
@@ -157,6 +169,8 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
       opts.signal?.addEventListener('abort', () => resolve(), { once: true });
       pump();
     });
+    stoppedAt = performance.now();
+    setPhase('draining');
     // Intended starts before the end that never went out: the schedule was not kept.
     let missed = 0;
     if (!opts.signal?.aborted && measuredStarted < total) {
@@ -181,16 +195,22 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
   } else {
     const worker = async () => {
       while (!stopped(performance.now())) await call(performance.now());
+    stoppedAt = Math.min(stoppedAt, performance.now());
     };
-    await Promise.all(Array.from({ length: opts.concurrency }, worker));
+    const workers = Promise.all(Array.from({ length: opts.concurrency }, worker));
+    await workers;
+    stoppedAt = Math.min(stoppedAt, performance.now());
   }
   clearTimeout(measuringTimer);
+  setPhase('done');
   if (tickTimer) clearTimeout(tickTimer);
   // The last partial second is not shown as a second of its own (it would
-  // read as a drop in rate) unless it is nearly whole (a run of whole
-  // seconds ends a hair before its last boundary); the report counts every call.
-  const elapsed = performance.now() - origin;
-  flush(Math.floor(elapsed / 1000) + (elapsed % 1000 >= 900 ? 2 : 1));
+  // read as a drop in rate) unless calls were started through nearly all of
+  // it (a run of whole seconds ends a hair before its last boundary); the
+  // report counts every call.
+  const started = Math.min(stoppedAt, performance.now()) - origin;
+  const current = Math.floor((performance.now() - origin) / 1000) + 1;
+  flush(Math.min(current, Math.floor(started / 1000) + (started % 1000 >= 900 ? 2 : 1)));
   for (const b of buckets.values()) b.hist.destroy();
   const durationS = Math.max(0.001, (Math.max(lastDone, Math.min(performance.now(), end)) - measureFrom) / 1000);
   const lat = hist.figures();

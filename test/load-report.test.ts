@@ -43,15 +43,22 @@ afterAll(async () => {
 describe('mesh load --report / --csv', () => {
   it('charts a kill-and-join run: calls/s, latency percentiles, backend shares, markers; self-contained', async () => {
     expect(existsSync(CHROMIUM), `${CHROMIUM} missing: scripts/setup.sh installs Debian's chromium`).toBe(true);
+    // The browser starts while the load runs (it takes seconds on a busy machine).
+    const profile = mkdtempSync(path.join(dir, 'chromium-'));
+    const launching = puppeteer.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`],
+    });
+    launching.then((br) => (browser = br)).catch(() => undefined);
     const [a, b] = await Promise.all([server(), server()]);
     const html = path.join(dir, 'report.html');
     const csv = path.join(dir, 'report.csv');
-    const load = new MeshProcess(['load', '--etcd', t.etcd!.endpoints, '--prefix', PREFIX, '--rate', '200', '--duration', '5s', '--warmup', '500ms', '--json', '--report', html, '--csv', csv]);
-    await load.waitForLog('load.measuring', {}, 20_000);
+    const load = new MeshProcess(['load', '--etcd', t.etcd!.endpoints, '--prefix', PREFIX, '--rate', '200', '--duration', '6s', '--warmup', '500ms', '--json', '--report', html, '--csv', csv]);
+    await load.waitForLog('load.phase', { to: 'measuring' }, 20_000);
     await new Promise((r) => setTimeout(r, 1000));
     a.proc.kill('SIGKILL');
     await a.proc.exited;
-    await new Promise((r) => setTimeout(r, 1000));
     const c = await server();
     expect(await load.exitWithin(30_000)).toBe(0);
     const summary = JSON.parse(load.stdout[load.stdout.length - 1]) as { backends: Record<string, number> };
@@ -72,12 +79,7 @@ describe('mesh load --report / --csv', () => {
     const page0 = readFileSync(html, 'utf8');
     expect(page0).not.toMatch(/<(script|link|img)[^>]+(src|href)=/i);
 
-    const profile = mkdtempSync(path.join(tmpdir(), 'mesh-chromium-'));
-    browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--user-data-dir=${profile}`],
-    });
+    browser = await launching;
     try {
       const page = await browser.newPage();
       await page.setViewport({ width: 1200, height: 1000 });
