@@ -173,6 +173,8 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
     setPhase('draining');
     // Intended starts before the end that never went out: the schedule was not kept.
     let missed = 0;
+    // How far behind the schedule was when it gave up: the oldest intended start never sent.
+    const backlogMs = clock.peek() < end ? Math.max(0, stoppedAt - clock.peek()) : 0;
     if (!opts.signal?.aborted && measuredStarted < total) {
       for (let t = clock.peek(); t < end && measuredStarted + missed < total && missed < 10_000_000; t = clock.peek()) {
         clock.take();
@@ -186,7 +188,7 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
       intended: measuredStarted + missed,
       sent: measuredStarted,
       missed,
-      behindMaxMs: lagFig.max,
+      behindMaxMs: missed > 0 ? Math.max(lagFig.max, round(backlogMs)) : lagFig.max,
       behindP99Ms: lagFig.p99,
       kept: missed === 0 && lagFig.max <= BEHIND_THRESHOLD_MS,
     };

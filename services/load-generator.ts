@@ -31,7 +31,7 @@ export interface ScheduleFigures {
   sent: number;
   /** Intended calls never started because the client fell behind. */
   missed: number;
-  /** How far behind their intended start calls were started: max and p99. */
+  /** How far behind their intended start calls were started (max and p99); the max also covers the oldest call never sent. */
   behindMaxMs: number;
   behindP99Ms: number;
   /** No call missed and none started more than 100 ms late. */
