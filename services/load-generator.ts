@@ -10,7 +10,7 @@ export interface LoadReport {
   failed: number;
   rps: number;
   durationS: number;
-  /** Latency of the ok calls (open loop: from each call's intended start); p99.9 added by issue 15. */
+  /** Latency of the ok calls (open loop: from each call's intended start); p99.9 was added after the others. */
   latencyMs: LatencyFigures;
   backends: Record<string, number>;
   errors: Record<string, number>;
