@@ -3,12 +3,16 @@ import { Command, Option } from 'commander';
 import { addEtcdOptions, addServiceOptions, configuredEndpoints, connectEtcd, etcdConfigFromFlags, type EtcdFlags, type ServiceFlags } from './common';
 import { intIn, parseName, parsePositiveDuration } from './parse';
 import { Demo } from '../demo/demo';
+import { addReportOptions } from './load-flags';
+import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
 
 interface DemoFlags extends EtcdFlags, ServiceFlags {
   duration: number;
   concurrency: number;
   json: boolean;
   election: string;
+  report?: string;
+  csv?: string;
 }
 
 export function demoCommand(): Command {
@@ -18,6 +22,7 @@ export function demoCommand(): Command {
     .addOption(new Option('--concurrency <n>', 'calls in flight of the load client').default(8).argParser(intIn(1, 1000)))
     .addOption(new Option('--election <name>', 'election the greeters campaign on').default('demo-index').argParser(parseName))
     .option('--json', 'no live view; print one JSON summary line ({ok, failed, events, ...}) at the end', false);
+  addReportOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   return cmd.action(async (flags: DemoFlags) => {
     // Signals first, so no moment of the start-up ignores Ctrl-C (an
@@ -60,12 +65,18 @@ export function demoCommand(): Command {
       election: flags.election,
       view: !flags.json,
       signal: abort.signal,
+      collectReport: Boolean(flags.report || flags.csv),
     });
     const d = demo;
     // Whatever ends the process (a forced exit, an uncaught error), no child or data dir outlives it.
     process.on('exit', () => d.killNow());
     const summary = await demo.run();
     if (forced) clearTimeout(forced);
+    if (summary.load && summary.ticks) {
+      const input: ReportInput = { title: 'mesh demo: kill, restart, join', summary: summary.load, ticks: summary.ticks, markers: summary.markers ?? [], command: `mesh ${process.argv.slice(2).join(' ')}` };
+      if (flags.report) writeReportHtml(flags.report, input);
+      if (flags.csv) writeReportCsv(flags.csv, input);
+    }
     const interrupted = summary.interrupted as NodeJS.Signals | undefined;
     if (flags.json) {
       process.stdout.write(`${JSON.stringify({ ok: summary.ok, failed: summary.failed, rps: summary.load?.rps ?? 0, backends: summary.load?.backends ?? {}, leaders: summary.leaders, runId: summary.runId, ...(interrupted ? { interrupted } : {}), events: summary.events })}\n`);

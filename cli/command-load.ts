@@ -5,8 +5,12 @@ import { addClientTlsOptions } from './tls';
 import { openMeshClient, type MeshClientFlags } from './mesh-client';
 import { runLoad, type LoadReport } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
+import { addLoadModeOptions, type LoadModeFlags } from './load-flags';
+import { ResolverMarkers } from '../services/load-markers';
+import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
+import type { LoadTick } from '../services/load-generator';
 
-interface LoadFlags extends MeshClientFlags {
+interface LoadFlags extends MeshClientFlags, LoadModeFlags {
   concurrency: number;
   duration: number;
   deadline: number;
@@ -16,32 +20,49 @@ interface LoadFlags extends MeshClientFlags {
 
 export function loadCommand(): Command {
   const cmd = new Command('load')
-    .description('closed-loop SayHello load through the etcd resolver (or --target); live per-backend view, then a summary')
+    .description('SayHello load through the etcd resolver (or --target): closed loop (--concurrency) or open loop (--rate); live per-backend view, then a summary')
     .addOption(new Option('--concurrency <n>', 'calls in flight').default(16).argParser(intIn(1, 10_000)))
-    .addOption(new Option('--duration <duration>', 'how long to run').default(10_000, '10s').argParser(parsePositiveDuration))
+    .addOption(new Option('--duration <duration>', 'how long to measure (after --warmup)').default(10_000, '10s').argParser(parsePositiveDuration))
     .addOption(new Option('--deadline <duration>', 'deadline of each call, retries and hedges included').default(1000, '1s').argParser(parsePositiveDuration))
     .addOption(new Option('--target <target>', 'any grpc-js target (e.g. ipv4:127.0.0.1:50051,127.0.0.1:50052) instead of the etcd resolver').argParser(parseTarget))
     .addOption(new Option('--name <name>', 'name sent in each request').default('load'))
     .option('--json', 'print one JSON summary object as the last stdout line', false);
+  addLoadModeOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   return cmd.action(async (flags: LoadFlags) => {
     const mesh = await openMeshClient(flags);
-    const client = mesh.greeter;
+    const { greeter: client, etcd, target } = mesh;
     const view = flags.json ? undefined : new TrafficView();
     const abort = new AbortController();
     process.on('SIGINT', () => abort.abort());
     process.on('SIGTERM', () => abort.abort());
+    // With --total alone the count ends the run, not the default duration.
+    const durationMs = flags.total !== undefined && cmd.getOptionValueSource('duration') === 'default' ? Infinity : flags.duration;
+    const wantReport = Boolean(flags.report || flags.csv);
+    const markers = etcd && mesh.registry && wantReport ? new ResolverMarkers(etcd, mesh.registry) : undefined;
+    const ticks: LoadTick[] = [];
+    markers?.setOrigin(performance.now());
     const report = await runLoad({
       client,
       concurrency: flags.concurrency,
-      durationMs: flags.duration,
+      rate: flags.rate,
+      total: flags.total,
+      warmupMs: flags.warmup,
+      durationMs,
       deadlineMs: flags.deadline,
       name: flags.name,
       signal: abort.signal,
-      onTick: view ? (t) => view.render(t) : undefined,
+      onTick: (t) => {
+        if (wantReport) ticks.push(t);
+        view?.render(t);
+      },
     });
+    markers?.close();
     mesh.close();
+    const input: ReportInput = { title: `mesh load on ${target}`, summary: report, ticks, markers: markers?.markers ?? [], command: `mesh ${process.argv.slice(2).join(' ')}` };
+    if (flags.report) writeReportHtml(flags.report, input);
+    if (flags.csv) writeReportCsv(flags.csv, input);
     if (flags.json) process.stdout.write(`${JSON.stringify(report)}\n`);
     else printSummary(report);
     // Some failures are figures to report; no success at all is a failed run.
@@ -56,7 +77,8 @@ function printSummary(r: LoadReport): void {
   const lines = [
     '',
     `requests ${r.requests}  ok ${r.ok}  failed ${r.failed}  ${r.rps} rps over ${r.durationS}s`,
-    `latency ms  p50 ${r.latencyMs.p50}  p90 ${r.latencyMs.p90}  p99 ${r.latencyMs.p99}  max ${r.latencyMs.max}`,
+    `latency ms  p50 ${r.latencyMs.p50}  p90 ${r.latencyMs.p90}  p99 ${r.latencyMs.p99}  p99.9 ${r.latencyMs['p99.9']}  max ${r.latencyMs.max}${r.mode === 'open' ? '  (from each intended start)' : ''}`,
+    ...(r.schedule ? [r.schedule.kept ? `schedule ${r.schedule.rate} calls/s kept (at most ${r.schedule.behindMaxMs} ms behind)` : `schedule ${r.schedule.rate} calls/s NOT kept: the client fell up to ${r.schedule.behindMaxMs} ms behind; ${r.schedule.missed} of ${r.schedule.intended} calls never sent`] : []),
     'backends:',
     ...Object.entries(r.backends)
       .sort()

@@ -13,6 +13,8 @@ import { TrafficView } from '../services/traffic-view';
 import { createEtcdClient } from '../core/etcd-client';
 import type { EtcdConfig } from '../core/etcd-config';
 import { componentLogger } from '../core/logger';
+import { ResolverMarkers } from '../services/load-markers';
+import type { LoadMarker } from '../services/load-report';
 
 /** One thing the demo did or saw, in order; `--json` prints them all. */
 export interface DemoEvent {
@@ -36,6 +38,8 @@ export interface DemoOptions {
   view: boolean;
   /** Ctrl-C and friends: aborting ends the demo at whatever point it is; the reason (a signal name) is reported. */
   signal?: AbortSignal;
+  /** Keep the load's per-second ticks and the markers (demo steps, resolver updates) for `--report`/`--csv`. */
+  collectReport?: boolean;
 }
 
 export interface DemoSummary {
@@ -48,6 +52,9 @@ export interface DemoSummary {
   interrupted?: string;
   /** The run's namespace: the greeters campaign on `<election>-<runId>`. */
   runId: string;
+  /** With `collectReport`: the load's seconds and what happened during them (ms after the load began). */
+  ticks?: LoadTick[];
+  markers?: LoadMarker[];
 }
 
 /** The demo was stopped (signal) before a step finished; not a failure of the step. */
@@ -170,6 +177,7 @@ export class Demo {
   private record(event: string, fields: Record<string, unknown> = {}, narrate?: string): void {
     const e: DemoEvent = { t: Date.now() - this.start, event, ...fields };
     this.events.push(e);
+    if (this.loadOrigin !== undefined) this.markers.push({ tMs: performance.now() - this.loadOrigin, kind: 'event', text: narrate ?? event });
     this.log.info({ ...fields, event: `demo.${event}` }, narrate ?? event);
     if (narrate) this.view?.note(narrate);
   }
@@ -230,6 +238,9 @@ export class Demo {
     // --duration covers the whole demo: the load gets what start-up left of it.
     const loadStart = Date.now();
     const loadMs = Math.max(5_000, opts.durationMs - (loadStart - this.start));
+    const resolverMarkers = opts.collectReport ? new ResolverMarkers(this.client, `${opts.prefix}/${opts.service}/`) : undefined;
+    this.loadOrigin = performance.now();
+    resolverMarkers?.setOrigin(this.loadOrigin);
     const load = runLoad({
       client: greeter,
       concurrency: opts.concurrency,
@@ -264,12 +275,18 @@ export class Demo {
       }
     }
     const report = await load;
+    resolverMarkers?.close();
+    this.loadOrigin = undefined;
     channel.close();
     this.record('load.finished', { ok: report.ok, failed: report.failed, rps: report.rps }, `load finished: ${report.ok} ok, ${report.failed} failed, ${report.rps} calls/s`);
-    return { ok: report.ok, failed: report.failed, load: report, events: this.events, leaders: this.leaders, runId: this.runId };
+    const forReport = opts.collectReport ? { ticks, markers: [...this.markers, ...(resolverMarkers?.markers ?? [])] } : {};
+    return { ok: report.ok, failed: report.failed, load: report, events: this.events, leaders: this.leaders, runId: this.runId, ...forReport };
   }
 
   private killed: DemoServer | undefined;
+  /** performance.now() when the load began, while it runs: demo steps are report markers then. */
+  private loadOrigin: number | undefined;
+  private readonly markers: LoadMarker[] = [];
 
   private async killLeaderOrFirst(ticks: LoadTick[]): Promise<void> {
     const victim = this.servers.find((s) => s.addr === this.leader) ?? this.servers[0];

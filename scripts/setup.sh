@@ -5,11 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages: etcd itself, and docker-compose (v1) only to validate
-# docker-compose.yml in the tests (`config -q` needs no engine).
+# docker-compose.yml in the tests (`config -q` needs no engine), chromium
+# only to open the load report in the tests.
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
 [ "${MESH_SETUP_DEMO_ONLY:-}" = 1 ] || command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+# Chromium only for the tests (the load report is opened in headless Chromium).
+[ "${MESH_SETUP_DEMO_ONLY:-}" = 1 ] || [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} from Debian" >&2
   SUDO=""

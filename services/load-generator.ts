@@ -1,7 +1,7 @@
-import type { ServiceError } from '@grpc/grpc-js';
-import { status as grpcStatus } from '@grpc/grpc-js';
-import { backendOf, sayHello, type GreeterClient } from './greeter-client';
-import { componentLogger } from '../core/logger';
+import type { GreeterClient } from './greeter-client';
+import { runLoadEngine } from './load-engine';
+import type { LatencyFigures } from './load-histogram';
+import type { RateSchedule } from './load-schedule';
 
 /** Figures of one load run; `--json` prints exactly this object. */
 export interface LoadReport {
@@ -10,24 +10,61 @@ export interface LoadReport {
   failed: number;
   rps: number;
   durationS: number;
-  latencyMs: { p50: number; p90: number; p99: number; max: number };
+  /** Latency of the ok calls (open loop: from each call's intended start); p99.9 was added after the others. */
+  latencyMs: LatencyFigures;
   backends: Record<string, number>;
   errors: Record<string, number>;
+  /** Fields below were added after the first ones; the ones above never change. */
+  mode: 'open' | 'closed';
+  concurrency?: number;
+  /** Warm-up run before measuring, left out of every figure above. */
+  warmupS: number;
+  /** Open loop only: whether the schedule was kept. */
+  schedule?: ScheduleFigures;
+}
+
+/** How well an open-loop schedule was kept (measured calls only). */
+export interface ScheduleFigures {
+  rate: string;
+  /** Calls the schedule asked for in the measured period (or up to --total). */
+  intended: number;
+  sent: number;
+  /** Intended calls never started because the client fell behind. */
+  missed: number;
+  /** How far behind their intended start calls were started (max and p99); the max also covers the oldest call never sent. */
+  behindMaxMs: number;
+  behindP99Ms: number;
+  /** No call missed and none started more than 100 ms late. */
+  kept: boolean;
 }
 
 /** Per-second window handed to the live view. */
 export interface LoadTick {
+  /** Second k covers [k-1, k) s after the load (warm-up included) began. */
   second: number;
+  /** Calls started in that second (ok/failed count completions). */
+  sent: number;
   ok: number;
   failed: number;
   backends: Record<string, number>;
   errors: Record<string, number>;
+  /** Latency of that second's ok calls. */
+  latencyMs: LatencyFigures;
+  /** The second is (partly) warm-up. */
+  warmup: boolean;
 }
 
 export interface LoadOptions {
   client: GreeterClient;
   concurrency: number;
+  /** Measured run time after the warm-up; Infinity with `total`. */
   durationMs: number;
+  /** Open loop at this rate (schedule) instead of `concurrency` workers. */
+  rate?: RateSchedule;
+  /** Stop after this many measured calls. */
+  total?: number;
+  /** Load run before measuring, left out of the report. */
+  warmupMs?: number;
   /** Deadline of each call, hedged attempts included. */
   deadlineMs: number;
   name?: string;
@@ -44,78 +81,13 @@ export function percentile(sorted: Float64Array | number[], p: number): number {
   return sorted[idx];
 }
 
-function round(n: number, digits = 3): number {
-  const f = 10 ** digits;
-  return Math.round(n * f) / f;
-}
-
 /**
- * Closed-loop load: `concurrency` workers, each sending its next call as
- * soon as the previous one ends, until the duration is over. Bounded in
+ * Load through `client`: closed loop (`concurrency` workers, each sending
+ * its next call when the previous one ends) or, with `rate`, open loop
+ * (calls start on schedule, latency from the intended start). Bounded in
  * time; a call that misses its deadline counts as failed under its status
- * code name (DEADLINE_EXCEEDED).
+ * code name (DEADLINE_EXCEEDED). See services/load-engine.ts.
  */
-export async function runLoad(opts: LoadOptions): Promise<LoadReport> {
-  const name = opts.name ?? 'load';
-  const log = componentLogger('load');
-  let latencies = new Float64Array(1 << 16);
-  let n = 0;
-  let ok = 0;
-  let failed = 0;
-  const backends: Record<string, number> = {};
-  const errors: Record<string, number> = {};
-  let window: LoadTick = { second: 1, ok: 0, failed: 0, backends: {}, errors: {} };
-  const start = performance.now();
-  const end = start + opts.durationMs;
-  const ticker = setInterval(() => {
-    const w = window;
-    window = { second: w.second + 1, ok: 0, failed: 0, backends: {}, errors: {} };
-    opts.onTick?.(w);
-  }, 1000);
-
-  const stopped = () => opts.signal?.aborted === true || performance.now() >= end;
-  const worker = async () => {
-    while (!stopped()) {
-      const t0 = performance.now();
-      try {
-        const reply = await sayHello(opts.client, name, opts.deadlineMs);
-        const ms = performance.now() - t0;
-        if (n === latencies.length) {
-          const bigger = new Float64Array(latencies.length * 2);
-          bigger.set(latencies);
-          latencies = bigger;
-        }
-        latencies[n++] = ms;
-        ok++;
-        window.ok++;
-        const b = backendOf(reply);
-        backends[b] = (backends[b] ?? 0) + 1;
-        window.backends[b] = (window.backends[b] ?? 0) + 1;
-      } catch (err) {
-        // The first few failures are logged whole: the report only counts codes.
-        if (failed < 5) log.warn({ event: 'load.call_failed', code: (err as ServiceError).code, details: (err as ServiceError).details ?? String(err) }, `call failed: ${String((err as Error).message ?? err).split('\n')[0]}`);
-        failed++;
-        window.failed++;
-        const code = grpcStatus[(err as ServiceError).code ?? grpcStatus.UNKNOWN] ?? 'UNKNOWN';
-        errors[code] = (errors[code] ?? 0) + 1;
-        window.errors[code] = (window.errors[code] ?? 0) + 1;
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: opts.concurrency }, worker));
-  clearInterval(ticker);
-  // The last partial second is not shown as a second of its own (it would
-  // read as a drop in rate); the report below counts every call.
-  const durationS = (performance.now() - start) / 1000;
-  const sorted = latencies.subarray(0, n).sort();
-  return {
-    requests: ok + failed,
-    ok,
-    failed,
-    rps: round((ok + failed) / durationS, 1),
-    durationS: round(durationS),
-    latencyMs: { p50: round(percentile(sorted, 50)), p90: round(percentile(sorted, 90)), p99: round(percentile(sorted, 99)), max: round(n ? sorted[n - 1] : 0) },
-    backends,
-    errors,
-  };
+export function runLoad(opts: LoadOptions): Promise<LoadReport> {
+  return runLoadEngine(opts);
 }
