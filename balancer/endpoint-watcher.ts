@@ -157,6 +157,7 @@ export class EndpointWatcher extends EventEmitter {
       this.records.delete(key);
       return;
     }
+    for (const w of rec.warnings) this.log.warn({ event: 'watcher.bad_metadata', key, reason: w }, `registry record ${key}: ${w}`);
     this.records.set(key, rec);
   }
 

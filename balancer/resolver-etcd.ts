@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
 import { EndpointWatcher, type EndpointSnapshot } from './endpoint-watcher';
+import type { EndpointAttributes } from './endpoint-codec';
 import { componentLogger, type Logger } from './logger';
 import { createEtcdClient, DEFAULT_ETCD_ENDPOINT } from './etcd-client';
 
@@ -18,6 +19,15 @@ export const ETCD_SCHEME = 'etcd';
  * copy channel options as it likes.
  */
 export const ETCD_CLIENT_OPTION = 'etcd_mesh.client';
+
+/**
+ * Resolver attribute (grpc-js merges resolver attributes into the options it
+ * hands the load balancer) carrying each endpoint's attributes from the
+ * registry: a JSON string `{"host:port": {"weight": 100, "zone": ...}}`.
+ * A string, so channel options stay comparable; the load-aware policy strips
+ * it before creating subchannels.
+ */
+export const ENDPOINT_ATTRIBUTES_OPTION = 'etcd_mesh.endpoint_attributes';
 
 const clients = new Map<string, Etcd3>();
 
@@ -140,7 +150,10 @@ export class EtcdResolver implements grpc.experimental.Resolver {
   }
 
   private onUpdate(snap: EndpointSnapshot): void {
-    const addrs = [...new Set(snap.endpoints.map((e) => e.addr))];
+    const attrs: Record<string, EndpointAttributes> = {};
+    // Two keys naming one address (hand-written duplicates): the last read wins.
+    for (const e of snap.endpoints) attrs[e.addr] = e.attributes;
+    const addrs = Object.keys(attrs);
     if (addrs.length === 0 && this.delivered > 0) {
       this.log.warn({ event: 'resolver.empty_held', revision: snap.revision, keeping: this.delivered }, 'registry is empty; keeping the last endpoint set until a backend registers');
       return;
@@ -148,6 +161,6 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     this.delivered = addrs.length;
     this.everDelivered = true;
     this.log.debug({ event: 'resolver.update', revision: snap.revision, endpoints: addrs }, `resolved ${addrs.length} endpoints`);
-    this.listener(grpc.experimental.statusOrFromValue(addrs.map(toEndpoint)), {}, null, `etcd revision ${snap.revision}`);
+    this.listener(grpc.experimental.statusOrFromValue(addrs.map(toEndpoint)), { [ENDPOINT_ATTRIBUTES_OPTION]: JSON.stringify(attrs) }, null, `etcd revision ${snap.revision}`);
   }
 }

@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { addEtcdOptions, addServiceOptions, connectEtcd, type EtcdFlags, type ServiceFlags } from './common';
-import { intIn, parsePositiveDuration, parseTarget } from './parse';
+import { intIn, parseLb, parsePositiveDuration, parseTarget } from './parse';
+import { DEFAULT_LB, type LbPolicy } from '../balancer/channel';
 import { addClientTlsOptions, clientCredentials, type ClientTlsFlags } from './tls';
 import { createGreeterClient } from '../services/greeter-client';
 import { runLoad, type LoadReport } from '../services/load-generator';
@@ -15,6 +16,7 @@ interface LoadFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags {
   target?: string;
   json: boolean;
   name: string;
+  lb: LbPolicy;
 }
 
 export function loadCommand(): Command {
@@ -25,6 +27,7 @@ export function loadCommand(): Command {
     .addOption(new Option('--deadline <duration>', 'deadline of each call, retries and hedges included').default(1000, '1s').argParser(parsePositiveDuration))
     .addOption(new Option('--target <target>', 'any grpc-js target (e.g. ipv4:127.0.0.1:50051,127.0.0.1:50052) instead of the etcd resolver').argParser(parseTarget))
     .addOption(new Option('--name <name>', 'name sent in each request').default('load'))
+    .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware (slow backends get little traffic; weights honoured), round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb))
     .option('--json', 'print one JSON summary object as the last stdout line', false);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
@@ -35,7 +38,7 @@ export function loadCommand(): Command {
     const tls = clientCredentials(flags, target);
     const etcd = flags.target ? undefined : await connectEtcd(flags, undefined, { readPrefix: servicePrefix(flags.prefix, flags.service) });
     if (etcd) registerEtcdResolver(etcd);
-    const client = createGreeterClient(target, tls.credentials, {}, tls.options);
+    const client = createGreeterClient(target, tls.credentials, { lb: flags.lb }, tls.options);
     const view = flags.json ? undefined : new TrafficView();
     const abort = new AbortController();
     process.on('SIGINT', () => abort.abort());

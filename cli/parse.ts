@@ -2,7 +2,8 @@ import { accessSync, constants, statSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from 'commander';
 import { registerEtcdResolver } from '../balancer/resolver-etcd';
-import { isHostPort } from '../balancer/endpoint-codec';
+import { isHostPort, MAX_WEIGHT, MIN_WEIGHT, parseWeight as weightOf } from '../balancer/endpoint-codec';
+import { LB_POLICIES, type LbPolicy } from '../balancer/channel';
 
 /**
  * Value parsers for CLI flags. Each throws commander's InvalidArgumentError,
@@ -135,4 +136,17 @@ export function parseTarget(value: string): string {
     throw new InvalidArgumentError(`${JSON.stringify(value)} is not a gRPC target: ${(err as Error).message.split('\n')[0]}`);
   }
   return value;
+}
+
+/** `--weight`: an integer in 1..1000 (the registry's range). */
+export function parseWeightFlag(value: string): number {
+  const w = /^\s*-?\d+\s*$/.test(value) ? weightOf(Number(value)) : `${JSON.stringify(value)} is not an integer`;
+  if (typeof w === 'string') throw new InvalidArgumentError(`${w.replace(/^weight /, '')} (a weight is an integer ${MIN_WEIGHT}..${MAX_WEIGHT})`);
+  return w;
+}
+
+/** `--lb`: one of the policies the mesh registers. */
+export function parseLb(value: string): LbPolicy {
+  if (!(LB_POLICIES as readonly string[]).includes(value)) throw new InvalidArgumentError(`unknown policy ${JSON.stringify(value)}; choose one of ${LB_POLICIES.join(', ')}`);
+  return value as LbPolicy;
 }

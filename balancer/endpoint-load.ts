@@ -1,0 +1,106 @@
+/**
+ * What one backend's calls have shown this client: a peak EWMA of latency
+ * (Finagle/Linkerd "peak EWMA": a slower sample replaces the average at
+ * once, faster ones pull it down with a time-based decay) and the calls
+ * outstanding on it, with the age of the oldest. Pure bookkeeping: the
+ * clock is passed in, nothing here touches grpc-js, so the pick math is
+ * unit-tested without a network.
+ *
+ * Contracts:
+ * - `latencyMs()` is never below the age of the oldest outstanding call, so
+ *   a backend that stopped answering (SIGSTOP, TCP still open) looks slower
+ *   with every millisecond, before any call on it completes.
+ * - Before its first sample a backend has no latency of its own; callers
+ *   pass a neutral value (the median of its peers), so a new backend is
+ *   neither starved nor flooded.
+ * - The decay is by wall time (`decayMs`), not by sample count: an average
+ *   forgets a spike after a few `decayMs` however many calls arrive.
+ */
+export class EndpointLoad {
+  private ewma: number | undefined;
+  private mean: number | undefined;
+  private lastSampleAt = 0;
+  private readonly inFlight = new Map<number, number>();
+  private nextToken = 1;
+
+  constructor(
+    readonly addr: string,
+    public weight: number,
+    private readonly decayMs = 500,
+  ) {}
+
+  /** Calls started on this backend and not yet ended. */
+  get outstanding(): number {
+    return this.inFlight.size;
+  }
+
+  /** True once a call on it has ended. */
+  get measured(): boolean {
+    return this.ewma !== undefined;
+  }
+
+  /** A call started at `now`; returns the token to end it with. */
+  start(now: number): number {
+    const token = this.nextToken++;
+    this.inFlight.set(token, now);
+    return token;
+  }
+
+  /**
+   * The call `token` ended at `now`. `penaltyMs` raises the sample for a
+   * failure that came back fast (a refused connection says nothing good about
+   * the backend's latency). Ending a token twice is a no-op.
+   */
+  end(token: number, now: number, penaltyMs = 0): void {
+    const started = this.inFlight.get(token);
+    if (started === undefined) return;
+    this.inFlight.delete(token);
+    this.observe(Math.max(now - started, penaltyMs), now);
+  }
+
+  /** Fold one latency sample (ms) taken at `now` into the peak EWMA. */
+  observe(sampleMs: number, now: number): void {
+    const s = Math.max(0, sampleMs);
+    const w = this.mean === undefined ? 0 : Math.exp(-Math.max(0, now - this.lastSampleAt) / this.decayMs);
+    this.mean = (this.mean ?? s) * w + s * (1 - w);
+    this.ewma = this.ewma === undefined || s > this.ewma ? s : this.ewma * w + s * (1 - w);
+    this.lastSampleAt = now;
+  }
+
+  /** Forget the peak: a backend re-admitted after it recovered is judged on its recent mean, not on its worst call. */
+  forgetPeak(): void {
+    if (this.mean !== undefined) this.ewma = this.mean;
+  }
+
+  /** Age of the oldest outstanding call at `now`, ms (0 when none). */
+  oldestAgeMs(now: number): number {
+    for (const started of this.inFlight.values()) return now - started; // Map keeps insertion order: first is oldest
+    return 0;
+  }
+
+  /** Latency estimate at `now` for picking: the peak EWMA (or `neutralMs` before any sample), never below the oldest call's age. */
+  latencyMs(now: number, neutralMs: number): number {
+    return Math.max(this.ewma ?? neutralMs, this.oldestAgeMs(now));
+  }
+
+  /**
+   * Latency estimate at `now` for ejection: the plain time-decayed mean (one
+   * slow call among hundreds barely moves it; a backend slow for a fraction
+   * of every second does), never below the oldest call's age. Undefined before any sample.
+   */
+  meanLatencyMs(now: number): number | undefined {
+    if (this.mean === undefined) return this.inFlight.size > 0 ? this.oldestAgeMs(now) : undefined;
+    return Math.max(this.mean, this.oldestAgeMs(now));
+  }
+
+  /**
+   * Expected cost of one more call here: latency x (outstanding x
+   * meanWeight / weight + 1). Lower is better. Outstanding calls count in
+   * proportion to the weight, so at equal latency the costs are equal exactly
+   * when outstanding calls are shared in proportion to weight (what weights
+   * ask for); with equal weights this is peak EWMA's latency x (outstanding + 1).
+   */
+  cost(now: number, neutralMs: number, meanWeight: number): number {
+    return this.latencyMs(now, neutralMs) * ((this.outstanding * meanWeight) / this.weight + 1);
+  }
+}

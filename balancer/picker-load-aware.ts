@@ -1,0 +1,148 @@
+import type { EndpointLoad } from './endpoint-load';
+
+/**
+ * The pick math of the `load_aware` policy, pure (clock and random source
+ * passed in) so it is unit-tested without grpc-js or a network.
+ *
+ * How a backend is chosen, per call:
+ * 1. Probe: an ejected backend with no call in flight that has not been
+ *    tried for `probeIntervalMs` gets this call, so it is measured again and
+ *    wins its share back once it recovers (no starvation of the slow).
+ * 2. First candidate: smooth weighted round robin (nginx's) over the backends
+ *    not ejected. Alone, this gives every backend exactly its weight's share.
+ * 3. Second candidate: one other such backend at random (power of two choices).
+ * 4. The first candidate is kept unless its cost (peak EWMA latency x
+ *    weight-scaled outstanding calls, see EndpointLoad.cost) exceeds
+ *    `overrideRatio` times the second's: then the second takes the call.
+ *    Equal backends therefore share exactly by weight, and a backend that is
+ *    slow, stuck or overloaded loses calls at once, before any ejection.
+ *
+ * Ejection (reviewEjections, on a timer): a backend whose mean latency
+ * (oldest outstanding call's age included) exceeds `ejectRatio` times the
+ * median of its peers, and by at least `ejectMinGapMs`, leaves the rotation
+ * and gets probes only; it comes back once its mean falls under
+ * `readmitRatio` times the median. At most max(1, ceil(n/2) - 1) of n
+ * backends are out at once, none when n = 1: a brownout of every backend
+ * ejects nobody.
+ */
+export interface LoadAwareTuning {
+  overrideRatio: number;
+  probeIntervalMs: number;
+  ejectRatio: number;
+  ejectMinGapMs: number;
+  readmitRatio: number;
+}
+
+export const DEFAULT_TUNING: LoadAwareTuning = {
+  overrideRatio: 2,
+  probeIntervalMs: 250,
+  ejectRatio: 5,
+  ejectMinGapMs: 10,
+  readmitRatio: 2,
+};
+
+/** One READY backend as the picker sees it; entries outlive pickers (the state is the balancer's). */
+export interface PickEntry {
+  load: EndpointLoad;
+  ejected: boolean;
+  /** Smooth weighted round robin's running weight. */
+  current: number;
+  lastPickedAt: number;
+}
+
+export function newPickEntry(load: EndpointLoad): PickEntry {
+  return { load, ejected: false, current: 0, lastPickedAt: 0 };
+}
+
+/** Smooth weighted round robin (nginx): O(n), exact shares, interleaved. */
+export function nextWeighted(entries: PickEntry[]): PickEntry | undefined {
+  let best: PickEntry | undefined;
+  let total = 0;
+  for (const e of entries) {
+    e.current += e.load.weight;
+    total += e.load.weight;
+    if (!best || e.current > best.current) best = e;
+  }
+  if (best) best.current -= total;
+  return best;
+}
+
+/** Lower median (for an even count, the smaller middle value): the peers' typical latency. */
+export function lowerMedian(values: number[]): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[(sorted.length - 1) >> 1];
+}
+
+export function meanWeight(entries: PickEntry[]): number {
+  if (entries.length === 0) return 1;
+  let sum = 0;
+  for (const e of entries) sum += e.load.weight;
+  return sum / entries.length;
+}
+
+export interface PickContext {
+  now: number;
+  /** Latency assumed for a backend with no sample yet (its peers' median). */
+  neutralMs: number;
+  /** Mean weight of the eligible backends. */
+  meanWeight: number;
+  /** Uniform in [0, 1). */
+  random: () => number;
+  tuning: LoadAwareTuning;
+}
+
+/** One pick among `eligible` (not ejected) and `ejected` READY backends; undefined only when both are empty. */
+export function choose(eligible: PickEntry[], ejected: PickEntry[], ctx: PickContext): PickEntry | undefined {
+  for (const e of ejected) {
+    if (e.load.outstanding === 0 && ctx.now - e.lastPickedAt >= ctx.tuning.probeIntervalMs) return picked(e, ctx.now);
+  }
+  const pool = eligible.length > 0 ? eligible : ejected;
+  const first = nextWeighted(pool);
+  if (!first || pool.length === 1) return first && picked(first, ctx.now);
+  let i = Math.floor(ctx.random() * (pool.length - 1));
+  if (pool[i] === first) i = pool.length - 1; // a uniform draw among the others
+  const second = pool[i];
+  const a = first.load.cost(ctx.now, ctx.neutralMs, ctx.meanWeight);
+  const b = second.load.cost(ctx.now, ctx.neutralMs, ctx.meanWeight);
+  return picked(a > ctx.tuning.overrideRatio * b ? second : first, ctx.now);
+}
+
+function picked(e: PickEntry, now: number): PickEntry {
+  e.lastPickedAt = now;
+  return e;
+}
+
+/** How many of n backends may be ejected at once. */
+export function maxEjected(n: number): number {
+  return n < 2 ? 0 : Math.max(1, Math.ceil(n / 2) - 1);
+}
+
+export interface EjectionReview {
+  /** The peers' median mean latency, ms (undefined when nothing is measured yet). */
+  referenceMs: number | undefined;
+  eject: PickEntry[];
+  readmit: PickEntry[];
+}
+
+/** Which backends to eject and which to re-admit now (see the file comment). Does not change the entries. */
+export function reviewEjections(entries: PickEntry[], now: number, tuning: LoadAwareTuning): EjectionReview {
+  const lat = new Map<PickEntry, number>();
+  for (const e of entries) {
+    const m = e.load.meanLatencyMs(now);
+    if (m !== undefined) lat.set(e, m);
+  }
+  const ref = lowerMedian([...lat.values()]);
+  if (ref === undefined) return { referenceMs: undefined, eject: [], readmit: [] };
+  const readmit = entries.filter((e) => e.ejected && (lat.get(e) ?? 0) <= Math.max(tuning.readmitRatio * ref, ref + tuning.ejectMinGapMs / 2));
+  const stillOut = entries.filter((e) => e.ejected).length - readmit.length;
+  const room = maxEjected(entries.length) - stillOut;
+  const eject =
+    room <= 0
+      ? []
+      : entries
+          .filter((e) => !e.ejected && lat.has(e) && lat.get(e)! > tuning.ejectRatio * ref && lat.get(e)! > ref + tuning.ejectMinGapMs)
+          .sort((x, y) => lat.get(y)! - lat.get(x)!)
+          .slice(0, room);
+  return { referenceMs: ref, eject, readmit };
+}
