@@ -20,6 +20,9 @@ export class EndpointLoad {
   private ewma: number | undefined;
   private mean: number | undefined;
   private lastSampleAt = 0;
+  /** When the backend last answered a call (any status it sent), and whether calls were sent to it since. */
+  private lastAnswerAt = 0;
+  private sentSinceAnswer = false;
   private readonly inFlight = new Map<number, number>();
   private nextToken = 1;
 
@@ -43,26 +46,40 @@ export class EndpointLoad {
   start(now: number): number {
     const token = this.nextToken++;
     this.inFlight.set(token, now);
+    if (!this.sentSinceAnswer) {
+      this.sentSinceAnswer = true;
+      // An idle backend's silence starts with the first unanswered call, not at its last answer long ago.
+      if (this.inFlight.size === 1) this.lastAnswerAt = Math.max(this.lastAnswerAt, now);
+    }
     return token;
   }
 
   /**
-   * The call `token` ended at `now`. `penaltyMs` raises the sample for a
-   * failure that came back fast (a refused connection says nothing good about
-   * the backend's latency). Ending a token twice is a no-op.
+   * The call `token` ended at `now`. `penaltyMs` raises the sample for a call
+   * that failed or never answered (a refused connection, a hedged attempt
+   * cancelled because another backend answered first): for the mean that
+   * ejection looks at, always; for the peak EWMA that picking looks at, only
+   * when `penalisePeak` (one lost hedge race must not make a healthy backend
+   * look slow for seconds). Ending a token twice is a no-op.
    */
-  end(token: number, now: number, penaltyMs = 0): void {
+  end(token: number, now: number, penaltyMs = 0, penalisePeak = true, answered = true): void {
     const started = this.inFlight.get(token);
     if (started === undefined) return;
     this.inFlight.delete(token);
-    this.observe(Math.max(now - started, penaltyMs), now);
+    if (answered) {
+      this.lastAnswerAt = now;
+      this.sentSinceAnswer = this.inFlight.size > 0;
+    }
+    const elapsed = now - started;
+    this.observe(penalisePeak ? Math.max(elapsed, penaltyMs) : elapsed, now, Math.max(elapsed, penaltyMs));
   }
 
-  /** Fold one latency sample (ms) taken at `now` into the peak EWMA. */
-  observe(sampleMs: number, now: number): void {
+  /** Fold one latency sample (ms) taken at `now` into the peak EWMA and (as `meanSampleMs`, default the same) the mean. */
+  observe(sampleMs: number, now: number, meanSampleMs = sampleMs): void {
     const s = Math.max(0, sampleMs);
     const w = this.mean === undefined ? 0 : Math.exp(-Math.max(0, now - this.lastSampleAt) / this.decayMs);
-    this.mean = (this.mean ?? s) * w + s * (1 - w);
+    const m = Math.max(0, meanSampleMs);
+    this.mean = (this.mean ?? m) * w + m * (1 - w);
     this.ewma = this.ewma === undefined || s > this.ewma ? s : this.ewma * w + s * (1 - w);
     this.lastSampleAt = now;
   }
@@ -78,9 +95,20 @@ export class EndpointLoad {
     return 0;
   }
 
-  /** Latency estimate at `now` for picking: the peak EWMA (or `neutralMs` before any sample), never below the oldest call's age. */
+  /**
+   * How long the backend has been silent at `now`: time since its last answer
+   * while calls sent to it are unanswered (cancelled hedges included), ms; 0
+   * when nothing awaits an answer. A hung backend's silence grows without
+   * bound even though hedging cancels each call stuck on it; a busy healthy
+   * one answers every few ms whatever its latency.
+   */
+  stallMs(now: number): number {
+    return this.sentSinceAnswer ? Math.max(0, now - this.lastAnswerAt) : 0;
+  }
+
+  /** Latency estimate at `now` for picking: the peak EWMA (or `neutralMs` before any sample), never below the oldest call's age or the silence. */
   latencyMs(now: number, neutralMs: number): number {
-    return Math.max(this.ewma ?? neutralMs, this.oldestAgeMs(now));
+    return Math.max(this.ewma ?? neutralMs, this.oldestAgeMs(now), this.stallMs(now));
   }
 
   /**

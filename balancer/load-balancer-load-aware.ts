@@ -24,6 +24,8 @@ const REVIEW_INTERVAL_MS = 25;
 
 /** A failure that came back fast (refused, reset) counts as at least this slow. */
 const FAILURE_PENALTY_MS = 250;
+/** An attempt that never answered (cancelled after a hedge won, deadline) counts as at least this slow, for ejection only. */
+const NO_ANSWER_PENALTY_MS = 100;
 
 /**
  * ACTIVE: in the rotation. EJECTED: too slow for its peers; probes only.
@@ -54,12 +56,14 @@ export class LoadAwareConfig implements grpc.experimental.TypedLoadBalancingConf
       if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new Error(`load_aware config: ${k} must be a positive number`);
       return v;
     };
-    return new LoadAwareConfig(num('decayMs', 500), {
+    return new LoadAwareConfig(num('decayMs', 300), {
       overrideRatio: num('overrideRatio', DEFAULT_TUNING.overrideRatio),
       probeIntervalMs: num('probeIntervalMs', DEFAULT_TUNING.probeIntervalMs),
       ejectRatio: num('ejectRatio', DEFAULT_TUNING.ejectRatio),
       ejectMinGapMs: num('ejectMinGapMs', DEFAULT_TUNING.ejectMinGapMs),
       readmitRatio: num('readmitRatio', DEFAULT_TUNING.readmitRatio),
+      stallRatio: num('stallRatio', DEFAULT_TUNING.stallRatio),
+      stallMinGapMs: num('stallMinGapMs', DEFAULT_TUNING.stallMinGapMs),
     });
   }
 }
@@ -112,8 +116,11 @@ class LoadAwarePicker implements Picker {
         started?.();
       },
       onCallEnded: (code, details, metadata) => {
-        const failedFast = code === grpc.status.UNAVAILABLE || code === grpc.status.RESOURCE_EXHAUSTED;
-        load.end(token, performance.now(), failedFast ? FAILURE_PENALTY_MS : 0);
+        const now = performance.now();
+        if (code === grpc.status.UNAVAILABLE) load.end(token, now, FAILURE_PENALTY_MS, true, false);
+        else if (code === grpc.status.RESOURCE_EXHAUSTED) load.end(token, now, FAILURE_PENALTY_MS);
+        else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, NO_ANSWER_PENALTY_MS, false, false);
+        else load.end(token, now);
         ended?.(code, details, metadata);
       },
     };
@@ -134,7 +141,7 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
   private lastError: string | null = null;
   private reviewTimer: NodeJS.Timeout | undefined;
   private readonly log: Logger;
-  private decayMs = 500;
+  private decayMs = 300;
   tuning: LoadAwareTuning = DEFAULT_TUNING;
   /** Latency assumed for a backend not yet measured: its peers' median, so a joiner gets its share at once. */
   neutralMs = 1;

@@ -19,14 +19,19 @@ import type { EndpointLoad } from './endpoint-load';
  *
  * Ejection (reviewEjections, on a timer): a backend whose mean latency
  * (oldest outstanding call's age included) exceeds `ejectRatio` times the
- * median of its peers, and by at least `ejectMinGapMs`, leaves the rotation
- * and gets probes only; it comes back once its mean falls under
- * `readmitRatio` times the median. At most max(1, ceil(n/2) - 1) of n
+ * median of its peers, and by at least `ejectMinGapMs`, or that has been
+ * silent (calls sent, none answered) for longer than `stallRatio` times the
+ * median (and by `stallMinGapMs`), leaves the rotation and gets probes only;
+ * it comes back once it answers and its mean falls under `readmitRatio`
+ * times the median. At most max(1, ceil(n/2) - 1) of n
  * backends are out at once, none when n = 1: a brownout of every backend
  * ejects nobody.
  */
 export interface LoadAwareTuning {
   overrideRatio: number;
+  /** A backend silent (calls unanswered) for longer than max(stallRatio x median, median + stallMinGapMs) is ejected. */
+  stallRatio: number;
+  stallMinGapMs: number;
   probeIntervalMs: number;
   ejectRatio: number;
   ejectMinGapMs: number;
@@ -35,6 +40,8 @@ export interface LoadAwareTuning {
 
 export const DEFAULT_TUNING: LoadAwareTuning = {
   overrideRatio: 2,
+  stallRatio: 3,
+  stallMinGapMs: 50,
   probeIntervalMs: 250,
   ejectRatio: 5,
   ejectMinGapMs: 10,
@@ -134,15 +141,16 @@ export function reviewEjections(entries: PickEntry[], now: number, tuning: LoadA
   }
   const ref = lowerMedian([...lat.values()]);
   if (ref === undefined) return { referenceMs: undefined, eject: [], readmit: [] };
-  const readmit = entries.filter((e) => e.ejected && (lat.get(e) ?? 0) <= Math.max(tuning.readmitRatio * ref, ref + tuning.ejectMinGapMs / 2));
+  const stallLimit = Math.max(tuning.stallRatio * ref, ref + tuning.stallMinGapMs);
+  const readmit = entries.filter((e) => e.ejected && e.load.stallMs(now) <= stallLimit && (lat.get(e) ?? 0) <= Math.max(tuning.readmitRatio * ref, ref + tuning.ejectMinGapMs / 2));
   const stillOut = entries.filter((e) => e.ejected).length - readmit.length;
   const room = maxEjected(entries.length) - stillOut;
   const eject =
     room <= 0
       ? []
       : entries
-          .filter((e) => !e.ejected && lat.has(e) && lat.get(e)! > tuning.ejectRatio * ref && lat.get(e)! > ref + tuning.ejectMinGapMs)
-          .sort((x, y) => lat.get(y)! - lat.get(x)!)
+          .filter((e) => !e.ejected && ((lat.has(e) && lat.get(e)! > tuning.ejectRatio * ref && lat.get(e)! > ref + tuning.ejectMinGapMs) || e.load.stallMs(now) > stallLimit))
+          .sort((x, y) => Math.max(lat.get(y) ?? 0, y.load.stallMs(now)) - Math.max(lat.get(x) ?? 0, x.load.stallMs(now)))
           .slice(0, room);
   return { referenceMs: ref, eject, readmit };
 }
