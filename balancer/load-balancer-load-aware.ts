@@ -14,7 +14,7 @@ type ChannelControlHelper = grpc.experimental.ChannelControlHelper;
 type LeafLoadBalancer = grpc.experimental.LeafLoadBalancer;
 const ConnectivityState = grpc.connectivityState;
 type ConnectivityState = grpc.connectivityState;
-const { PickResultType, QueuePicker, UnavailablePicker, LeafLoadBalancer: Leaf, createChildChannelControlHelper, endpointToString } = grpc.experimental;
+const { PickResultType, QueuePicker, UnavailablePicker, LeafLoadBalancer: Leaf, createChildChannelControlHelper, subchannelAddressToString } = grpc.experimental;
 
 /** The policy's name in service configs and on the command line (`--lb load_aware`). */
 export const LOAD_AWARE = 'load_aware';
@@ -28,10 +28,11 @@ const FAILURE_PENALTY_MS = 250;
 const NO_ANSWER_PENALTY_MS = 100;
 
 /**
+ * ABSENT: not in the resolver's list (before it appears, after it leaves).
  * ACTIVE: in the rotation. EJECTED: too slow for its peers; probes only.
  * (Connectivity is grpc-js's own: only READY backends are picked at all.)
  */
-export type EndpointHealth = 'ACTIVE' | 'EJECTED';
+export type EndpointHealth = 'ABSENT' | 'ACTIVE' | 'EJECTED';
 
 /** `{ "load_aware": { "decayMs"?: number, "probeIntervalMs"?: number, ... } }` in a service config. */
 export class LoadAwareConfig implements grpc.experimental.TypedLoadBalancingConfig {
@@ -72,6 +73,7 @@ interface Child {
   addr: string;
   leaf: LeafLoadBalancer;
   entry: PickEntry;
+  health: EndpointHealth;
 }
 
 /**
@@ -169,14 +171,16 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
     this.updatesPaused = true;
     const seen = new Set<string>();
     for (const endpoint of endpoints.value) {
-      const addr = endpointToString(endpoint);
+      // The etcd resolver hands one address per endpoint: `host:port`, IPv6 bracketed, as registered.
+      const addr = endpoint.addresses.map(subchannelAddressToString).join(',');
       seen.add(addr);
       const weight = attrs[addr]?.weight ?? DEFAULT_WEIGHT;
       let child = this.children.get(addr);
       if (!child) {
         const leaf = new Leaf(endpoint, createChildChannelControlHelper(this.helper, { updateState: (state, _picker, err) => this.onChildState(state, err) }), childOptions, resolutionNote);
-        child = { addr, leaf, entry: newPickEntry(new EndpointLoad(addr, weight, this.decayMs)) };
+        child = { addr, leaf, entry: newPickEntry(new EndpointLoad(addr, weight, this.decayMs)), health: 'ABSENT' };
         this.children.set(addr, child);
+        this.setHealth(child, 'ACTIVE', 'resolved', undefined, { weight });
         leaf.startConnecting();
       } else {
         child.leaf.updateEndpoint(endpoint, childOptions);
@@ -188,6 +192,7 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
     }
     for (const [addr, child] of this.children) {
       if (!seen.has(addr)) {
+        this.setHealth(child, 'ABSENT', 'no longer resolved', undefined);
         child.leaf.destroy();
         this.children.delete(addr);
       }
@@ -275,7 +280,8 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
     );
     if (r.referenceMs !== undefined) this.neutralMs = r.referenceMs;
     // A child no longer READY is out of the picker anyway; it comes back ACTIVE and re-measured.
-    for (const c of this.children.values()) if (c.entry.ejected && !ready.includes(c)) this.setHealth(c, 'ACTIVE', 'connection left READY', r.referenceMs);
+    const readySet = new Set(ready);
+    for (const c of this.children.values()) if (c.entry.ejected && !readySet.has(c)) this.setHealth(c, 'ACTIVE', 'connection left READY', r.referenceMs);
     if (r.eject.length === 0 && r.readmit.length === 0) return;
     for (const e of r.readmit) {
       e.load.forgetPeak();
@@ -286,17 +292,18 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
   }
 
   private childOf(e: PickEntry): Child {
-    return [...this.children.values()].find((c) => c.entry === e)!;
+    return this.children.get(e.load.addr)!;
   }
 
   /** The one setter of a backend's health. */
-  private setHealth(c: Child, next: EndpointHealth, reason: string, referenceMs: number | undefined): void {
-    const prev: EndpointHealth = c.entry.ejected ? 'EJECTED' : 'ACTIVE';
+  private setHealth(c: Child, next: EndpointHealth, reason: string, referenceMs: number | undefined, fields: Record<string, unknown> = {}): void {
+    const prev = c.health;
     if (prev === next) return;
+    c.health = next;
     c.entry.ejected = next === 'EJECTED';
     const now = performance.now();
     this.log.info(
-      { event: 'lb.endpoint_state', addr: c.addr, from: prev, to: next, reason, meanMs: round(c.entry.load.meanLatencyMs(now)), referenceMs: round(referenceMs), outstanding: c.entry.load.outstanding },
+      { event: 'lb.endpoint_state', addr: c.addr, from: prev, to: next, reason, meanMs: round(c.entry.load.meanLatencyMs(now)), stallMs: round(c.entry.load.stallMs(now)), referenceMs: round(referenceMs), outstanding: c.entry.load.outstanding, ...fields },
       `${c.addr} ${prev} -> ${next}: ${reason}`,
     );
   }
