@@ -106,9 +106,17 @@ export class EndpointLoad {
     return this.sentSinceAnswer ? Math.max(0, now - this.lastAnswerAt) : 0;
   }
 
-  /** Latency estimate at `now` for picking: the peak EWMA (or `neutralMs` before any sample), never below the oldest call's age or the silence. */
+  /**
+   * Latency estimate at `now` for picking: the peak EWMA, never below the
+   * oldest call's age or the silence. Without a sample it is `neutralMs`;
+   * without a recent one, the peak relaxes towards `neutralMs` with time
+   * (decayMs), so a backend the picker stopped choosing is tried again and
+   * measured, never starved for good.
+   */
   latencyMs(now: number, neutralMs: number): number {
-    return Math.max(this.ewma ?? neutralMs, this.oldestAgeMs(now), this.stallMs(now));
+    let est = neutralMs;
+    if (this.ewma !== undefined) est = this.ewma <= neutralMs ? this.ewma : neutralMs + (this.ewma - neutralMs) * Math.exp(-Math.max(0, now - this.lastSampleAt) / this.decayMs);
+    return Math.max(est, this.oldestAgeMs(now), this.stallMs(now));
   }
 
   /**
@@ -122,13 +130,16 @@ export class EndpointLoad {
   }
 
   /**
-   * Expected cost of one more call here: latency x (outstanding x
-   * meanWeight / weight + 1). Lower is better. Outstanding calls count in
-   * proportion to the weight, so at equal latency the costs are equal exactly
-   * when outstanding calls are shared in proportion to weight (what weights
-   * ask for); with equal weights this is peak EWMA's latency x (outstanding + 1).
+   * Expected cost of one more call here: latency x relative overload, where
+   * overload = (outstanding + 1) / (fairOutstanding + 1), at least 1, and
+   * `fairOutstanding` is this backend's weight's share of all calls in
+   * flight. Lower is better. A backend carrying no more than its share costs
+   * its latency; one holding more calls than its share (a queue building up)
+   * costs proportionally more. So equal backends, and weighted ones, are
+   * never pulled off their weights by a momentary count (one call more on a
+   * light backend), while a stuck or overloaded one is.
    */
-  cost(now: number, neutralMs: number, meanWeight: number): number {
-    return this.latencyMs(now, neutralMs) * ((this.outstanding * meanWeight) / this.weight + 1);
+  cost(now: number, neutralMs: number, fairOutstanding: number): number {
+    return this.latencyMs(now, neutralMs) * Math.max(1, (this.outstanding + 1) / (fairOutstanding + 1));
   }
 }

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import { EndpointLoad } from './endpoint-load';
-import { choose, DEFAULT_TUNING, meanWeight, newPickEntry, reviewEjections, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
+import { choose, DEFAULT_TUNING, newPickEntry, reviewEjections, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
 import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { ENDPOINT_ATTRIBUTES_OPTION } from './resolver-etcd';
 import { componentLogger, type Logger } from './logger';
@@ -84,7 +84,6 @@ interface Child {
  * shows itself).
  */
 class LoadAwarePicker implements Picker {
-  private readonly mean: number;
   private readonly eligible: PickEntry[];
   private readonly ejected: PickEntry[];
   private readonly byEntry = new Map<PickEntry, Child>();
@@ -97,12 +96,11 @@ class LoadAwarePicker implements Picker {
     this.eligible = eligible.map((c) => c.entry);
     this.ejected = ejected.map((c) => c.entry);
     for (const c of [...eligible, ...ejected]) this.byEntry.set(c.entry, c);
-    this.mean = meanWeight(this.eligible);
   }
 
   pick(args: PickArgs): PickResult {
     const now = performance.now();
-    const entry = choose(this.eligible, this.ejected, { now, neutralMs: this.lb.neutralMs, meanWeight: this.mean, random: Math.random, tuning: this.lb.tuning });
+    const entry = choose(this.eligible, this.ejected, { now, neutralMs: this.lb.neutralMs, random: Math.random, tuning: this.lb.tuning });
     const child = entry && this.byEntry.get(entry);
     if (!child) return { pickResultType: PickResultType.QUEUE, subchannel: null, status: null, onCallStarted: null, onCallEnded: null };
     const result = child.leaf.getPicker().pick(args);

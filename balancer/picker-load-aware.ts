@@ -12,7 +12,8 @@ import type { EndpointLoad } from './endpoint-load';
  *    not ejected. Alone, this gives every backend exactly its weight's share.
  * 3. Second candidate: one other such backend at random (power of two choices).
  * 4. The first candidate is kept unless its cost (peak EWMA latency x
- *    weight-scaled outstanding calls, see EndpointLoad.cost) exceeds
+ *    its overload against its weight's fair share of the calls in flight,
+ *    see EndpointLoad.cost) exceeds
  *    `overrideRatio` times the second's: then the second takes the call.
  *    Equal backends therefore share exactly by weight, and a backend that is
  *    slow, stuck or overloaded loses calls at once, before any ejection.
@@ -61,17 +62,30 @@ export function newPickEntry(load: EndpointLoad): PickEntry {
   return { load, ejected: false, current: 0, lastPickedAt: 0 };
 }
 
+/** What one pass over the pool learns besides the pick: totals for the fair shares. */
+interface WeightedPass {
+  pick: PickEntry | undefined;
+  totalWeight: number;
+  totalOutstanding: number;
+}
+
 /** Smooth weighted round robin (nginx): O(n), exact shares, interleaved. */
 export function nextWeighted(entries: PickEntry[]): PickEntry | undefined {
+  return weightedPass(entries).pick;
+}
+
+function weightedPass(entries: PickEntry[]): WeightedPass {
   let best: PickEntry | undefined;
   let total = 0;
+  let out = 0;
   for (const e of entries) {
     e.current += e.load.weight;
     total += e.load.weight;
+    out += e.load.outstanding;
     if (!best || e.current > best.current) best = e;
   }
   if (best) best.current -= total;
-  return best;
+  return { pick: best, totalWeight: total, totalOutstanding: out };
 }
 
 /** Lower median (for an even count, the smaller middle value): the peers' typical latency. */
@@ -81,19 +95,10 @@ export function lowerMedian(values: number[]): number | undefined {
   return sorted[(sorted.length - 1) >> 1];
 }
 
-export function meanWeight(entries: PickEntry[]): number {
-  if (entries.length === 0) return 1;
-  let sum = 0;
-  for (const e of entries) sum += e.load.weight;
-  return sum / entries.length;
-}
-
 export interface PickContext {
   now: number;
   /** Latency assumed for a backend with no sample yet (its peers' median). */
   neutralMs: number;
-  /** Mean weight of the eligible backends. */
-  meanWeight: number;
   /** Uniform in [0, 1). */
   random: () => number;
   tuning: LoadAwareTuning;
@@ -105,13 +110,14 @@ export function choose(eligible: PickEntry[], ejected: PickEntry[], ctx: PickCon
     if (e.load.outstanding === 0 && ctx.now - e.lastPickedAt >= ctx.tuning.probeIntervalMs) return picked(e, ctx.now);
   }
   const pool = eligible.length > 0 ? eligible : ejected;
-  const first = nextWeighted(pool);
+  const { pick: first, totalWeight, totalOutstanding } = weightedPass(pool);
   if (!first || pool.length === 1) return first && picked(first, ctx.now);
   let i = Math.floor(ctx.random() * (pool.length - 1));
   if (pool[i] === first) i = pool.length - 1; // a uniform draw among the others
   const second = pool[i];
-  const a = first.load.cost(ctx.now, ctx.neutralMs, ctx.meanWeight);
-  const b = second.load.cost(ctx.now, ctx.neutralMs, ctx.meanWeight);
+  const fair = (e: PickEntry) => (totalOutstanding * e.load.weight) / totalWeight;
+  const a = first.load.cost(ctx.now, ctx.neutralMs, fair(first));
+  const b = second.load.cost(ctx.now, ctx.neutralMs, fair(second));
   return picked(a > ctx.tuning.overrideRatio * b ? second : first, ctx.now);
 }
 
