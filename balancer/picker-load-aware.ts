@@ -40,7 +40,7 @@ export interface LoadAwareTuning {
 }
 
 export const DEFAULT_TUNING: LoadAwareTuning = {
-  overrideRatio: 2,
+  overrideRatio: 3,
   stallRatio: 3,
   stallMinGapMs: 50,
   probeIntervalMs: 250,

@@ -162,11 +162,12 @@ describe('choosing', () => {
   it('the first candidate loses to the second only when its cost is over overrideRatio times higher', () => {
     const es = entries(100, 100);
     es[0].load.observe(10, 0);
-    es[1].load.observe(4, 0);
-    // 10 vs 4: within 2x... no, over: 10 > 2 x 4 → the second wins whenever the first is drawn.
+    es[1].load.observe(3, 0);
+    // 10 > 3 x 3: the second wins whenever the first is drawn.
     const picks = Array.from({ length: 10 }, () => choose(es, [], ctx(es, 0)));
     expect(picks.every((p) => p === es[1])).toBe(true);
-    es[1].load.observe(6, 0);
+    // 10 < 3 x 4: each keeps its round-robin turn.
+    es[1].load.observe(4, 0);
     const picks2 = Array.from({ length: 10 }, () => choose(es, [], ctx(es, 0)));
     expect(picks2.filter((p) => p === es[0]).length).toBe(5);
   });
