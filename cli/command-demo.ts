@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { addEtcdOptions, addServiceOptions, configuredEndpoints, connectEtcd, connectOptions, type EtcdFlags, type ServiceFlags } from './common';
-import { intIn, parseName, parsePositiveDuration } from './parse';
+import { intIn, parseLb, parseName, parsePositiveDuration } from './parse';
+import { DEFAULT_LB, type LbPolicy } from '../balancer/channel';
 import { Demo } from '../services/demo';
 
 interface DemoFlags extends EtcdFlags, ServiceFlags {
@@ -8,6 +9,7 @@ interface DemoFlags extends EtcdFlags, ServiceFlags {
   concurrency: number;
   json: boolean;
   election: string;
+  lb: LbPolicy;
 }
 
 export function demoCommand(): Command {
@@ -16,6 +18,7 @@ export function demoCommand(): Command {
     .addOption(new Option('--duration <duration>', 'run time; the scenario is spread over it').default(40_000, '40s').argParser(parsePositiveDuration))
     .addOption(new Option('--concurrency <n>', 'calls in flight of the load client').default(8).argParser(intIn(1, 1000)))
     .addOption(new Option('--election <name>', 'election the greeters campaign on').default('demo-index').argParser(parseName))
+    .addOption(new Option('--lb <policy>', 'load-balancing policy of the load client: load_aware, round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb))
     .option('--json', 'no live view; print one JSON summary line ({ok, failed, events, ...}) at the end', false);
   addEtcdOptions(addServiceOptions(cmd));
   return cmd.action(async (flags: DemoFlags) => {
@@ -30,6 +33,7 @@ export function demoCommand(): Command {
       prefix: flags.prefix,
       service: flags.service,
       election: flags.election,
+      lb: flags.lb,
       view: !flags.json,
       signal: abort.signal,
     });

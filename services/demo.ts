@@ -22,6 +22,8 @@ export interface DemoEvent {
 export interface DemoOptions {
   /** Existing etcd to use; without it a local 3-member cluster is started. */
   etcd?: EtcdConnectOptions;
+  /** Load-balancing policy of the load client (default: the mesh's default). */
+  lb?: string;
   /** Total run time, ms (the scenario is spread over it). */
   durationMs: number;
   concurrency: number;
@@ -110,7 +112,7 @@ export class Demo {
 
     for (let i = 0; i < 3; i++) await this.startServer('started');
     registerEtcdResolver(this.client, 'demo');
-    const greeter = createGreeterClient(`etcd:///${opts.prefix}/${opts.service}`, undefined, {}, { 'etcd_mesh.client': 'demo' });
+    const greeter = createGreeterClient(`etcd:///${opts.prefix}/${opts.service}`, undefined, { lb: opts.lb }, { 'etcd_mesh.client': 'demo' });
 
     const abort = new AbortController();
     opts.signal?.addEventListener('abort', () => abort.abort());
