@@ -30,7 +30,7 @@ export interface HedgingOptions {
   idempotentServices: string[];
   /** Attempts per call, first included. Default 5. */
   maxAttempts?: number;
-  /** Bounds of the hedging delay, ms. Defaults 10 and 150. */
+  /** Bounds of the hedging delay, ms. Defaults 10 and 400. */
   minHedgeMs?: number;
   maxHedgeMs?: number;
   /** Hedge after this many times the recent mean latency. Default 4. */
@@ -58,7 +58,7 @@ export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
   const services = new Set(opts.idempotentServices);
   const maxAttempts = opts.maxAttempts ?? 5;
   const minHedge = opts.minHedgeMs ?? 10;
-  const maxHedge = opts.maxHedgeMs ?? 150;
+  const maxHedge = opts.maxHedgeMs ?? 400;
   const factor = opts.hedgeFactor ?? 4;
   const budget = opts.budget ?? new RetryBudget();
   const mean = new MeanLatency();

@@ -25,7 +25,7 @@ export interface MeshChannelConfig {
   lb?: string;
   /** Total attempts per call, first included. Default 5. */
   maxAttempts?: number;
-  /** Upper bound of the adaptive hedging delay, ms. Default 150. */
+  /** Upper bound of the adaptive hedging delay, ms. Default 400. */
   hedgingDelayMs?: number;
   /** Retry budget: extra attempts per call over 10 s (default 0.2), plus a floor per second (default 10). */
   retryBudget?: RetryBudgetOptions;
