@@ -113,9 +113,9 @@ export class EndpointLoad {
    * (decayMs), so a backend the picker stopped choosing is tried again and
    * measured, never starved for good.
    */
-  latencyMs(now: number, neutralMs: number): number {
+  latencyMs(now: number, neutralMs: number, ignorePeak = false): number {
     let est = neutralMs;
-    if (this.ewma !== undefined) est = this.ewma <= neutralMs ? this.ewma : neutralMs + (this.ewma - neutralMs) * Math.exp(-Math.max(0, now - this.lastSampleAt) / this.decayMs);
+    if (this.ewma !== undefined && !ignorePeak) est = this.ewma <= neutralMs ? this.ewma : neutralMs + (this.ewma - neutralMs) * Math.exp(-Math.max(0, now - this.lastSampleAt) / this.decayMs);
     return Math.max(est, this.oldestAgeMs(now), this.stallMs(now));
   }
 
@@ -137,9 +137,11 @@ export class EndpointLoad {
    * its latency; one holding more calls than its share (a queue building up)
    * costs proportionally more. So equal backends, and weighted ones, are
    * never pulled off their weights by a momentary count (one call more on a
-   * light backend), while a stuck or overloaded one is.
+   * light backend), while a stuck or overloaded one is. `ignorePeak`
+   * prices it at `neutralMs` (age and silence still count): for a newcomer
+   * whose first calls are slow only because its process is cold.
    */
-  cost(now: number, neutralMs: number, fairOutstanding: number): number {
-    return this.latencyMs(now, neutralMs) * Math.max(1, (this.outstanding + 1) / (fairOutstanding + 1));
+  cost(now: number, neutralMs: number, fairOutstanding: number, ignorePeak = false): number {
+    return this.latencyMs(now, neutralMs, ignorePeak) * Math.max(1, (this.outstanding + 1) / (fairOutstanding + 1));
   }
 }

@@ -63,6 +63,7 @@ export class LoadAwareConfig implements grpc.experimental.TypedLoadBalancingConf
       ejectRatio: num('ejectRatio', DEFAULT_TUNING.ejectRatio),
       ejectMinGapMs: num('ejectMinGapMs', DEFAULT_TUNING.ejectMinGapMs),
       readmitRatio: num('readmitRatio', DEFAULT_TUNING.readmitRatio),
+      warmupMs: num('warmupMs', DEFAULT_TUNING.warmupMs),
       stallRatio: num('stallRatio', DEFAULT_TUNING.stallRatio),
       stallMinGapMs: num('stallMinGapMs', DEFAULT_TUNING.stallMinGapMs),
     });
@@ -176,7 +177,7 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
       let child = this.children.get(addr);
       if (!child) {
         const leaf = new Leaf(endpoint, createChildChannelControlHelper(this.helper, { updateState: (state, _picker, err) => this.onChildState(state, err) }), childOptions, resolutionNote);
-        child = { addr, leaf, entry: newPickEntry(new EndpointLoad(addr, weight, this.decayMs)), health: 'ABSENT' };
+        child = { addr, leaf, entry: newPickEntry(new EndpointLoad(addr, weight, this.decayMs), performance.now()), health: 'ABSENT' };
         this.children.set(addr, child);
         this.setHealth(child, 'ACTIVE', 'resolved', undefined, { weight });
         leaf.startConnecting();

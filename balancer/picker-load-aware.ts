@@ -17,6 +17,9 @@ import type { EndpointLoad } from './endpoint-load';
  *    `overrideRatio` times the second's: then the second takes the call.
  *    Equal backends therefore share exactly by weight, and a backend that is
  *    slow, stuck or overloaded loses calls at once, before any ejection.
+ *    During its first `warmupMs` a newcomer is priced at the neutral
+ *    latency (a cold process answers its first calls late) and is not
+ *    ejected for its mean; stuck calls and silence count from the start.
  *
  * Ejection (reviewEjections, on a timer): a backend whose mean latency
  * (oldest outstanding call's age included) exceeds `ejectRatio` times the
@@ -37,6 +40,8 @@ export interface LoadAwareTuning {
   ejectRatio: number;
   ejectMinGapMs: number;
   readmitRatio: number;
+  /** A backend is not ejected for its mean latency during its first warmupMs (a cold process is slow at first); silence still counts. */
+  warmupMs: number;
 }
 
 export const DEFAULT_TUNING: LoadAwareTuning = {
@@ -47,6 +52,7 @@ export const DEFAULT_TUNING: LoadAwareTuning = {
   ejectRatio: 5,
   ejectMinGapMs: 10,
   readmitRatio: 2,
+  warmupMs: 1_000,
 };
 
 /** One READY backend as the picker sees it; entries outlive pickers (the state is the balancer's). */
@@ -56,10 +62,12 @@ export interface PickEntry {
   /** Smooth weighted round robin's running weight. */
   current: number;
   lastPickedAt: number;
+  /** When it joined (the warm-up runs from here). */
+  since: number;
 }
 
-export function newPickEntry(load: EndpointLoad): PickEntry {
-  return { load, ejected: false, current: 0, lastPickedAt: 0 };
+export function newPickEntry(load: EndpointLoad, since = 0): PickEntry {
+  return { load, ejected: false, current: 0, lastPickedAt: 0, since };
 }
 
 /** What one pass over the pool learns besides the pick: totals for the fair shares. */
@@ -116,8 +124,9 @@ export function choose(eligible: PickEntry[], ejected: PickEntry[], ctx: PickCon
   if (pool[i] === first) i = pool.length - 1; // a uniform draw among the others
   const second = pool[i];
   const fair = (e: PickEntry) => (totalOutstanding * e.load.weight) / totalWeight;
-  const a = first.load.cost(ctx.now, ctx.neutralMs, fair(first));
-  const b = second.load.cost(ctx.now, ctx.neutralMs, fair(second));
+  const warming = (e: PickEntry) => ctx.now - e.since < ctx.tuning.warmupMs;
+  const a = first.load.cost(ctx.now, ctx.neutralMs, fair(first), warming(first));
+  const b = second.load.cost(ctx.now, ctx.neutralMs, fair(second), warming(second));
   return picked(a > ctx.tuning.overrideRatio * b ? second : first, ctx.now);
 }
 
@@ -155,7 +164,7 @@ export function reviewEjections(entries: PickEntry[], now: number, tuning: LoadA
     room <= 0
       ? []
       : entries
-          .filter((e) => !e.ejected && ((lat.has(e) && lat.get(e)! > tuning.ejectRatio * ref && lat.get(e)! > ref + tuning.ejectMinGapMs) || e.load.stallMs(now) > stallLimit))
+          .filter((e) => !e.ejected && ((now - e.since >= tuning.warmupMs && lat.has(e) && lat.get(e)! > tuning.ejectRatio * ref && lat.get(e)! > ref + tuning.ejectMinGapMs) || e.load.stallMs(now) > stallLimit))
           .sort((x, y) => Math.max(lat.get(y) ?? 0, y.load.stallMs(now)) - Math.max(lat.get(x) ?? 0, x.load.stallMs(now)))
           .slice(0, room);
   return { referenceMs: ref, eject, readmit };

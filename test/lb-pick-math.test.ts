@@ -6,7 +6,8 @@ import { RetryBudget } from '../balancer/retry-budget';
 /** The load-aware policy's pick math, pure: no grpc-js, no network, a fake clock. */
 
 function entries(...weights: number[]): PickEntry[] {
-  return weights.map((w, i) => newPickEntry(new EndpointLoad(`10.0.0.${i + 1}:80`, w, 300)));
+  // Joined long ago (-10 s): past the warm-up.
+  return weights.map((w, i) => newPickEntry(new EndpointLoad(`10.0.0.${i + 1}:80`, w, 300), -10_000));
 }
 
 /** A seeded PRNG (mulberry32), so every run draws the same numbers. */
@@ -211,6 +212,19 @@ describe('ejection', () => {
     es[0].load.end(t, 20, 0, false, false);
     expect(es[0].load.stallMs(100)).toBe(90);
     expect(reviewEjections(es, 100, DEFAULT_TUNING).eject).toEqual([es[0]]);
+  });
+
+  it('a newcomer is not ejected for its (cold) mean latency during its warm-up; silence still ejects it', () => {
+    const es = entries(100, 100, 100);
+    for (const e of es.slice(1)) e.load.observe(2, 0);
+    es[0].since = 0;
+    es[0].load.observe(80, 10); // its first call: a cold process
+    expect(reviewEjections(es, 500, DEFAULT_TUNING).eject).toEqual([]);
+    expect(reviewEjections(es, 1_000, DEFAULT_TUNING).eject).toEqual([es[0]]);
+    es[0].load.observe(2, 1_001);
+    es[0].since = 1_001;
+    es[0].load.start(1_002);
+    expect(reviewEjections(es, 1_100, DEFAULT_TUNING).eject).toEqual([es[0]]);
   });
 });
 
