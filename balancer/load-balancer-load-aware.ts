@@ -24,8 +24,6 @@ const REVIEW_INTERVAL_MS = 25;
 
 /** A failure that came back fast (refused, reset) counts as at least this slow. */
 const FAILURE_PENALTY_MS = 250;
-/** An attempt that never answered (cancelled after a hedge won, deadline) counts as at least this slow, for ejection only. */
-const NO_ANSWER_PENALTY_MS = 100;
 
 /**
  * ABSENT: not in the resolver's list (before it appears, after it leaves).
@@ -120,7 +118,7 @@ class LoadAwarePicker implements Picker {
         const now = performance.now();
         if (code === grpc.status.UNAVAILABLE) load.end(token, now, FAILURE_PENALTY_MS, true, false);
         else if (code === grpc.status.RESOURCE_EXHAUSTED) load.end(token, now, FAILURE_PENALTY_MS);
-        else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, NO_ANSWER_PENALTY_MS, false, false);
+        else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, 0, false, false); // its time so far, a lower bound; no answer, so the silence goes on
         else load.end(token, now);
         ended?.(code, details, metadata);
       },

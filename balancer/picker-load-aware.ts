@@ -47,8 +47,8 @@ export interface LoadAwareTuning {
 export const DEFAULT_TUNING: LoadAwareTuning = {
   overrideRatio: 3,
   stallRatio: 3,
-  stallMinGapMs: 50,
-  probeIntervalMs: 250,
+  stallMinGapMs: 100,
+  probeIntervalMs: 100,
   ejectRatio: 5,
   ejectMinGapMs: 10,
   readmitRatio: 2,

@@ -211,7 +211,8 @@ describe('ejection', () => {
     // Its call was hedged elsewhere and cancelled at 20 ms: no call in flight, but no answer either.
     es[0].load.end(t, 20, 0, false, false);
     expect(es[0].load.stallMs(100)).toBe(90);
-    expect(reviewEjections(es, 100, DEFAULT_TUNING).eject).toEqual([es[0]]);
+    expect(reviewEjections(es, 100, DEFAULT_TUNING).eject).toEqual([]); // silent 90 ms: under median + 100 ms
+    expect(reviewEjections(es, 150, DEFAULT_TUNING).eject).toEqual([es[0]]);
   });
 
   it('a newcomer is not ejected for its (cold) mean latency during its warm-up; silence still ejects it', () => {
@@ -224,7 +225,7 @@ describe('ejection', () => {
     es[0].load.observe(2, 1_001);
     es[0].since = 1_001;
     es[0].load.start(1_002);
-    expect(reviewEjections(es, 1_100, DEFAULT_TUNING).eject).toEqual([es[0]]);
+    expect(reviewEjections(es, 1_200, DEFAULT_TUNING).eject).toEqual([es[0]]);
   });
 });
 
