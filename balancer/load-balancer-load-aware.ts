@@ -24,6 +24,13 @@ const REVIEW_INTERVAL_MS = 25;
 
 /** A failure that came back fast (refused, reset) counts as at least this slow. */
 const FAILURE_PENALTY_MS = 250;
+/**
+ * An attempt cancelled unanswered (another backend answered first, though it
+ * started a hedging delay later; or the deadline passed) counts as at least
+ * this slow in the mean that ejection looks at (not in the peak that picking
+ * looks at): losing a hedge race is strong evidence of slowness.
+ */
+const NO_ANSWER_PENALTY_MS = 100;
 
 /**
  * ABSENT: not in the resolver's list (before it appears, after it leaves).
@@ -118,7 +125,7 @@ class LoadAwarePicker implements Picker {
         const now = performance.now();
         if (code === grpc.status.UNAVAILABLE) load.end(token, now, FAILURE_PENALTY_MS, true, false);
         else if (code === grpc.status.RESOURCE_EXHAUSTED) load.end(token, now, FAILURE_PENALTY_MS);
-        else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, 0, false, false); // its time so far, a lower bound; no answer, so the silence goes on
+        else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, NO_ANSWER_PENALTY_MS, false, false);
         else load.end(token, now);
         ended?.(code, details, metadata);
       },

@@ -48,10 +48,10 @@ export const DEFAULT_TUNING: LoadAwareTuning = {
   overrideRatio: 3,
   stallRatio: 3,
   stallMinGapMs: 100,
-  probeIntervalMs: 100,
+  probeIntervalMs: 200,
   ejectRatio: 5,
   ejectMinGapMs: 10,
-  readmitRatio: 2,
+  readmitRatio: 1.5,
   warmupMs: 1_000,
 };
 
