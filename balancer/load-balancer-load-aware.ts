@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import { EndpointLoad } from './endpoint-load';
-import { choose, DEFAULT_TUNING, newPickEntry, reviewEjections, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
+import { choose, DEFAULT_TUNING, markEjected, newPickEntry, reviewEjections, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
 import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { ENDPOINT_ATTRIBUTES_OPTION } from './resolver-etcd';
 import { componentLogger, type Logger } from './logger';
@@ -69,6 +69,8 @@ export class LoadAwareConfig implements grpc.experimental.TypedLoadBalancingConf
       ejectMinGapMs: num('ejectMinGapMs', DEFAULT_TUNING.ejectMinGapMs),
       readmitRatio: num('readmitRatio', DEFAULT_TUNING.readmitRatio),
       warmupMs: num('warmupMs', DEFAULT_TUNING.warmupMs),
+      baseEjectionMs: num('baseEjectionMs', DEFAULT_TUNING.baseEjectionMs),
+      maxEjectionMs: num('maxEjectionMs', DEFAULT_TUNING.maxEjectionMs),
       stallRatio: num('stallRatio', DEFAULT_TUNING.stallRatio),
       stallMinGapMs: num('stallMinGapMs', DEFAULT_TUNING.stallMinGapMs),
     });
@@ -173,6 +175,8 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
       return false;
     }
     this.updatesPaused = true;
+    // Warm-up protects a joiner against warm peers; the first set has no warm peers to be compared with.
+    const since = this.children.size === 0 ? -Infinity : performance.now();
     const seen = new Set<string>();
     for (const endpoint of endpoints.value) {
       // The etcd resolver hands one address per endpoint: `host:port`, IPv6 bracketed, as registered.
@@ -182,7 +186,7 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
       let child = this.children.get(addr);
       if (!child) {
         const leaf = new Leaf(endpoint, createChildChannelControlHelper(this.helper, { updateState: (state, _picker, err) => this.onChildState(state, err) }), childOptions, resolutionNote);
-        child = { addr, leaf, entry: newPickEntry(new EndpointLoad(addr, weight, this.decayMs), performance.now()), health: 'ABSENT' };
+        child = { addr, leaf, entry: newPickEntry(new EndpointLoad(addr, weight, this.decayMs), since), health: 'ABSENT' };
         this.children.set(addr, child);
         this.setHealth(child, 'ACTIVE', 'resolved', undefined, { weight });
         leaf.startConnecting();
@@ -304,10 +308,10 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
     const prev = c.health;
     if (prev === next) return;
     c.health = next;
-    c.entry.ejected = next === 'EJECTED';
     const now = performance.now();
+    markEjected(c.entry, next === 'EJECTED', now, this.tuning);
     this.log.info(
-      { event: 'lb.endpoint_state', addr: c.addr, from: prev, to: next, reason, meanMs: round(c.entry.load.meanLatencyMs(now)), stallMs: round(c.entry.load.stallMs(now)), referenceMs: round(referenceMs), outstanding: c.entry.load.outstanding, ...fields },
+      { event: 'lb.endpoint_state', addr: c.addr, from: prev, to: next, reason, ejections: c.entry.ejections, meanMs: round(c.entry.load.meanLatencyMs(now)), stallMs: round(c.entry.load.stallMs(now)), referenceMs: round(referenceMs), outstanding: c.entry.load.outstanding, ...fields },
       `${c.addr} ${prev} -> ${next}: ${reason}`,
     );
   }

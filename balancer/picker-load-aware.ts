@@ -27,7 +27,7 @@ import type { EndpointLoad } from './endpoint-load';
  * silent (calls sent, none answered) for longer than `stallRatio` times the
  * median (and by `stallMinGapMs`), leaves the rotation and gets probes only;
  * it comes back once it answers and its mean falls under `readmitRatio`
- * times the median. At most max(1, ceil(n/2) - 1) of n
+ * times the median, and not before `baseEjectionMs` x its recent ejections. At most max(1, ceil(n/2) - 1) of n
  * backends are out at once, none when n = 1: a brownout of every backend
  * ejects nobody.
  */
@@ -42,6 +42,14 @@ export interface LoadAwareTuning {
   readmitRatio: number;
   /** A backend is not ejected for its mean latency during its first warmupMs (a cold process is slow at first); silence still counts. */
   warmupMs: number;
+  /**
+   * An ejected backend stays out at least baseEjectionMs x the times it was
+   * ejected recently (at most maxEjectionMs), as gRPC's outlier detection
+   * does: one that keeps coming back slow stays out longer and longer. The
+   * count is forgotten after maxEjectionMs x 2 without an ejection.
+   */
+  baseEjectionMs: number;
+  maxEjectionMs: number;
 }
 
 export const DEFAULT_TUNING: LoadAwareTuning = {
@@ -53,6 +61,8 @@ export const DEFAULT_TUNING: LoadAwareTuning = {
   ejectMinGapMs: 10,
   readmitRatio: 1.5,
   warmupMs: 1_000,
+  baseEjectionMs: 250,
+  maxEjectionMs: 5_000,
 };
 
 /** One READY backend as the picker sees it; entries outlive pickers (the state is the balancer's). */
@@ -64,10 +74,23 @@ export interface PickEntry {
   lastPickedAt: number;
   /** When it joined (the warm-up runs from here). */
   since: number;
+  /** When it was last ejected, and how many times recently (see LoadAwareTuning.baseEjectionMs). */
+  ejectedAt: number;
+  ejections: number;
 }
 
 export function newPickEntry(load: EndpointLoad, since = 0): PickEntry {
-  return { load, ejected: false, current: 0, lastPickedAt: 0, since };
+  return { load, ejected: false, current: 0, lastPickedAt: 0, since, ejectedAt: 0, ejections: 0 };
+}
+
+/** Mark `e` ejected (true) or back (false) at `now`, keeping the ejection count the minimum time out grows with. */
+export function markEjected(e: PickEntry, ejected: boolean, now: number, tuning: LoadAwareTuning): void {
+  if (ejected && !e.ejected) {
+    if (now - e.ejectedAt > 2 * tuning.maxEjectionMs) e.ejections = 0;
+    e.ejections++;
+    e.ejectedAt = now;
+  }
+  e.ejected = ejected;
 }
 
 /** What one pass over the pool learns besides the pick: totals for the fair shares. */
@@ -157,7 +180,8 @@ export function reviewEjections(entries: PickEntry[], now: number, tuning: LoadA
   const ref = lowerMedian([...lat.values()]);
   if (ref === undefined) return { referenceMs: undefined, eject: [], readmit: [] };
   const stallLimit = Math.max(tuning.stallRatio * ref, ref + tuning.stallMinGapMs);
-  const readmit = entries.filter((e) => e.ejected && e.load.stallMs(now) <= stallLimit && (lat.get(e) ?? 0) <= Math.max(tuning.readmitRatio * ref, ref + tuning.ejectMinGapMs / 2));
+  const minOut = (e: PickEntry) => Math.min(tuning.maxEjectionMs, tuning.baseEjectionMs * e.ejections);
+  const readmit = entries.filter((e) => e.ejected && now - e.ejectedAt >= minOut(e) && e.load.stallMs(now) <= stallLimit && (lat.get(e) ?? 0) <= Math.max(tuning.readmitRatio * ref, ref + tuning.ejectMinGapMs / 2));
   const stillOut = entries.filter((e) => e.ejected).length - readmit.length;
   const room = maxEjected(entries.length) - stillOut;
   const eject =

@@ -85,7 +85,7 @@ describe('load-aware balancing (default policy)', () => {
   it('a slow backend (SIGSTOP 40 ms / SIGCONT 10 ms) gets at most 10% of the calls at concurrency 16; 0 failed', async () => {
     const servers = await Promise.all([startServer('slow'), startServer('slow'), startServer('slow')]);
     const stop = dutyCycle(servers[0]);
-    const { report, proc } = await load('slow', ['--concurrency', '16', '--duration', '3s']);
+    const { report, proc } = await load('slow', ['--concurrency', '16', '--duration', '5s']);
     stop();
     const ejected = proc.logs.some((l) => l.event === 'lb.endpoint_state' && l.addr === servers[0].addr && l.to === 'EJECTED');
     console.log(`[lb slow] share of the slow backend ${(100 * share(report, servers[0].addr)).toFixed(2)}%; ok=${report.ok} failed=${report.failed} rps=${report.rps} p50=${report.latencyMs.p50} p99=${report.latencyMs.p99} ms; ejected=${ejected}`);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { EndpointLoad } from '../balancer/endpoint-load';
-import { choose, DEFAULT_TUNING, maxEjected, newPickEntry, nextWeighted, reviewEjections, type PickContext, type PickEntry } from '../balancer/picker-load-aware';
+import { choose, DEFAULT_TUNING, markEjected, maxEjected, newPickEntry, nextWeighted, reviewEjections, type PickContext, type PickEntry } from '../balancer/picker-load-aware';
 import { RetryBudget } from '../balancer/retry-budget';
 
 /** The load-aware policy's pick math, pure: no grpc-js, no network, a fake clock. */
@@ -44,8 +44,8 @@ function simulate(es: PickEntry[], n: number, concurrency: number, latency: (e: 
     inFlight.push({ end: now + latency(e), e, token: e.load.start(now) });
     if (i % 50 === 0) {
       const r = reviewEjections(es, now, DEFAULT_TUNING);
-      for (const x of r.readmit) x.ejected = false;
-      for (const x of r.eject) x.ejected = true;
+      for (const x of r.readmit) markEjected(x, false, now, DEFAULT_TUNING);
+      for (const x of r.eject) markEjected(x, true, now, DEFAULT_TUNING);
     }
   }
   return counts;
@@ -148,8 +148,8 @@ describe('choosing', () => {
       e.load.end(t, now + (e === es[0] && slow ? 40 : 1));
       if (now % 25 === 0) {
         const r = reviewEjections(es, now, DEFAULT_TUNING);
-        for (const x of r.readmit) x.ejected = false;
-        for (const x of r.eject) x.ejected = true;
+        for (const x of r.readmit) markEjected(x, false, now, DEFAULT_TUNING);
+        for (const x of r.eject) markEjected(x, true, now, DEFAULT_TUNING);
       }
       if (!slow && recoveredAt < 0 && !es[0].ejected) recoveredAt = now;
       if (now >= 6000) picksAfter.push(e === es[0] ? 1 : 0);
@@ -226,6 +226,24 @@ describe('ejection', () => {
     es[0].since = 1_001;
     es[0].load.start(1_002);
     expect(reviewEjections(es, 1_200, DEFAULT_TUNING).eject).toEqual([es[0]]);
+  });
+});
+
+describe('ejection time', () => {
+  it('grows with each recent ejection (250 ms x count, at most 5 s), and the count is forgotten after 10 s', () => {
+    const es = entries(100, 100, 100);
+    for (const e of es) e.load.observe(2, 0);
+    const out = es[0];
+    const minOutAt = (now: number) => {
+      markEjected(out, true, now, DEFAULT_TUNING);
+      // Healthy again at once: re-admitted only once its time out is served.
+      let t = now;
+      while (!reviewEjections(es, t, DEFAULT_TUNING).readmit.includes(out)) t += 10;
+      markEjected(out, false, t, DEFAULT_TUNING);
+      return t - now;
+    };
+    expect([minOutAt(1_000), minOutAt(2_000), minOutAt(3_000)]).toEqual([250, 500, 750]);
+    expect(minOutAt(20_000)).toBe(250);
   });
 });
 
