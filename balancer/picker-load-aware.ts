@@ -57,7 +57,7 @@ export const DEFAULT_TUNING: LoadAwareTuning = {
   stallRatio: 3,
   stallMinGapMs: 100,
   probeIntervalMs: 200,
-  ejectRatio: 5,
+  ejectRatio: 4,
   ejectMinGapMs: 10,
   readmitRatio: 1.5,
   warmupMs: 1_000,
