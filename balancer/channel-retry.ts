@@ -1,65 +1,160 @@
 import * as grpc from '@grpc/grpc-js';
+import type { InterceptingCallInterface } from '@grpc/grpc-js/build/src/client-interceptors';
+import { RetryBudget } from './retry-budget';
 
 /**
- * A retry above grpc-js's own, for the one failure its hedging cannot
- * cover: per the gRPC spec, an attempt is *committed* once response headers
- * arrive, and a backend SIGKILLed between sending headers and trailers fails
- * the call with UNAVAILABLE (ECONNRESET) although another backend would
- * answer. For idempotent methods only, this interceptor sends such a call
- * again (whole, through the channel: round_robin picks a live backend) while
- * the call's deadline, which covers every retry, has time left.
+ * Hedging and UNAVAILABLE retries for idempotent unary methods, within a
+ * retry budget (retry-budget.ts). Done here rather than by grpc-js's
+ * `hedgingPolicy` for three reasons:
+ * - Budget: grpc-js's retryThrottling counts failures only, and hedges in a
+ *   brownout do not fail, they pile up; ours counts every extra attempt.
+ * - Adaptive delay: the next attempt is sent once the call has taken
+ *   `hedgeFactor` x the channel's recent mean latency (at least `minHedgeMs`,
+ *   at most `maxHedgeMs`). A call stuck on a hung or slow backend is re-sent
+ *   within a few typical latencies; when every backend is slow the mean
+ *   rises with them and hedges stop.
+ * - Commit: grpc-js commits an attempt once response headers arrive, so a
+ *   backend SIGKILLed between headers and trailers fails the call
+ *   UNAVAILABLE although another backend would answer. Here nothing is
+ *   delivered before an attempt's status: the first OK wins, an UNAVAILABLE
+ *   attempt is replaced at once, any other status ends the call.
  *
- * Unary calls only (one request message, one response): the request is kept
- * to be sent again. Pattern: grpc-node's interceptor retry example (gRFC L5).
+ * Every attempt goes through the channel's picker, so it lands where the
+ * balancer thinks best (the load-aware policy counts the first attempt as
+ * outstanding and looks elsewhere). Losers are cancelled. The call's
+ * deadline covers all attempts. Pattern: grpc-node's interceptor retry
+ * example (gRFC L5).
  */
-export function unavailableRetryInterceptor(idempotentServices: string[], maxRetries = 3): grpc.Interceptor {
-  const services = new Set(idempotentServices);
+export interface HedgingOptions {
+  /** Fully-qualified idempotent services (`helloworld.Greeter`); other methods pass through untouched. */
+  idempotentServices: string[];
+  /** Attempts per call, first included. Default 5. */
+  maxAttempts?: number;
+  /** Bounds of the hedging delay, ms. Defaults 10 and 400. */
+  minHedgeMs?: number;
+  maxHedgeMs?: number;
+  /** Hedge after this many times the recent mean latency. Default 4. */
+  hedgeFactor?: number;
+  /** The budget extra attempts are drawn from (one per channel). */
+  budget?: RetryBudget;
+}
+
+/** Recent mean latency of successful calls through one channel, ms (EWMA by count, ~50 calls). */
+class MeanLatency {
+  value: number | undefined;
+  add(ms: number): void {
+    this.value = this.value === undefined ? ms : this.value + 0.02 * (ms - this.value);
+  }
+}
+
+interface Attempt {
+  call: InterceptingCallInterface;
+  done: boolean;
+  metadata?: grpc.Metadata;
+  message?: unknown;
+}
+
+export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
+  const services = new Set(opts.idempotentServices);
+  const maxAttempts = opts.maxAttempts ?? 5;
+  const minHedge = opts.minHedgeMs ?? 10;
+  const maxHedge = opts.maxHedgeMs ?? 400;
+  const factor = opts.hedgeFactor ?? 4;
+  const budget = opts.budget ?? new RetryBudget();
+  const mean = new MeanLatency();
+  const hedgeDelay = () => Math.min(maxHedge, Math.max(minHedge, factor * (mean.value ?? maxHedge)));
+
   return (options, nextCall) => {
     const service = options.method_definition.path.split('/')[1];
     if (!services.has(service) || options.method_definition.requestStream || options.method_definition.responseStream) {
       return new grpc.InterceptingCall(nextCall(options));
     }
-    let metadata: grpc.Metadata;
+    const deadlineMs = options.deadline instanceof Date ? options.deadline.getTime() : Number(options.deadline ?? Infinity);
+    const attempts: Attempt[] = [];
+    let outer: grpc.InterceptingListener | undefined;
+    let metadata: grpc.Metadata | undefined;
     let request: unknown;
+    let haveRequest = false;
+    let halfClosed = false;
+    let finished = false;
+    let timer: NodeJS.Timeout | undefined;
+    const t0 = performance.now();
+
+    const inFlight = () => attempts.filter((a) => !a.done).length;
+    const canAddAttempt = () => !finished && attempts.length < maxAttempts && Date.now() < deadlineMs && haveRequest && halfClosed;
+
+    const finish = (winner: Attempt, status: grpc.StatusObject) => {
+      if (finished) return;
+      finished = true;
+      if (timer) clearTimeout(timer);
+      for (const a of attempts) if (!a.done && a !== winner) a.call.cancelWithStatus(grpc.status.CANCELLED, 'another attempt answered first');
+      if (status.code === grpc.status.OK) mean.add(performance.now() - t0);
+      if (winner.metadata) outer!.onReceiveMetadata(winner.metadata);
+      if (winner.message !== undefined) outer!.onReceiveMessage(winner.message);
+      outer!.onReceiveStatus(status);
+    };
+
+    const launch = (call: InterceptingCallInterface) => {
+      const a: Attempt = { call, done: false };
+      attempts.push(a);
+      call.start(metadata!.clone(), {
+        onReceiveMetadata: (md: grpc.Metadata) => (a.metadata = md),
+        onReceiveMessage: (m: unknown) => (a.message = m),
+        onReceiveStatus: (status: grpc.StatusObject) => {
+          a.done = true;
+          if (finished) return;
+          if (status.code === grpc.status.UNAVAILABLE) {
+            // Replace it at once if the budget allows; else wait for an attempt still running; else that is the answer.
+            if (canAddAttempt() && budget.withdraw()) return void launchNext();
+            if (inFlight() > 0) return;
+          }
+          finish(a, status);
+        },
+      });
+      return a;
+    };
+
+    const launchNext = () => {
+      const a = launch(nextCall(options));
+      a.call.sendMessage(request);
+      a.call.halfClose();
+      armHedge();
+    };
+
+    const armHedge = () => {
+      if (timer) clearTimeout(timer);
+      const delay = hedgeDelay();
+      if (Date.now() + delay >= deadlineMs) return;
+      timer = setTimeout(() => {
+        timer = undefined;
+        if (canAddAttempt() && budget.withdraw()) launchNext();
+      }, delay);
+    };
+
+    const first = nextCall(options);
     const requester = new grpc.RequesterBuilder()
-      .withStart((md, listener, next) => {
+      .withStart((md, listener) => {
+        outer = listener;
         metadata = md;
-        let reply: unknown;
-        let replyNext: ((m: unknown) => void) | undefined;
-        let retries = 0;
-        const deliver = (status: grpc.StatusObject, statusNext: (s: grpc.StatusObject) => void) => {
-          if (replyNext && reply !== undefined) replyNext(reply);
-          statusNext(status);
-        };
-        const shouldRetry = (status: grpc.StatusObject) => {
-          const deadline = options.deadline instanceof Date ? options.deadline.getTime() : Number(options.deadline ?? Infinity);
-          return status.code === grpc.status.UNAVAILABLE && retries < maxRetries && Date.now() < deadline;
-        };
-        const retry = (statusNext: (s: grpc.StatusObject) => void) => {
-          retries++;
-          const call = nextCall(options);
-          call.start(metadata.clone(), {
-            onReceiveMetadata: () => undefined,
-            onReceiveMessage: (m: unknown) => (reply = m),
-            onReceiveStatus: (status: grpc.StatusObject) => (shouldRetry(status) ? retry(statusNext) : deliver(status, statusNext)),
-          });
-          call.sendMessage(request);
-          call.halfClose();
-        };
-        const first = new grpc.ListenerBuilder()
-          .withOnReceiveMessage((m, nextMsg) => {
-            reply = m;
-            replyNext = nextMsg;
-          })
-          .withOnReceiveStatus((status, statusNext) => (shouldRetry(status) ? retry(statusNext) : deliver(status, statusNext)))
-          .build();
-        next(md, first);
+        budget.deposit();
+        launch(first);
       })
-      .withSendMessage((message, next) => {
+      .withSendMessage((message) => {
         request = message;
-        next(message);
+        haveRequest = true;
+        first.sendMessage(message);
+      })
+      .withHalfClose(() => {
+        halfClosed = true;
+        first.halfClose();
+        armHedge();
+      })
+      .withCancel(() => {
+        finished = true;
+        if (timer) clearTimeout(timer);
+        for (const a of attempts) if (!a.done) a.call.cancelWithStatus(grpc.status.CANCELLED, 'cancelled by the caller');
       })
       .build();
-    return new grpc.InterceptingCall(nextCall(options), requester);
+    return new grpc.InterceptingCall(first, requester);
   };
 }

@@ -6,6 +6,12 @@
  * Key: `<prefix>/<service>/<host:port>`. Value: that JSON. Readers accept any
  * JSON (or null) in Metadata; anything else is a DecodeError, which callers
  * log with the key and skip: one bad record never poisons the endpoint list.
+ *
+ * Metadata is written as `null` or a JSON *string* (our attributes encoded
+ * inside it), never an object: etcd's Go resolver hands Metadata to grpc-go's
+ * `resolver.Address.Metadata`, which grpc-go compares and hashes, and a
+ * `map[string]interface{}` panics there (etcd issue 19700). Readers accept
+ * null, a string (JSON object inside it or not) and any object.
  */
 
 /** One backend as read from the registry. */
@@ -14,8 +20,69 @@ export interface EndpointRecord {
   key: string;
   /** `host:port` the backend serves on. */
   addr: string;
-  /** Whatever JSON the writer put in Metadata (ours: an object; Go's may be null). */
+  /**
+   * Metadata as the writer meant it: a string holding a JSON object (ours) is
+   * unwrapped to that object; null, other strings and any other JSON as stored.
+   */
   metadata: unknown;
+  /** What the balancer uses from Metadata (weight defaulted when absent or bad). */
+  attributes: EndpointAttributes;
+  /** Why part of Metadata was ignored (a bad weight): callers log these with the key. */
+  warnings: string[];
+}
+
+/** Default weight of a backend whose Metadata names none (or a bad one). */
+export const DEFAULT_WEIGHT = 100;
+export const MIN_WEIGHT = 1;
+export const MAX_WEIGHT = 1000;
+
+/** The attributes the mesh reads from (and writes into) Metadata. */
+export interface EndpointAttributes {
+  /** Relative share of traffic, MIN_WEIGHT..MAX_WEIGHT; DEFAULT_WEIGHT when unset or bad. */
+  weight: number;
+  zone?: string;
+  version?: string;
+  /** host:port of the backend's /metrics. */
+  metrics?: string;
+}
+
+/**
+ * A weight as written by a person or a program: an integer (or a string of
+ * digits) in MIN_WEIGHT..MAX_WEIGHT. Returns the weight, or why it is not one.
+ */
+export function parseWeight(value: unknown): number | string {
+  const n = typeof value === 'number' ? value : typeof value === 'string' && /^\s*-?\d+\s*$/.test(value) ? Number(value) : NaN;
+  if (!Number.isInteger(n)) return `weight ${JSON.stringify(value)} is not an integer`;
+  if (n < MIN_WEIGHT || n > MAX_WEIGHT) return `weight ${n} is out of range ${MIN_WEIGHT}..${MAX_WEIGHT}`;
+  return n;
+}
+
+/** Metadata as stored → the object our attributes live in (or null). */
+function unwrapMetadata(md: unknown): unknown {
+  if (typeof md !== 'string') return md;
+  const t = md.trim();
+  if (!t.startsWith('{')) return md;
+  try {
+    const inner: unknown = JSON.parse(t);
+    return inner !== null && typeof inner === 'object' && !Array.isArray(inner) ? inner : md;
+  } catch {
+    return md;
+  }
+}
+
+function attributesOf(md: unknown, warnings: string[]): EndpointAttributes {
+  const attrs: EndpointAttributes = { weight: DEFAULT_WEIGHT };
+  if (md === null || typeof md !== 'object' || Array.isArray(md)) return attrs;
+  const o = md as Record<string, unknown>;
+  if (o.weight !== undefined) {
+    const w = parseWeight(o.weight);
+    if (typeof w === 'number') attrs.weight = w;
+    else warnings.push(`${w}; using the default weight ${DEFAULT_WEIGHT}`);
+  }
+  if (typeof o.zone === 'string') attrs.zone = o.zone;
+  if (typeof o.version === 'string') attrs.version = o.version;
+  if (typeof o.metrics === 'string') attrs.metrics = o.metrics;
+  return attrs;
 }
 
 /** Why a registry value was rejected. Never thrown: returned, so callers skip and log. */
@@ -82,9 +149,14 @@ function trimSlashes(s: string): string {
   return s.replace(/^\/+|\/+$/g, '');
 }
 
-/** The value Go's `endpoints.Manager.AddEndpoint` would write for this backend. */
+/**
+ * The value Go's `endpoints.Manager.AddEndpoint` would write for this
+ * backend, with Go-safe Metadata: null and strings as given, anything else
+ * (our attribute object) encoded as a JSON string.
+ */
 export function encodeEndpoint(addr: string, metadata: unknown = null): string {
-  return JSON.stringify({ Op: OP_ADD, Addr: addr, Metadata: metadata === undefined ? null : metadata });
+  const md = metadata === undefined || metadata === null ? null : typeof metadata === 'string' ? metadata : JSON.stringify(metadata);
+  return JSON.stringify({ Op: OP_ADD, Addr: addr, Metadata: md });
 }
 
 /** Parse one registry value; a DecodeError says why it is not an endpoint. */
@@ -107,5 +179,7 @@ export function decodeEndpoint(key: string, value: Buffer | string): EndpointRec
   if (rec.Op !== undefined && rec.Op !== OP_ADD) return new DecodeError(key, `Op is ${JSON.stringify(rec.Op)}, not 0 (Add)`);
   if (typeof rec.Addr !== 'string' || rec.Addr === '') return new DecodeError(key, 'missing Addr');
   if (!isHostPort(rec.Addr)) return new DecodeError(key, `Addr ${JSON.stringify(rec.Addr.slice(0, 100))} is not host:port`);
-  return { key, addr: rec.Addr, metadata: rec.Metadata === undefined ? null : rec.Metadata };
+  const metadata = unwrapMetadata(rec.Metadata === undefined ? null : rec.Metadata);
+  const warnings: string[] = [];
+  return { key, addr: rec.Addr, metadata, attributes: attributesOf(metadata, warnings), warnings };
 }

@@ -117,6 +117,7 @@ export class EndpointWatcher extends EventEmitter<EndpointWatcherEvents> {
       this.records.delete(key);
       return;
     }
+    for (const w of rec.warnings) this.log.warn({ event: 'watcher.bad_metadata', key, reason: w }, `registry record ${key}: ${w}`);
     this.records.set(key, rec);
   }
 

@@ -2,8 +2,10 @@ import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
 import { EndpointWatcher, type EndpointSnapshot } from './endpoint-watcher';
+import type { EndpointAttributes } from './endpoint-codec';
 import { componentLogger, type Logger } from '../core/logger';
-import { createEtcdClient, DEFAULT_ETCD_ENDPOINT } from '../core/etcd-client';
+import { createEtcdClient } from '../core/etcd-client';
+import { DEFAULT_ETCD_ENDPOINT, endpointsFromEnv } from '../core/etcd-config';
 
 type GrpcUri = grpc.experimental.GrpcUri;
 type ResolverListener = grpc.experimental.ResolverListener;
@@ -19,12 +21,22 @@ export const ETCD_SCHEME = 'etcd';
  */
 export const ETCD_CLIENT_OPTION = 'etcd_mesh.client';
 
+/**
+ * Resolver attribute (grpc-js merges resolver attributes into the options it
+ * hands the load balancer) carrying each endpoint's attributes from the
+ * registry: a JSON string `{"host:port": {"weight": 100, "zone": ...}}`.
+ * A string, so channel options stay comparable; the load-aware policy strips
+ * it before creating subchannels.
+ */
+export const ENDPOINT_ATTRIBUTES_OPTION = 'etcd_mesh.endpoint_attributes';
+
 const clients = new Map<string, Etcd3>();
 
 /**
  * Make `etcd:///...` targets resolvable in this process, through `client`
  * (registered under `name`, default "default"). Without a registered client
- * the resolver connects to ETCD_ENDPOINTS (else 127.0.0.1:2379) on first use.
+ * the resolver connects to ETCD_ENDPOINTS (else ETCDCTL_ENDPOINTS, else
+ * 127.0.0.1:2379) on first use.
  */
 export function registerEtcdResolver(client?: Etcd3, name = 'default'): void {
   if (client) clients.set(name, client);
@@ -41,7 +53,8 @@ function clientFor(options: ChannelOptions): Etcd3 {
   let client = clients.get(name);
   if (!client) {
     if (name !== 'default') throw new Error(`no etcd client registered as ${JSON.stringify(name)}`);
-    const endpoints = (process.env.ETCD_ENDPOINTS ?? DEFAULT_ETCD_ENDPOINT).split(',').filter(Boolean);
+    // The same environment the CLI reads (ETCD_ENDPOINTS, else ETCDCTL_ENDPOINTS).
+    const endpoints = (endpointsFromEnv()?.value ?? DEFAULT_ETCD_ENDPOINT).split(',').filter(Boolean);
     client = createEtcdClient({ endpoints });
     clients.set(name, client);
   }
@@ -140,7 +153,10 @@ export class EtcdResolver implements grpc.experimental.Resolver {
   }
 
   private onUpdate(snap: EndpointSnapshot): void {
-    const addrs = [...new Set(snap.endpoints.map((e) => e.addr))];
+    const attrs: Record<string, EndpointAttributes> = {};
+    // Two keys naming one address (hand-written duplicates): the last read wins.
+    for (const e of snap.endpoints) attrs[e.addr] = e.attributes;
+    const addrs = Object.keys(attrs);
     if (addrs.length === 0 && this.delivered > 0) {
       this.log.warn({ event: 'resolver.empty_held', revision: snap.revision, keeping: this.delivered }, 'registry is empty; keeping the last endpoint set until a backend registers');
       return;
@@ -148,6 +164,6 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     this.delivered = addrs.length;
     this.everDelivered = true;
     this.log.debug({ event: 'resolver.update', revision: snap.revision, endpoints: addrs }, `resolved ${addrs.length} endpoints`);
-    this.listener(grpc.experimental.statusOrFromValue(addrs.map(toEndpoint)), {}, null, `etcd revision ${snap.revision}`);
+    this.listener(grpc.experimental.statusOrFromValue(addrs.map(toEndpoint)), { [ENDPOINT_ATTRIBUTES_OPTION]: JSON.stringify(attrs) }, null, `etcd revision ${snap.revision}`);
   }
 }

@@ -41,6 +41,11 @@ export class ServerProcess {
     });
   }
 
+  /** The child process, for signals that are not an end (SIGSTOP/SIGCONT). */
+  get proc(): MeshProcess['proc'] {
+    return this.mesh.proc;
+  }
+
   /** Spawn a server on a free loopback port; resolves once it is SERVING (and registered unless `register` is false). */
   static async start(opts: { etcd: string; prefix: string; service: string; register: boolean }): Promise<ServerProcess> {
     const s = new ServerProcess(await freePort(), opts.register, opts.etcd, opts.prefix, opts.service);

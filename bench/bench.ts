@@ -24,6 +24,7 @@ import { benchJoin, type JoinResult } from './bench-time-to-traffic';
 import { benchLeave, type LeaveResult } from './bench-time-to-leave';
 import { benchScale, killProbesNow, type ScaleResult } from './bench-scale';
 import { Report, fmtDist, fmtMB, round } from './bench-report';
+import { benchLoadAware, type LoadAwareResult } from './bench-load-aware';
 
 interface Flags {
   quick: boolean;
@@ -33,7 +34,7 @@ interface Flags {
   only?: string[];
 }
 
-const SECTIONS = ['overhead', 'fairness', 'leave', 'join', 'scale'] as const;
+const SECTIONS = ['overhead', 'fairness', 'lb', 'leave', 'join', 'scale'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Plan {
@@ -49,12 +50,15 @@ interface Plan {
   firstSetTrials: number;
   churnPerSecond: number;
   churnSeconds: number;
+  lbRunMs: number;
+  lbWarmMs: number;
+  lbEqualRuns: number;
 }
 
 function plan(quick: boolean): Plan {
   return quick
-    ? { pairs: 12, runMs: 750, simultaneousRuns: 3, warmMs: 750, fairnessRunMs: 2_500, leaveTrials: 7, joinTrials: 10, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 3, churnPerSecond: 1_000, churnSeconds: 5 }
-    : { pairs: 30, runMs: 1_000, simultaneousRuns: 5, warmMs: 1_500, fairnessRunMs: 8_000, leaveTrials: 14, joinTrials: 40, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 5, churnPerSecond: 1_000, churnSeconds: 30 };
+    ? { pairs: 12, runMs: 750, simultaneousRuns: 3, warmMs: 750, fairnessRunMs: 2_500, leaveTrials: 7, joinTrials: 10, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 3, churnPerSecond: 1_000, churnSeconds: 5, lbRunMs: 2_500, lbWarmMs: 500, lbEqualRuns: 2 }
+    : { pairs: 30, runMs: 1_000, simultaneousRuns: 5, warmMs: 1_500, fairnessRunMs: 8_000, leaveTrials: 14, joinTrials: 40, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 5, churnPerSecond: 1_000, churnSeconds: 30, lbRunMs: 6_000, lbWarmMs: 1_000, lbEqualRuns: 4 };
 }
 
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -141,6 +145,13 @@ async function main(flags: Flags): Promise<void> {
     json.fairness10 = fairness10;
   }
 
+  let lb: LoadAwareResult | undefined;
+  if (only.has('lb')) {
+    log(`load-aware vs round_robin at concurrency 16: equal backends (${p.lbEqualRuns} alternating runs each), one slow backend (SIGSTOP 40 ms / SIGCONT 10 ms), weights 90/10, brownout; ${p.lbRunMs / 1000} s runs`);
+    lb = await benchLoadAware({ etcd, writer, prefix: `${prefix}lb`, service, runMs: p.lbRunMs, warmMs: p.lbWarmMs, equalRuns: p.lbEqualRuns, concurrency: 16 }, log);
+    json.loadAware = lb;
+  }
+
   let leave: LeaveResult | undefined;
   let join: JoinResult | undefined;
   if (only.has('leave') || only.has('join')) {
@@ -211,6 +222,26 @@ async function main(flags: Flags): Promise<void> {
   if (fairness10) {
     report.row('fairness', 'max/min share, 10 backends, resolver', String(fairness10.resolver), '<= 1.02', fairness10.resolver <= 1.02);
     report.row('fairness', 'max/min share, 10 backends, static (reference)', String(fairness10.static));
+  }
+  if (lb) {
+    const e = lb.equal;
+    report.row('lb equal', 'max/min share, load_aware (round_robin)', `${e.maxMin.load_aware} (${e.maxMin.round_robin})`, '<= 1.05', e.maxMin.load_aware <= 1.05);
+    report.row('lb equal', 'rps load_aware / round_robin', `${e.rps.load_aware} / ${e.rps.round_robin} = ${e.rpsRatio}`, '>= 0.98', e.rpsRatio >= 0.98);
+    for (const r of lb.slow) {
+      const la = r.policy === 'load_aware';
+      report.row('lb slow', `${r.policy}: slow backend's share`, `${r.slowSharePct}%`, la ? '<= 10%' : undefined, la ? r.slowSharePct <= 10 : undefined);
+      report.row('lb slow', `${r.policy}: p99 slow / healthy`, `${r.slowP99} / ${r.healthyP99} ms = ${r.p99Ratio}`, la ? '<= 1.3' : undefined, la ? r.p99Ratio <= 1.3 : undefined);
+      report.row('lb slow', `${r.policy}: rps slow / healthy`, `${r.slowRps} / ${r.healthyRps} = ${r.rpsRatio}`, la ? '>= 0.9' : undefined, la ? r.rpsRatio >= 0.9 : undefined);
+      report.row('lb slow', `${r.policy}: failed calls`, String(r.failed), la ? '0' : undefined, la ? r.failed === 0 : undefined);
+    }
+    for (const w of lb.weights) {
+      const la = w.policy === 'load_aware';
+      report.row('lb weights', `${w.policy}: weight-10 backend's share (90/10 asked)`, `${w.lightSharePct}% of ${w.calls}`, la ? '8-12%' : undefined, la ? Math.abs(w.lightSharePct - 10) <= 2 : undefined);
+    }
+    for (const b of lb.brownout) {
+      const la = b.policy === 'load_aware';
+      report.row('lb brownout', `${b.policy}: attempts per ok call (server-side)`, `${b.attemptsPerOk} (p99 ${b.p99} ms, failed ${b.failed})`, la ? '<= 1.2' : undefined, la ? b.attemptsPerOk <= 1.2 : undefined);
+    }
   }
   if (join) {
     report.row('join', 'key written → first reply from new backend', fmtDist(join.firstReplyMs), 'p99 < 100 ms', join.firstReplyMs.p99 < 100 && join.missed === 0);

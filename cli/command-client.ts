@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { addEtcdOptions, addServiceOptions, errorText } from './common';
-import { intIn, parseDuration, parsePositiveDuration, parseTarget } from './parse';
+import { intIn, parseDuration, parseLb, parsePositiveDuration, parseTarget } from './parse';
+import { DEFAULT_LB } from '../balancer/channel';
 import { addClientTlsOptions } from './tls';
 import { openMeshClient, type MeshClientFlags } from './mesh-client';
 import { sayHello } from '../services/greeter-client';
@@ -38,12 +39,13 @@ interface ClientFlags extends MeshClientFlags {
 
 export function clientCommand(): Command {
   const cmd = new Command('client')
-    .description('call SayHello through etcd:///<prefix>/<service> (round_robin) and print each reply')
+    .description('call SayHello through etcd:///<prefix>/<service> and print each reply')
     .addOption(new Option('--name <name>', 'name to greet').default('world'))
     .addOption(new Option('--interval <duration>', 'pause between calls').default(1000, '1s').argParser(parseDuration))
     .addOption(new Option('--count <n>', 'stop after n calls (default: until Ctrl-C)').argParser(intIn(1, 1_000_000_000)))
     .addOption(new Option('--deadline <duration>', 'deadline of each call, retries included').default(1000, '1s').argParser(parsePositiveDuration))
-    .addOption(new Option('--target <target>', 'any grpc-js target instead of the etcd resolver').argParser(parseTarget));
+    .addOption(new Option('--target <target>', 'any grpc-js target instead of the etcd resolver').argParser(parseTarget))
+    .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware, round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb));
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   return cmd.action(async (flags: ClientFlags) => {

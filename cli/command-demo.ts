@@ -1,7 +1,8 @@
 import { constants as osConstants } from 'node:os';
 import { Command, Option } from 'commander';
 import { addEtcdOptions, addServiceOptions, configuredEndpoints, connectEtcd, etcdConfigFromFlags, type EtcdFlags, type ServiceFlags } from './common';
-import { intIn, parseName, parsePositiveDuration } from './parse';
+import { intIn, parseLb, parseName, parsePositiveDuration } from './parse';
+import { DEFAULT_LB, type LbPolicy } from '../balancer/channel';
 import { Demo } from '../demo/demo';
 import { addReportOptions } from './load-flags';
 import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
@@ -11,6 +12,7 @@ interface DemoFlags extends EtcdFlags, ServiceFlags {
   concurrency: number;
   json: boolean;
   election: string;
+  lb: LbPolicy;
   report?: string;
   csv?: string;
 }
@@ -21,6 +23,7 @@ export function demoCommand(): Command {
     .addOption(new Option('--duration <duration>', 'run time; the scenario is spread over it').default(40_000, '40s').argParser(parsePositiveDuration))
     .addOption(new Option('--concurrency <n>', 'calls in flight of the load client').default(8).argParser(intIn(1, 1000)))
     .addOption(new Option('--election <name>', 'election the greeters campaign on').default('demo-index').argParser(parseName))
+    .addOption(new Option('--lb <policy>', 'load-balancing policy of the load client: load_aware, round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb))
     .option('--json', 'no live view; print one JSON summary line ({ok, failed, events, ...}) at the end', false);
   addReportOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
@@ -63,6 +66,7 @@ export function demoCommand(): Command {
       prefix: flags.prefix,
       service: flags.service,
       election: flags.election,
+      lb: flags.lb,
       view: !flags.json,
       signal: abort.signal,
       collectReport: Boolean(flags.report || flags.csv),

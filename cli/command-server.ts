@@ -2,8 +2,9 @@ import { Command, Option } from 'commander';
 import { EtcdPermissionDeniedError } from 'etcd3';
 import { addEtcdOptions, addServiceOptions, CommandFailure, connectEtcd, errorText, type EtcdFlags, type ServiceFlags } from './common';
 import { servicePrefix } from '../balancer/endpoint-codec';
-import { splitUser } from '../core/etcd-client';
-import { parseHost, parseName, parsePort, parseTtl } from './parse';
+import { splitUser } from '../core/etcd-config';
+import { parseHost, parseName, parsePort, parseTtl, parseWeightFlag } from './parse';
+import { DEFAULT_WEIGHT } from '../balancer/endpoint-codec';
 import { GreeterServer } from '../services/greeter-server';
 import { componentLogger } from '../core/logger';
 import { serverCredentials, addServerTlsOptions, type ServerTlsFlags } from './tls';
@@ -14,6 +15,8 @@ interface ServerFlags extends EtcdFlags, ServiceFlags, ServerTlsFlags {
   ttl: number;
   register: boolean;
   elect?: string;
+  weight: number;
+  zone?: string;
 }
 
 export function serverCommand(): Command {
@@ -23,6 +26,8 @@ export function serverCommand(): Command {
     .addOption(new Option('--host <host>', 'address to bind and advertise').default('127.0.0.1').argParser(parseHost))
     .addOption(new Option('--ttl <seconds>', 'lease TTL').default(10).argParser(parseTtl))
     .option('--no-register', 'serve only; do not register in etcd')
+    .addOption(new Option('--weight <n>', 'relative share of traffic, 1..1000, written into the registration').default(DEFAULT_WEIGHT).argParser(parseWeightFlag))
+    .addOption(new Option('--zone <zone>', 'zone written into the registration').argParser(parseName))
     .addOption(new Option('--elect <name>', 'also campaign in election NAME: the leader builds the shared index (progress in progress/NAME), followers load it').argParser(parseName));
   addEtcdOptions(addServiceOptions(cmd));
   addServerTlsOptions(cmd);
@@ -41,6 +46,7 @@ export function serverCommand(): Command {
       ttlSeconds: flags.ttl,
       credentials,
       elect: flags.elect,
+      metadata: { weight: flags.weight, ...(flags.zone !== undefined ? { zone: flags.zone } : {}) },
     });
     let signalled = false;
     const onSignal = (sig: NodeJS.Signals) => {

@@ -3,11 +3,14 @@ import { connectEtcd, type EtcdFlags, type ServiceFlags } from './common';
 import { clientCredentials, type ClientTlsFlags } from './tls';
 import { meshTarget, openGreeterClient, type GreeterClient } from '../services/greeter-client';
 import { servicePrefix } from '../balancer/endpoint-codec';
+import type { LbPolicy } from '../balancer/channel';
 
 /** Flags of a command that calls the greeters (`client`, `load`). */
 export interface MeshClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags {
   /** Any grpc-js target instead of the etcd resolver; then no etcd client is opened. */
   target?: string;
+  /** Load-balancing policy (`--lb`); default the mesh's. */
+  lb?: LbPolicy;
 }
 
 /** A Greeter client on the mesh channel, and the etcd client its resolver reads (none with --target). */
@@ -33,7 +36,7 @@ export async function openMeshClient(flags: MeshClientFlags): Promise<MeshClient
   const tls = clientCredentials(flags, target);
   const registry = flags.target ? undefined : servicePrefix(flags.prefix, flags.service);
   const etcd = registry ? await connectEtcd(flags, undefined, { readPrefix: registry }) : undefined;
-  const channel = openGreeterClient(target, etcd, { credentials: tls.credentials, options: tls.options });
+  const channel = openGreeterClient(target, etcd, { credentials: tls.credentials, options: tls.options, config: { lb: flags.lb } });
   let closed = false;
   return {
     target,

@@ -3,7 +3,8 @@ import * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from 'commander';
 import { parseUri } from '@grpc/grpc-js/build/src/uri-parser';
 import { ETCD_SCHEME, keyPrefixOf } from '../balancer/resolver-etcd';
-import { isHostPort } from '../balancer/endpoint-codec';
+import { isHostPort, MAX_WEIGHT, MIN_WEIGHT, parseWeight as weightOf } from '../balancer/endpoint-codec';
+import { LB_POLICIES, type LbPolicy } from '../balancer/channel';
 import { validateCoordinationName } from '../coordination/lock-name';
 
 /**
@@ -147,4 +148,17 @@ export function parseCoordinationName(value: string): string {
   const bad = validateCoordinationName(value);
   if (bad) throw new InvalidArgumentError(value === '' ? bad : `${JSON.stringify(value)} ${bad}`);
   return value;
+}
+
+/** `--weight`: an integer in 1..1000 (the registry's range). */
+export function parseWeightFlag(value: string): number {
+  const w = /^\s*-?\d+\s*$/.test(value) ? weightOf(Number(value)) : `${JSON.stringify(value)} is not an integer`;
+  if (typeof w === 'string') throw new InvalidArgumentError(`${w.replace(/^weight /, '')} (a weight is an integer ${MIN_WEIGHT}..${MAX_WEIGHT})`);
+  return w;
+}
+
+/** `--lb`: one of the policies the mesh registers. */
+export function parseLb(value: string): LbPolicy {
+  if (!(LB_POLICIES as readonly string[]).includes(value)) throw new InvalidArgumentError(`unknown policy ${JSON.stringify(value)}; choose one of ${LB_POLICIES.join(', ')}`);
+  return value as LbPolicy;
 }

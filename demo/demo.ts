@@ -12,6 +12,7 @@ import { runLoad, type LoadReport, type LoadTick } from '../services/load-genera
 import { TrafficView } from '../services/traffic-view';
 import { createEtcdClient } from '../core/etcd-client';
 import type { EtcdConfig } from '../core/etcd-config';
+import type { LbPolicy } from '../balancer/channel';
 import { componentLogger } from '../core/logger';
 import { ResolverMarkers } from '../services/load-markers';
 import type { LoadMarker } from '../services/load-report';
@@ -25,6 +26,8 @@ export interface DemoEvent {
 }
 
 export interface DemoOptions {
+  /** Load-balancing policy of the load client (default: the mesh's default). */
+  lb?: LbPolicy;
   /** Existing etcd to use; without it a local 3-member cluster is started. */
   etcd?: EtcdConfig;
   /** Total run time, ms (the scenario is spread over it). */
@@ -228,7 +231,7 @@ export class Demo {
 
     for (let i = 0; i < 3; i++) await this.until(this.startServer('started'));
     const target = meshTarget(opts.prefix, opts.service);
-    const channel = openGreeterClient(target, this.client, { name: 'demo' });
+    const channel = openGreeterClient(target, this.client, { name: 'demo', config: { lb: opts.lb } });
     const greeter = channel.greeter;
     this.checkNotInterrupted();
     this.setState('running');

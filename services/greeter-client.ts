@@ -37,10 +37,14 @@ export interface GreeterOnEtcd {
  * channel options, so two clients in one process never share a resolver
  * client by accident). Without `etcd` the target is dialled as it is.
  */
-export function openGreeterClient(target: string, etcd: Etcd3 | undefined, opts: { name?: string; credentials?: grpc.ChannelCredentials; options?: grpc.ChannelOptions } = {}): GreeterOnEtcd {
+export function openGreeterClient(
+  target: string,
+  etcd: Etcd3 | undefined,
+  opts: { name?: string; credentials?: grpc.ChannelCredentials; options?: grpc.ChannelOptions; config?: Partial<MeshChannelConfig> } = {},
+): GreeterOnEtcd {
   const name = opts.name ?? 'default';
   if (etcd) registerEtcdResolver(etcd, name);
-  const greeter = createGreeterClient(target, opts.credentials, {}, { ...(name === 'default' ? {} : { [ETCD_CLIENT_OPTION]: name }), ...opts.options });
+  const greeter = createGreeterClient(target, opts.credentials, opts.config ?? {}, { ...(name === 'default' ? {} : { [ETCD_CLIENT_OPTION]: name }), ...opts.options });
   let closed = false;
   return {
     greeter,

@@ -1,9 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { DecodeError, decodeEndpoint, encodeEndpoint, endpointKey, isHostPort } from '../balancer/endpoint-codec';
+import { DecodeError, DEFAULT_WEIGHT, decodeEndpoint, encodeEndpoint, endpointKey, isHostPort, parseWeight, type EndpointRecord } from '../balancer/endpoint-codec';
 
 describe('endpoint codec (Go naming/endpoints format)', () => {
   it('writes what Go endpoints.Manager writes', () => {
-    expect(encodeEndpoint('127.0.0.1:50051', { weight: 1 })).toBe('{"Op":0,"Addr":"127.0.0.1:50051","Metadata":{"weight":1}}');
+    // Our attributes go inside a JSON string: Go's resolver hands Metadata to grpc-go, which panics hashing an object (etcd #19700).
+    expect(encodeEndpoint('127.0.0.1:50051', { weight: 1 })).toBe('{"Op":0,"Addr":"127.0.0.1:50051","Metadata":"{\\"weight\\":1}"}');
+    expect(encodeEndpoint('127.0.0.1:50051', 'plain')).toBe('{"Op":0,"Addr":"127.0.0.1:50051","Metadata":"plain"}');
     expect(encodeEndpoint('127.0.0.1:50051')).toBe('{"Op":0,"Addr":"127.0.0.1:50051","Metadata":null}');
     expect(endpointKey('services', 'greeter', '127.0.0.1:1')).toBe('services/greeter/127.0.0.1:1');
     expect(endpointKey('/services/', 'greeter', '127.0.0.1:1')).toBe('services/greeter/127.0.0.1:1');
@@ -17,6 +19,27 @@ describe('endpoint codec (Go naming/endpoints format)', () => {
       expect((r as { metadata: unknown }).metadata).toEqual(JSON.parse(md));
     }
     expect(decodeEndpoint('k', '{"Addr":"[::1]:80"}')).toMatchObject({ addr: '[::1]:80', metadata: null });
+  });
+
+  it('reads our attributes from a JSON string, an object (other writers) or nothing; a bad weight falls back with a warning', () => {
+    const read = (md: string) => decodeEndpoint('services/greeter/a:1', `{"Op":0,"Addr":"a:1","Metadata":${md}}`) as EndpointRecord;
+    expect(read(JSON.stringify(JSON.stringify({ weight: 90, zone: 'z1' })))).toMatchObject({ metadata: { weight: 90, zone: 'z1' }, attributes: { weight: 90, zone: 'z1' }, warnings: [] });
+    expect(read('{"weight":10}')).toMatchObject({ attributes: { weight: 10 }, warnings: [] });
+    expect(read('{"weight":"250"}').attributes.weight).toBe(250);
+    expect(read('null')).toMatchObject({ metadata: null, attributes: { weight: DEFAULT_WEIGHT }, warnings: [] });
+    expect(read('"not json"')).toMatchObject({ metadata: 'not json', attributes: { weight: DEFAULT_WEIGHT }, warnings: [] });
+    for (const bad of ['0', '-5', '"heavy"', '1001', '2.5', 'true']) {
+      const r = read(`{"weight":${bad}}`);
+      expect(r.attributes.weight).toBe(DEFAULT_WEIGHT);
+      expect(r.warnings).toHaveLength(1);
+      expect(r.warnings[0]).toMatch(/weight .* using the default weight 100/);
+    }
+    // What we write reads back as what we meant.
+    const ours = decodeEndpoint('k', encodeEndpoint('a:1', { weight: 7, version: '1.2' })) as EndpointRecord;
+    expect(ours.metadata).toEqual({ weight: 7, version: '1.2' });
+    expect(ours.attributes).toEqual({ weight: 7, version: '1.2' });
+    expect(parseWeight(1000)).toBe(1000);
+    expect(parseWeight(1)).toBe(1);
   });
 
   it('rejects garbage with a reason, never throws', () => {
