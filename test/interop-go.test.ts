@@ -1,9 +1,10 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { freePort } from './harness/ports';
 import { PeerProcess, type PeerEvent } from './harness/peer-process';
 import { buildGoPeers, ensureGoToolchain, type GoPeers } from './harness/peer-go';
+import type { PeerAvailability } from './harness/peer-debian';
 import type { LoadReport } from '../services/load-generator';
 
 /**
@@ -24,18 +25,23 @@ import type { LoadReport } from '../services/load-generator';
  *   that down.
  */
 
-const toolchain = ensureGoToolchain();
-if (!toolchain.ok) console.warn(`interop-go: skipped: ${toolchain.reason}`);
-
+let toolchain: PeerAvailability = { ok: false, reason: 'set-up did not run' };
 let t: Partial<TestEtcd> = {};
 let go: GoPeers;
 
+// A bare machine: installing Go and the sources takes minutes, a cold build one or two.
 beforeAll(async () => {
-  if (!toolchain.ok) return;
+  toolchain = await ensureGoToolchain();
+  if (!toolchain.ok) return console.warn(`interop-go: skipped: ${toolchain.reason}`);
   go = await buildGoPeers();
   console.log(`interop-go: Go peers ${go.cached ? 'taken from the cache (.tmp/go-peers)' : `built in ${(go.buildMs / 1000).toFixed(1)} s`}`);
   t = await startTestEtcd(1);
-}, 660_000);
+}, 1_500_000);
+
+/** Skip (with the reason as the note) when the Go toolchain or etcd's Go sources cannot be had. */
+function needGo(ctx: TestContext): void {
+  if (!toolchain.ok) ctx.skip(`Go peers unavailable: ${toolchain.reason}`);
+}
 
 afterAll(async () => {
   await stopTestEtcd(t, () => PeerProcess.killAll());
@@ -76,8 +82,9 @@ async function runGoClient(args: string[]): Promise<{ code: number | null; done:
   return { code, done: proc.events.find((e) => e.event === 'done'), errors: proc.eventsNamed('error'), stderr: proc.stderr };
 }
 
-describe.skipIf(!toolchain.ok)('Go peers on etcd naming (endpoints.Manager, clientv3/naming/resolver)', () => {
-  it("Go's endpoints.Manager registration is read as a backend: mesh load balances onto it, one connection, 0 failed", async () => {
+describe('Go peers on etcd naming (endpoints.Manager, clientv3/naming/resolver)', () => {
+  it("Go's endpoints.Manager registration is read as a backend: mesh load balances onto it, one connection, 0 failed", async (ctx) => {
+    needGo(ctx);
     const gs = await startGoServer('igo1');
     const { stdout } = await t.etcd!.etcdctl(['get', `igo1/greeter/${gs.addr}`, '--print-value-only']);
     expect(JSON.parse(stdout)).toEqual({ Op: 0, Addr: gs.addr, Metadata: null });
@@ -94,7 +101,8 @@ describe.skipIf(!toolchain.ok)('Go peers on etcd naming (endpoints.Manager, clie
     expect(gs.peers()).toHaveLength(1);
   }, 60_000);
 
-  it('a mesh client calling the Go server once a second keeps one connection (grpc-go default keepalive enforcement)', async () => {
+  it('a mesh client calling the Go server once a second keeps one connection (grpc-go default keepalive enforcement)', async (ctx) => {
+    needGo(ctx);
     const gs = await startGoServer('igo2');
     const run = await runMesh(['client', '--etcd', t.etcd!.endpoints, '--prefix', 'igo2', '--interval', '1s', '--count', '5'], SHOW_GRPC_ERRORS, 60_000);
     console.log(`interop-go idle: ${run.stdout.length} replies, connections seen by the Go server: ${gs.peers().length}, GOAWAY too_many_pings seen by the client: ${excessPings(run.stderr).length}`);
@@ -104,7 +112,8 @@ describe.skipIf(!toolchain.ok)('Go peers on etcd naming (endpoints.Manager, clie
     expect(gs.peers()).toHaveLength(1);
   }, 60_000);
 
-  it('a Go client on etcd\'s resolver reaches every mesh server: no panic, no error (grpc.WithAuthority("greeter"))', async () => {
+  it('a Go client on etcd\'s resolver reaches every mesh server: no panic, no error (grpc.WithAuthority("greeter"))', async (ctx) => {
+    needGo(ctx);
     const mesh = await Promise.all([startMeshServer('igo3'), startMeshServer('igo3'), startMeshServer('igo3')]);
     // Beside them, one registered by hand with our attributes as a JSON
     // string in Metadata (the form the contract prescribes), so the Go side
@@ -121,7 +130,8 @@ describe.skipIf(!toolchain.ok)('Go peers on etcd naming (endpoints.Manager, clie
     for (const a of mesh) expect(backends[a] ?? 0, `calls to ${a}`).toBeGreaterThan(0);
   }, 60_000);
 
-  it("documents why WithAuthority: without it grpc-go sends :authority \"<prefix>/greeter\", which Node's HTTP/2 refuses (RST_STREAM PROTOCOL_ERROR)", async () => {
+  it("documents why WithAuthority: without it grpc-go sends :authority \"<prefix>/greeter\", which Node's HTTP/2 refuses (RST_STREAM PROTOCOL_ERROR)", async (ctx) => {
+    needGo(ctx);
     // Registered with Metadata null by hand, so this isolates the :authority
     // question from the Metadata one above.
     await startHandRegistered('igo4', null);

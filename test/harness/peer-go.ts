@@ -5,7 +5,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import { REPO } from './mesh-process';
-import { ensureDebianPackages } from './peer-debian';
+import { ensureDebianPackages, type PeerAvailability } from './peer-debian';
 
 const execFileP = promisify(execFile);
 
@@ -36,7 +36,7 @@ function goPresent(): boolean {
 }
 
 /** golang-go, golang-etcd-server-dev, golang-google-grpc-dev present (installed now if missing), or why not. */
-export function ensureGoToolchain(): { ok: true } | { ok: false; reason: string } {
+export function ensureGoToolchain(): Promise<PeerAvailability> {
   return ensureDebianPackages(['golang-go', 'golang-etcd-server-dev', 'golang-google-grpc-dev'], goPresent);
 }
 

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
 import { REPO } from './mesh-process';
 import { PeerProcess } from './peer-process';
-import { ensureDebianPackages } from './peer-debian';
+import { ensureDebianPackages, type PeerAvailability } from './peer-debian';
 
 /**
  * Debian's interpreter, by full path: `python3` on PATH may be another one
@@ -16,7 +16,7 @@ function grpcioPresent(): boolean {
 }
 
 /** python3-grpcio present (installed now if missing), or why not. */
-export function ensurePythonGrpc(): { ok: true } | { ok: false; reason: string } {
+export function ensurePythonGrpc(): Promise<PeerAvailability> {
   return ensureDebianPackages(['python3', 'python3-grpcio'], grpcioPresent);
 }
 
