@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vitest';
+import { afterAll, beforeAll, describe, it, type TestContext } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { freePort } from './harness/ports';
@@ -57,9 +57,13 @@ async function startMeshServer(prefix: string): Promise<string> {
   return `127.0.0.1:${port}`;
 }
 
-describe('standard gRPC server (C core, python3-grpcio, default options)', () => {
+// Concurrent: each test has its own prefix and processes, and the idle
+// client's checks (connections, GOAWAYs) do not depend on timing, so the
+// load runs inside the 30 s of the idle test instead of after it.
+describe.concurrent('standard gRPC server (C core, python3-grpcio, default options)', () => {
   it('a mesh client calling once a second for 30 s keeps ONE connection: no GOAWAY too_many_pings, no reconnect', async (ctx) => {
     needPython(ctx);
+    const { expect } = ctx;
     const py = await startPython('ipy1');
     const t0 = Date.now();
     const run = await runMesh(['client', '--etcd', t.etcd!.endpoints, '--prefix', 'ipy1', '--interval', '1s', '--count', '31'], SHOW_GRPC_ERRORS, 60_000);
@@ -74,6 +78,7 @@ describe('standard gRPC server (C core, python3-grpcio, default options)', () =>
 
   it('under mesh load beside two mesh servers it takes its share, on one connection, 0 failed', async (ctx) => {
     needPython(ctx);
+    const { expect } = ctx;
     const py = await startPython('ipy2');
     const mesh = await Promise.all([startMeshServer('ipy2'), startMeshServer('ipy2')]);
     const load = await runMesh(['load', '--etcd', t.etcd!.endpoints, '--prefix', 'ipy2', '--concurrency', '16', '--duration', '4s', '--json'], SHOW_GRPC_ERRORS, 60_000);
