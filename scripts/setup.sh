@@ -4,15 +4,23 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages: etcd itself, and docker-compose (v1) only to validate
-# docker-compose.yml in the tests (`config -q` needs no engine), chromium
-# only to open the load report in the tests.
+# Debian packages: etcd itself; for the tests only, docker-compose (v1) to
+# validate docker-compose.yml (`config -q` needs no engine) and the interop
+# peers (test/peers): gRPC's C core for Python, and Go with etcd's naming
+# packages and grpc-go as GOPATH sources; chromium, to open the load report
+# in the tests. grpcio is checked with Debian's
+# own interpreter: `python3` on PATH may be another one (pyenv, venv).
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || missing+=(etcd-client)
-[ "${MESH_SETUP_DEMO_ONLY:-}" = 1 ] || command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-# Chromium only for the tests (the load report is opened in headless Chromium).
-[ "${MESH_SETUP_DEMO_ONLY:-}" = 1 ] || [ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ "${MESH_SETUP_DEMO_ONLY:-}" != 1 ]; then
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  /usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || missing+=(python3 python3-grpcio)
+  command -v go >/dev/null 2>&1 || missing+=(golang-go)
+  [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/naming/resolver ] || missing+=(golang-etcd-server-dev)
+  [ -d /usr/share/gocode/src/google.golang.org/grpc/resolver ] || missing+=(golang-google-grpc-dev)
+  [ -x /usr/bin/chromium ] || missing+=(chromium)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} from Debian" >&2
   SUDO=""
