@@ -31,7 +31,7 @@ export { registerEtcdResolver, unregisterEtcdClient, ETCD_SCHEME, ETCD_CLIENT_OP
 export { meshClientOptions, meshChannelOptions, meshServiceConfig, type MeshChannelConfig } from './balancer/channel';
 /** A backend's lease-backed presence in the registry. */
 export { LeaseRegistration } from './balancer/registration-lease';
-export type { Registration, RegistrationOptions, RegistrationState } from './balancer/registration';
+export type { Registration, RegistrationEvents, RegistrationOptions, RegistrationState } from './balancer/registration';
 /** The registry record format, interoperable with etcd's Go `naming/endpoints`. */
 export { encodeEndpoint, decodeEndpoint, endpointKey, servicePrefix, DecodeError, type EndpointRecord } from './balancer/endpoint-codec';
 /** The live endpoint set under a prefix, as the resolver sees it. */

@@ -3,7 +3,7 @@ import type { Etcd3, IEvent, Lease } from 'etcd3';
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError } from 'etcd3';
 import { ResumableWatch } from '../core/resumable-watch';
 import { encodeEndpoint, endpointKey } from './endpoint-codec';
-import type { Registration, RegistrationOptions, RegistrationState } from './registration';
+import type { Registration, RegistrationEvents, RegistrationOptions, RegistrationState } from './registration';
 import { StateCell } from '../core/state-cell';
 import { componentLogger, type Logger } from '../core/logger';
 import { Backoff } from '../core/backoff';
@@ -23,7 +23,7 @@ import { Backoff } from '../core/backoff';
  *   dead registration believed alive nor drops a live one. Nothing here reads
  *   the wall clock for lease validity.
  */
-export class LeaseRegistration extends EventEmitter implements Registration {
+export class LeaseRegistration extends EventEmitter<RegistrationEvents> implements Registration {
   readonly key: string;
   private readonly value: string;
   private readonly cell: StateCell<RegistrationState>;

@@ -15,7 +15,12 @@ import type { EventEmitter } from 'node:events';
  * - `close()` revokes the lease (etcd deletes the key at once), is idempotent,
  *   and no event fires after it resolves.
  */
-export interface Registration extends EventEmitter {
+/** Events of a Registration: `state(next, previous)` on each transition. */
+export interface RegistrationEvents {
+  state: [next: RegistrationState, previous: RegistrationState];
+}
+
+export interface Registration extends EventEmitter<RegistrationEvents> {
   /** The etcd key this backend is registered under. */
   readonly key: string;
   /** Current state; see RegistrationState. */
@@ -26,8 +31,6 @@ export interface Registration extends EventEmitter {
   start(): Promise<void>;
   /** Revoke the lease (the key disappears) and stop for good. Idempotent. */
   close(): Promise<void>;
-  /** `state` fires on each transition with (next, previous). */
-  on(event: 'state', listener: (next: RegistrationState, previous: RegistrationState) => void): this;
 }
 
 /**

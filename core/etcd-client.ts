@@ -5,8 +5,6 @@ import { WatchManager } from 'etcd3/lib/watch';
 import { Lease } from 'etcd3/lib/lease';
 import { etcdConfig, type EtcdConfig, type EtcdConnectOptions } from './etcd-config';
 
-export { DEFAULT_ETCD_ENDPOINT, etcdConfig, splitUser, type EtcdConfig, type EtcdConnectOptions } from './etcd-config';
-
 /**
  * Build an etcd3 client tuned for a mesh that must keep working while members
  * die:
