@@ -3,6 +3,7 @@ import { createGreeterClient } from '../services/greeter-client';
 import { runLoad, type LoadReport } from '../services/load-generator';
 import { encodeEndpoint, endpointKey } from '../balancer/endpoint-codec';
 import { ServerProcess, sleep, startServers } from './bench-processes';
+import { dutyCycle } from '../demo/mesh-process';
 import { maxMinRatio, round } from './bench-report';
 
 /**
@@ -72,23 +73,6 @@ export interface LoadAwareResult {
   brownout: BrownoutResult[];
 }
 
-/** Stop and resume `s` until the returned function is called (which leaves it running). */
-function dutyCycle(s: ServerProcess, stopMs = 40, runMs = 10): () => void {
-  let on = true;
-  let timer: NodeJS.Timeout | undefined;
-  const step = (stopped: boolean) => {
-    if (!on) return;
-    s.proc.kill(stopped ? 'SIGCONT' : 'SIGSTOP');
-    timer = setTimeout(() => step(!stopped), stopped ? runMs : stopMs);
-  };
-  step(false);
-  return () => {
-    on = false;
-    if (timer) clearTimeout(timer);
-    s.proc.kill('SIGCONT');
-  };
-}
-
 async function run(target: string, lb: Policy, o: LoadAwareOptions, runMs = o.runMs): Promise<LoadReport> {
   const client = createGreeterClient(target, undefined, { lb });
   try {
@@ -132,7 +116,7 @@ export async function benchLoadAware(o: LoadAwareOptions, progress: (s: string) 
   const slow: SlowResult[] = [];
   for (const lb of POLICIES) {
     const healthy = await run(target, lb, o);
-    const stop = dutyCycle(servers[0]);
+    const stop = dutyCycle(servers[0].proc);
     const r = await run(target, lb, o);
     stop();
     const res: SlowResult = {
@@ -172,7 +156,7 @@ export async function benchLoadAware(o: LoadAwareOptions, progress: (s: string) 
   const brownout: BrownoutResult[] = [];
   for (const lb of POLICIES) {
     servers = await startServers(3, opts);
-    const stops = servers.map((s) => dutyCycle(s));
+    const stops = servers.map((s) => dutyCycle(s.proc));
     const client = createGreeterClient(target, undefined, { lb });
     const r = await runLoad({ client, concurrency: o.concurrency, durationMs: o.runMs, deadlineMs: 1_000 });
     client.close();

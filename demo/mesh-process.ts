@@ -157,3 +157,31 @@ export async function runMesh(args: string[], env: Record<string, string> = {}, 
   clearTimeout(timer);
   return { code, stdout: p.stdout, stderr: p.stderr, logs: p.logs };
 }
+
+/** Call `cb` with each line of `stream` (the last one too, without its newline). */
+export function readLines(stream: NodeJS.ReadableStream, cb: (line: string) => void): void {
+  createInterface({ input: stream, crlfDelay: Infinity }).on('line', cb);
+}
+
+/**
+ * Stop and resume a process until the returned function is called: SIGSTOP
+ * for `stopMs`, SIGCONT for `runMs`, so it stays alive and answers late (a
+ * slow backend). The returned function ends the cycle with the process
+ * running; calling it again does nothing.
+ */
+export function dutyCycle(proc: ChildProcess, stopMs = 40, runMs = 10): () => void {
+  let on = true;
+  let timer: NodeJS.Timeout | undefined;
+  const step = (stopped: boolean) => {
+    if (!on) return;
+    proc.kill(stopped ? 'SIGCONT' : 'SIGSTOP');
+    timer = setTimeout(() => step(!stopped), stopped ? runMs : stopMs);
+  };
+  step(false);
+  return () => {
+    if (!on) return;
+    on = false;
+    if (timer) clearTimeout(timer);
+    proc.kill('SIGCONT');
+  };
+}

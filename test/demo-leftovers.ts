@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { MESH_MAIN } from './harness/mesh-process';
+import { readLines } from '../demo/mesh-process';
 import { waitFor } from './harness/ports';
 
 /** Shared by the demo test files: a demo run in a process group of its own, and the check that it left nothing behind. */
@@ -26,8 +27,8 @@ export class DemoRun {
       env: { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info', ...opts.env },
     });
     DemoRun.all.add(this);
-    lines(this.proc.stdout!, (l) => this.stdout.push(l));
-    lines(this.proc.stderr!, (l) => {
+    readLines(this.proc.stdout!, (l) => this.stdout.push(l));
+    readLines(this.proc.stderr!, (l) => {
       this.stderr.push(l);
       if (l.startsWith('{')) {
         try {
@@ -140,20 +141,4 @@ export async function leftovers(etcd: { dataRoot: string; endpoints: string[] },
     if (left.length === 0 || Date.now() >= until) return left;
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-function lines(stream: NodeJS.ReadableStream, cb: (line: string) => void): void {
-  let buf = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (d: string) => {
-    buf += d;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      cb(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  });
-  stream.on('end', () => {
-    if (buf) cb(buf);
-  });
 }

@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
+import { dutyCycle } from '../demo/mesh-process';
 import { freePort, waitFor } from './harness/ports';
 import { registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
 import { createGreeterClient, sayHello, backendOf } from '../services/greeter-client';
@@ -42,26 +43,9 @@ async function startServer(prefix: string, extra: string[] = []): Promise<Server
   return { proc, addr: `127.0.0.1:${port}`, key: `${prefix}/greeter/127.0.0.1:${port}` };
 }
 
-/**
- * Stop and resume a process for ever: SIGSTOP `stopMs`, SIGCONT `runMs`
- * (alive, answering late). Returns the function that ends the cycle with
- * the process running.
- */
-function dutyCycle(s: Server, stopMs = 40, runMs = 10): () => void {
-  let on = true;
-  let timer: NodeJS.Timeout | undefined;
-  const step = (stopped: boolean) => {
-    if (!on) return;
-    s.proc.kill(stopped ? 'SIGCONT' : 'SIGSTOP');
-    timer = setTimeout(() => step(!stopped), stopped ? runMs : stopMs);
-  };
-  step(false);
-  const stop = () => {
-    if (!on) return;
-    on = false;
-    if (timer) clearTimeout(timer);
-    s.proc.kill('SIGCONT');
-  };
+/** A slow backend (demo/mesh-process dutyCycle), stopped for sure in afterAll. */
+function slowDown(s: Server): () => void {
+  const stop = dutyCycle(s.proc.proc);
   stoppers.push(stop);
   return stop;
 }
@@ -84,7 +68,7 @@ const share = (r: LoadReport, addr: string) => (r.backends[addr] ?? 0) / Math.ma
 describe('load-aware balancing (default policy)', () => {
   it('a slow backend (SIGSTOP 40 ms / SIGCONT 10 ms) gets at most 10% of the calls at concurrency 16; 0 failed', async () => {
     const servers = await Promise.all([startServer('slow'), startServer('slow'), startServer('slow')]);
-    const stop = dutyCycle(servers[0]);
+    const stop = slowDown(servers[0]);
     const { report, proc } = await load('slow', ['--concurrency', '16', '--duration', '5s']);
     stop();
     const ejected = proc.logs.some((l) => l.event === 'lb.endpoint_state' && l.addr === servers[0].addr && l.to === 'EJECTED');
@@ -164,7 +148,7 @@ describe('load-aware balancing (default policy)', () => {
 
   it('brownout (every backend duty-cycled): attempts per successful call, counted by the servers, at most 1.2; 0 failed', async () => {
     const servers = await Promise.all([startServer('brown'), startServer('brown'), startServer('brown')]);
-    const stops = servers.map((s) => dutyCycle(s));
+    const stops = servers.map((s) => slowDown(s));
     const { report } = await load('brown', ['--concurrency', '16', '--duration', '3s']);
     for (const stop of stops) stop();
     const served = await servedCounts(servers);

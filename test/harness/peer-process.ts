@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { waitFor } from './ports';
+import { readLines } from '../../demo/mesh-process';
 
 /** One JSON object a peer printed on a stdout line. */
 export type PeerEvent = Record<string, unknown> & { event?: string };
@@ -26,7 +27,7 @@ export class PeerProcess {
   ) {
     this.proc = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     PeerProcess.all.add(this);
-    lines(this.proc.stdout!, (l) => {
+    readLines(this.proc.stdout!, (l) => {
       this.stdout.push(l);
       if (l.startsWith('{')) {
         try {
@@ -36,7 +37,7 @@ export class PeerProcess {
         }
       }
     });
-    lines(this.proc.stderr!, (l) => this.stderr.push(l));
+    readLines(this.proc.stderr!, (l) => this.stderr.push(l));
     this.exited = new Promise((resolve) => {
       this.proc.once('error', (err) => {
         this.stderr.push(String(err));
@@ -90,20 +91,4 @@ export class PeerProcess {
     for (const p of ps) p.proc.kill('SIGKILL');
     await Promise.all(ps.map((p) => p.exited));
   }
-}
-
-function lines(stream: NodeJS.ReadableStream, cb: (line: string) => void): void {
-  let buf = '';
-  stream.setEncoding('utf8');
-  stream.on('data', (d: string) => {
-    buf += d;
-    let i: number;
-    while ((i = buf.indexOf('\n')) >= 0) {
-      cb(buf.slice(0, i));
-      buf = buf.slice(i + 1);
-    }
-  });
-  stream.on('end', () => {
-    if (buf) cb(buf);
-  });
 }
