@@ -70,9 +70,18 @@ export class LocalEtcdCluster {
   }
 
   static async start(size = 1, extraArgs: string[] = [], options: LocalEtcdOptions = {}): Promise<LocalEtcdCluster> {
-    const c = await LocalEtcdCluster.create(size, extraArgs, options);
-    await c.startMembers();
-    return c;
+    for (let attempt = 1; ; attempt++) {
+      const c = await LocalEtcdCluster.create(size, extraArgs, options);
+      try {
+        await c.startMembers();
+        return c;
+      } catch (err) {
+        // freePort() proves only that a port was free a moment ago: another
+        // process (a parallel test run, a browser) may bind it before etcd
+        // does. Such a start is retried on fresh ports; anything else is not.
+        if (attempt >= 3 || !/address already in use/.test(String(err))) throw err;
+      }
+    }
   }
 
   /**
@@ -182,6 +191,30 @@ export class LocalEtcdCluster {
 
   /** Every running member answers /health. */
   async waitHealthy(timeoutMs = 20_000): Promise<void> {
+    // A member that exits while we wait (a port taken, a bad flag) ends the
+    // wait at once with its exit, instead of after the timeout.
+    const watched: [ChildProcess, (...args: unknown[]) => void][] = [];
+    const died = new Promise<never>((_, reject) => {
+      for (const m of this.members) {
+        if (!m.proc || m.proc.exitCode !== null || m.proc.signalCode !== null) continue;
+        // After stop() an exit is expected; the poll below reports the stop.
+        const onExit = (code: unknown, sig: unknown) => {
+          if (!this.stopped) reject(new Error(`member ${m.name} exited (${String(code ?? sig)}) before it was healthy`));
+        };
+        m.proc.once('exit', onExit);
+        watched.push([m.proc, onExit]);
+      }
+    });
+    died.catch(() => undefined);
+    try {
+      await Promise.race([died, this.pollHealthy(timeoutMs)]);
+    } finally {
+      for (const [proc, onExit] of watched) proc.off('exit', onExit);
+    }
+    if (this.stopped) throw new Error('local etcd cluster was stopped while starting');
+  }
+
+  private async pollHealthy(timeoutMs: number): Promise<void> {
     await waitFor(
       'etcd healthy',
       async () => {
@@ -198,7 +231,6 @@ export class LocalEtcdCluster {
       timeoutMs,
       100,
     );
-    if (this.stopped) throw new Error('local etcd cluster was stopped while starting');
   }
 
   /** Index of the current leader, via etcdctl endpoint status. */
