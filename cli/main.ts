@@ -79,8 +79,19 @@ export async function main(argv: string[]): Promise<void> {
   // would double our one-line errors; GRPC_VERBOSITY still turns them on.
   if (process.env.GRPC_VERBOSITY === undefined) grpc.setLogVerbosity(grpc.logVerbosity.NONE);
   // `mesh ... | head`: a closed stdout is the reader's choice, not an error.
+  let hungUp = false;
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (err.code === 'EPIPE') process.exit(0);
+    // The terminal went away (its pty closed): a hang-up, whichever reaches us
+    // first, the kernel's SIGHUP or a write failing with EIO. Raised once, so
+    // a command that handles SIGHUP (the demo cleans up) sees one hang-up.
+    if (err.code === 'EIO') {
+      if (!hungUp) {
+        hungUp = true;
+        process.kill(process.pid, 'SIGHUP');
+      }
+      return;
+    }
     throw err;
   });
   const program = buildProgram();
