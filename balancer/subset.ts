@@ -1,0 +1,89 @@
+import { hostname } from 'node:os';
+
+/**
+ * Deterministic subsetting (Google SRE book, "Load Balancing in the
+ * Datacenter", chapter 20): each client connects to `size` of the S
+ * backends instead of all of them, so M clients make M x size connections,
+ * not M x S, and every backend still gets about M x size / S of them.
+ *
+ * The book's algorithm, with one change for stability:
+ * - subset_count = ceil(S / size) subsets per round; a round is
+ *   subset_count consecutive client ids, and every round covers every
+ *   backend (the last subset wraps round to the start, so S need not be a
+ *   multiple of size).
+ * - round = floor(client_id / subset_count) seeds the order of the backends
+ *   for that round, so successive rounds spread differently and no backend
+ *   is always paired with the same neighbours.
+ * - subset_id = client_id % subset_count picks the slice.
+ * The book shuffles the backend list with the round as the seed; a shuffle
+ * of a list with one backend missing is a different permutation, so losing
+ * one backend would move nearly every client. Here the order is instead a
+ * sort by a keyed hash of (round, backend): removing a backend leaves the
+ * relative order of the others unchanged, and only the slices after its
+ * position shift by one, so each affected client changes one connection.
+ *
+ * Contract: pure and deterministic: the same (backends as a set, client id,
+ * size) always gives the same subset on every host and Node version. With
+ * dense client ids 0..M-1 (M a multiple of subset_count) every backend gets
+ * exactly M x size / S connections when size divides S; hashed ids (the
+ * default) are balanced only statistically (see docs/cli.md).
+ */
+
+/** 32-bit FNV-1a of a string's UTF-16 code units: stable across hosts and runs. */
+export function fnv1a32(text: string, seed = 0x811c9dc5): number {
+  let h = seed >>> 0;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  // Final avalanche (murmur3 fmix32): FNV alone clusters on short keys that differ in one digit.
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b) >>> 0;
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35) >>> 0;
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+/** Largest client id accepted (`--client-id`): 2^31 - 1. */
+export const MAX_CLIENT_ID = 0x7fffffff;
+
+/**
+ * The client id when none is given: a hash of host name and pid, so two
+ * processes on one host, or one pid on two hosts, differ. Stable for the
+ * life of the process; a restarted process gets a new id (and so maybe a
+ * different subset). Give `--client-id` (e.g. a StatefulSet ordinal) for
+ * ids that are dense and survive restarts: only dense ids give the exact
+ * balance.
+ */
+export function defaultClientId(host = hostname(), pid = process.pid): number {
+  return fnv1a32(`${host}/${pid}`) & MAX_CLIENT_ID;
+}
+
+/** The backend order of one round: ascending keyed hash, ties (never in practice) by name. */
+function roundOrder(backends: readonly string[], round: number): string[] {
+  const seed = fnv1a32(`round:${round}`);
+  return backends
+    .map((b) => ({ b, k: fnv1a32(b, seed) }))
+    .sort((x, y) => x.k - y.k || (x.b < y.b ? -1 : x.b > y.b ? 1 : 0))
+    .map((e) => e.b);
+}
+
+/**
+ * The subset of `backends` client `clientId` should use: `size` distinct
+ * backends, or all of them when there are no more than `size`. Order of the
+ * input does not matter; duplicates are ignored.
+ */
+export function subsetFor(backends: readonly string[], clientId: number, size: number): string[] {
+  if (!Number.isInteger(size) || size < 1) throw new RangeError(`subset size must be a positive integer, got ${size}`);
+  if (!Number.isInteger(clientId) || clientId < 0) throw new RangeError(`client id must be a non-negative integer, got ${clientId}`);
+  const unique = [...new Set(backends)];
+  if (unique.length <= size) return unique.sort();
+  const count = Math.ceil(unique.length / size);
+  const round = Math.floor(clientId / count);
+  const order = roundOrder(unique, round);
+  const start = (clientId % count) * size;
+  const picked: string[] = [];
+  for (let i = 0; i < size; i++) picked.push(order[(start + i) % order.length]);
+  return picked.sort();
+}
