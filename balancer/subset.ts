@@ -87,3 +87,20 @@ export function subsetFor(backends: readonly string[], clientId: number, size: n
   for (let i = 0; i < size; i++) picked.push(order[(start + i) % order.length]);
   return picked.sort();
 }
+
+/**
+ * Channel options the etcd resolver reads (numbers): with SUBSET_SIZE_OPTION
+ * set to N >= 1 it hands grpc-js only subsetFor(registry, client id, N);
+ * the client id is CLIENT_ID_OPTION, else defaultClientId(). Unset: every
+ * registered backend (the default).
+ */
+export const SUBSET_SIZE_OPTION = 'etcd_mesh.subset_size';
+export const CLIENT_ID_OPTION = 'etcd_mesh.client_id';
+
+/** The subsetting a channel's options ask for, or undefined for none. */
+export function subsetOptionsOf(options: Record<string, unknown>): { size: number; clientId: number } | undefined {
+  const size = options[SUBSET_SIZE_OPTION];
+  if (typeof size !== 'number' || !Number.isInteger(size) || size < 1) return undefined;
+  const id = options[CLIENT_ID_OPTION];
+  return { size, clientId: typeof id === 'number' && Number.isInteger(id) && id >= 0 ? id : defaultClientId() };
+}
