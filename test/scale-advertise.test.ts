@@ -217,7 +217,8 @@ describe.skipIf(NETNS_SKIP !== undefined)(`across hosts (network namespaces)${NE
     expect(code).toBe(0);
     expect(firstB).toBeDefined();
     expect(firstB!.at - cutAt).toBeLessThan(1000);
-    expect(gap).toBeLessThan(1000);
+    // Generous: on a loaded 2-core machine a plain call can take a few hundred ms.
+    expect(gap).toBeLessThan(2000);
     expect(after.filter((o) => o.at - cutAt > 1000 && o.line.endsWith(from('a')))).toEqual([]);
     // Calls kept flowing to the end (a loaded 2-core machine managed ~10 calls/s).
     expect(after.filter((o) => o.at - cutAt > 1000).length).toBeGreaterThan(5);
