@@ -8,6 +8,7 @@ import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-clust
 import { MESH_MAIN, MeshProcess, runMesh } from './harness/mesh-process';
 import { waitFor } from './harness/ports';
 import { subsetFor } from '../balancer/subset';
+import { GreeterServer } from '../services/greeter-server';
 
 /**
  * `mesh server --advertise` (the registered address, apart from the bind
@@ -63,8 +64,10 @@ describe('server --advertise and client --subset (loopback)', () => {
   }, 30_000);
 
   it('--subset 2 over 4 registered servers: each client calls exactly subsetFor(registry, client id, 2)', async () => {
-    const servers = Array.from({ length: 4 }, () => new MeshProcess(['server', '--port', '0', '--prefix', 'sub', '--etcd', t.etcd!.endpoints]));
-    const addrs = (await Promise.all(servers.map((s) => s.waitForLog('server.listening')))).map((l) => String(l.addr));
+    // In-process greeters (real gRPC servers, real leases) spare four process start-ups; the clients are real processes.
+    const servers = Array.from({ length: 4 }, () => new GreeterServer({ host: '127.0.0.1', port: 0, etcd: t.client, prefix: 'sub', service: 'greeter', ttlSeconds: 10, drainGraceMs: 0 }));
+    await Promise.all(servers.map((s) => s.start()));
+    const addrs = servers.map((s) => s.addr);
     await waitFor('4 registrations', async () => ((await t.client!.getAll().prefix('sub/').keys()).length === 4 ? true : undefined));
     const runs = await Promise.all(
       [0, 1].map((id) => runMesh(['load', '--subset', '2', '--client-id', String(id), '--json', '--total', '200', '--concurrency', '4', '--prefix', 'sub', '--etcd', t.etcd!.endpoints], {}, 30_000)),
@@ -79,7 +82,7 @@ describe('server --advertise and client --subset (loopback)', () => {
     // Client ids 0 and 1 are the two subsets of one round: together they cover all four.
     expect(new Set([...seen[0], ...seen[1]]).size).toBe(4);
     [0, 1].forEach((id) => expect(seen[id]).toEqual(subsetFor(addrs, id, 2)));
-    await Promise.all(servers.map((s) => s.stop()));
+    await Promise.all(servers.map((s) => s.shutdown('test over')));
   }, 60_000);
 });
 

@@ -104,6 +104,14 @@ describe('deterministic subsetting', () => {
     expect(results.ours.connections).toBeLessThan(0.15 * results.hashmod.connections);
   });
 
+  it('reported, not bounded: losing a server when ceil(S/N) changes (41 -> 40, N=10) re-deals every round', () => {
+    const before = servers(41);
+    const ids = Array.from({ length: 100 }, (_, i) => i);
+    const c = churn(before, before.slice(1), ids, 10);
+    console.log(`subset churn on 41 -> 40 servers (5 -> 4 slices per round): ${c.clients} clients changed, ${c.connections} connections moved beyond those that had to`);
+    expect(c.clients).toBeGreaterThan(0);
+  });
+
   it('pure and order-independent; all backends when there are no more than N', () => {
     const b = servers(30);
     expect(subsetFor([...b].reverse(), 7, 5)).toEqual(subsetFor(b, 7, 5));
