@@ -6,7 +6,7 @@ import type { EndpointAttributes } from './endpoint-codec';
 import { componentLogger, type Logger } from '../core/logger';
 import { createEtcdClient } from '../core/etcd-client';
 import { DEFAULT_ETCD_ENDPOINT, endpointsFromEnv } from '../core/etcd-config';
-import { subsetFor, subsetOptionsOf } from './subset';
+import { nextSubset, subsetOptionsOf } from './subset';
 
 type GrpcUri = grpc.experimental.GrpcUri;
 type ResolverListener = grpc.experimental.ResolverListener;
@@ -103,6 +103,8 @@ export class EtcdResolver implements grpc.experimental.Resolver {
   private everDelivered = false;
   /** Deterministic subsetting (subset.ts), from the channel options; undefined: every backend. */
   private readonly subset: { size: number; clientId: number } | undefined;
+  /** The registry and the subset last delivered: nextSubset keeps held backends when others only leave. */
+  private subsetState: { registry: string[]; held: string[] } | undefined;
 
   constructor(
     private readonly target: GrpcUri,
@@ -155,6 +157,7 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     this.watcher = undefined;
     this.delivered = 0;
     this.everDelivered = false;
+    this.subsetState = undefined;
   }
 
   private onUpdate(snap: EndpointSnapshot): void {
@@ -164,9 +167,12 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     const registered = Object.keys(attrs).length;
     // Subsetting picks from the whole registry, so the held-back rule below
     // sees an empty subset only when the registry itself is empty.
-    if (this.subset) {
-      const keep = new Set(subsetFor(Object.keys(attrs), this.subset.clientId, this.subset.size));
-      for (const addr of Object.keys(attrs)) if (!keep.has(addr)) delete attrs[addr];
+    if (this.subset && registered > 0) {
+      const all = Object.keys(attrs);
+      const held = nextSubset(this.subsetState?.registry, this.subsetState?.held, all, this.subset.clientId, this.subset.size);
+      this.subsetState = { registry: all, held };
+      const keep = new Set(held);
+      for (const addr of all) if (!keep.has(addr)) delete attrs[addr];
     }
     const addrs = Object.keys(attrs);
     if (addrs.length === 0 && this.delivered > 0) {

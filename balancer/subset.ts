@@ -89,6 +89,45 @@ export function subsetFor(backends: readonly string[], clientId: number, size: n
 }
 
 /**
+ * The subset to hand grpc-js after a registry change, given what this client
+ * held before: the resolver's rule, stateful on purpose.
+ * - Backends only left (nothing new registered): keep every held backend
+ *   that is still registered and replace each lost one with a member of the
+ *   new ideal subset (subsetFor) not already held, chosen by a hash keyed by
+ *   the client id (so the replacements of different clients spread). Only
+ *   clients that held a lost backend change, each by one connection per
+ *   lost backend: the least any scheme can move, even when ceil(S/N)
+ *   changes and the ideal subsets are all re-dealt.
+ * - Anything else (first set, a backend joined): the ideal subset, so new
+ *   backends get their share and a flapping backend's return restores
+ *   exactly the subsets before it left.
+ * Balance after losses is therefore statistical until the next join.
+ */
+export function nextSubset(prevRegistry: readonly string[] | undefined, held: readonly string[] | undefined, registry: readonly string[], clientId: number, size: number): string[] {
+  const ideal = subsetFor(registry, clientId, size);
+  if (!prevRegistry || !held) return ideal;
+  const before = new Set(prevRegistry);
+  if (registry.some((b) => !before.has(b))) return ideal;
+  const now = new Set(registry);
+  const kept = held.filter((b) => now.has(b));
+  if (kept.length === held.length) return [...held].sort();
+  const want = Math.min(size, now.size);
+  const keptSet = new Set(kept);
+  const seed = fnv1a32(`client:${clientId}`);
+  const spares = (pool: Iterable<string>) =>
+    [...pool].filter((b) => !keptSet.has(b)).sort((x, y) => fnv1a32(x, seed) - fnv1a32(y, seed) || (x < y ? -1 : 1));
+  // Ideal members first; then any registered backend, when the ideal is mostly held already.
+  for (const b of [...spares(ideal), ...spares(now)]) {
+    if (kept.length >= want) break;
+    if (!keptSet.has(b)) {
+      kept.push(b);
+      keptSet.add(b);
+    }
+  }
+  return kept.sort();
+}
+
+/**
  * Channel options the etcd resolver reads (numbers): with SUBSET_SIZE_OPTION
  * set to N >= 1 it hands grpc-js only subsetFor(registry, client id, N);
  * the client id is CLIENT_ID_OPTION, else defaultClientId(). Unset: every

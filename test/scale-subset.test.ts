@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { defaultClientId, fnv1a32, subsetFor } from '../balancer/subset';
+import { defaultClientId, fnv1a32, nextSubset, subsetFor } from '../balancer/subset';
 
 /**
  * Deterministic subsetting (balancer/subset.ts), the math only: balance of
@@ -104,12 +104,42 @@ describe('deterministic subsetting', () => {
     expect(results.ours.connections).toBeLessThan(0.15 * results.hashmod.connections);
   });
 
-  it('reported, not bounded: losing a server when ceil(S/N) changes (41 -> 40, N=10) re-deals every round', () => {
-    const before = servers(41);
+  it('what the resolver delivers (nextSubset, stateful): a loss moves only the clients that held it, even when ceil(S/N) changes', () => {
     const ids = Array.from({ length: 100 }, (_, i) => i);
-    const c = churn(before, before.slice(1), ids, 10);
-    console.log(`subset churn on 41 -> 40 servers (5 -> 4 slices per round): ${c.clients} clients changed, ${c.connections} connections moved beyond those that had to`);
-    expect(c.clients).toBeGreaterThan(0);
+    const report: string[] = [];
+    for (const total of [50, 41]) {
+      const before = servers(total);
+      let worst = { clients: 0, connections: 0, max: 0, stateless: 0 };
+      for (let lost = 0; lost < total; lost++) {
+        const after = before.filter((_, i) => i !== lost);
+        // Stateful rule vs the stateless ideal (what a freshly started client would pick).
+        const stateful = (b: readonly string[], id: number, size: number) =>
+          b.length === total ? subsetFor(b, id, size) : nextSubset(before, subsetFor(before, id, size), b, id, size);
+        const c = churn(before, after, ids, 10, stateful);
+        const users = ids.filter((id) => subsetFor(before, id, 10).includes(before[lost])).length;
+        // Only the clients that held the lost server change, and nothing else moves.
+        expect(c).toEqual({ clients: users, connections: 0 });
+        const per = [...connectionsPerServer(after, ids, 10, stateful).values()];
+        expect(per.reduce((x, y) => x + y, 0)).toBe(1000);
+        const stateless = churn(before, after, ids, 10).connections;
+        if (Math.max(...per) > worst.max || lost === 0) worst = { clients: users, connections: c.connections, max: Math.max(...per), stateless: Math.max(worst.stateless, stateless) };
+        else worst.stateless = Math.max(worst.stateless, stateless);
+      }
+      report.push(`${total}->${total - 1}: clients moved = the ${worst.clients} holders, 0 extra connections (stateless ideal: up to ${worst.stateless} extra); busiest server afterwards ${worst.max} (mean ${(1000 / (total - 1)).toFixed(1)})`);
+      // Replacements spread: the busiest server stays within 1.3x of the new mean.
+      expect(worst.max).toBeLessThanOrEqual(1.3 * (1000 / (total - 1)));
+    }
+    console.log(`nextSubset on losing one server: ${report.join('; ')}`);
+  });
+
+  it('nextSubset: a join (or a flap back) restores the ideal subsets exactly', () => {
+    const all = servers(50);
+    const without = all.slice(1);
+    for (const id of [0, 7, 99]) {
+      const afterLoss = nextSubset(all, subsetFor(all, id, 10), without, id, 10);
+      expect(nextSubset(without, afterLoss, all, id, 10)).toEqual(subsetFor(all, id, 10));
+      expect(nextSubset(undefined, undefined, all, id, 10)).toEqual(subsetFor(all, id, 10));
+    }
   });
 
   it('pure and order-independent; all backends when there are no more than N', () => {
