@@ -205,6 +205,8 @@ describe.skipIf(NETNS_SKIP !== undefined)(`across hosts (network namespaces)${NE
 
     client.proc.kill('SIGTERM');
     const code = await client.exited;
+    // Packets the rule dropped on the way to A: the client did try A after the cut (in-flight calls, reconnects).
+    const dropped = Number(/^\s*(\d+)/m.exec(inNs('client', 'iptables', ['-L', 'OUTPUT', '-v', '-n', '-x']).split('\n').slice(2).join('\n'))?.[1] ?? 0);
     const after = client.out.filter((o) => o.at > cutAt);
     const lastA = after.filter((o) => o.line.endsWith(from('a'))).map((o) => o.at - cutAt);
     const firstB = after.find((o) => o.line.endsWith(from('b')));
@@ -214,7 +216,7 @@ describe.skipIf(NETNS_SKIP !== undefined)(`across hosts (network namespaces)${NE
     const failed = errorLines(client.err);
     console.log(
       `netns cut: ${client.out.length} calls, ${failed.length} failed; after the cut ${after.length} replies, ` +
-        `${lastA.length} from A (last at +${lastA.length ? Math.max(...lastA) : '-'} ms), first from B at +${firstB ? firstB.at - cutAt : '-'} ms, longest gap ${gap} ms`,
+        `${lastA.length} from A (last at +${lastA.length ? Math.max(...lastA) : '-'} ms), first from B at +${firstB ? firstB.at - cutAt : '-'} ms, longest gap ${gap} ms; ${dropped} packets to A dropped`,
     );
     expect(failed).toEqual([]);
     expect(code).toBe(0);
