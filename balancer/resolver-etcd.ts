@@ -170,6 +170,12 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     if (this.subset && registered > 0) {
       const all = Object.keys(attrs);
       const held = nextSubset(this.subsetState?.registry, this.subsetState?.held, all, this.subset.clientId, this.subset.size);
+      const was = new Set(this.subsetState?.held ?? []);
+      const added = held.filter((b) => !was.has(b));
+      const removed = [...was].filter((b) => !held.includes(b));
+      if (added.length || removed.length) {
+        this.log.info({ event: 'resolver.subset_change', revision: snap.revision, added, removed, size: held.length, registered }, `subset: +${added.length} -${removed.length}, ${held.length} of ${registered}`);
+      }
       this.subsetState = { registry: all, held };
       const keep = new Set(held);
       for (const addr of all) if (!keep.has(addr)) delete attrs[addr];

@@ -134,6 +134,7 @@ export function nextSubset(prevRegistry: readonly string[] | undefined, held: re
  * registered backend (the default).
  */
 export const SUBSET_SIZE_OPTION = 'etcd_mesh.subset_size';
+/** This client's id for subsetting (a number, 0..MAX_CLIENT_ID); see SUBSET_SIZE_OPTION. */
 export const CLIENT_ID_OPTION = 'etcd_mesh.client_id';
 
 /** The subsetting a channel's options ask for, or undefined for none. */
