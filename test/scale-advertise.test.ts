@@ -23,10 +23,12 @@ const errorLines = (stderr: string[]) => stderr.filter((l) => l.trim() !== '' &&
 
 describe('server --advertise and client --subset (loopback)', () => {
   let t: Partial<TestEtcd> = {};
+  const greeters: GreeterServer[] = [];
   beforeAll(async () => {
     t = await startTestEtcd(1);
   }, 30_000);
-  afterAll(() => stopTestEtcd(t), 30_000);
+  // shutdown() is idempotent: the ones a test already stopped resolve at once.
+  afterAll(() => stopTestEtcd(t, () => Promise.all(greeters.map((g) => g.shutdown('test file over')))), 30_000);
 
   it('usage errors: unspecified bind address without --advertise, bad --advertise, --subset misuse', async () => {
     const cases: [string[], RegExp][] = [
@@ -63,26 +65,42 @@ describe('server --advertise and client --subset (loopback)', () => {
     await server.stop();
   }, 30_000);
 
-  it('--subset 2 over 4 registered servers: each client calls exactly subsetFor(registry, client id, 2)', async () => {
+  it('--subset 2 over 4 servers: each client calls exactly its subset; losing a held server replaces only it, 0 failed calls', async () => {
     // In-process greeters (real gRPC servers, real leases) spare four process start-ups; the clients are real processes.
-    const servers = Array.from({ length: 4 }, () => new GreeterServer({ host: '127.0.0.1', port: 0, etcd: t.client, prefix: 'sub', service: 'greeter', ttlSeconds: 10, drainGraceMs: 0 }));
+    const servers = Array.from({ length: 4 }, () => new GreeterServer({ host: '127.0.0.1', port: 0, etcd: t.client, prefix: 'sub', service: 'greeter', ttlSeconds: 10 }));
+    greeters.push(...servers);
     await Promise.all(servers.map((s) => s.start()));
     const addrs = servers.map((s) => s.addr);
     await waitFor('4 registrations', async () => ((await t.client!.getAll().prefix('sub/').keys()).length === 4 ? true : undefined));
-    const runs = await Promise.all(
-      [0, 1].map((id) => runMesh(['load', '--subset', '2', '--client-id', String(id), '--json', '--total', '200', '--concurrency', '4', '--prefix', 'sub', '--etcd', t.etcd!.endpoints], {}, 30_000)),
-    );
-    const seen = runs.map((r) => {
-      expect(r.code).toBe(0);
-      const summary = JSON.parse(r.stdout[r.stdout.length - 1]) as { backends: Record<string, number>; failed: number };
-      expect(summary.failed).toBe(0);
-      return Object.keys(summary.backends).sort();
-    });
-    console.log(`--subset 2 over 4: client 0 ${seen[0].join(',')}; client 1 ${seen[1].join(',')}`);
+    const load = (id: number, more: string[]) => ['load', '--subset', '2', '--client-id', String(id), '--json', '--concurrency', '4', '--prefix', 'sub', '--etcd', t.etcd!.endpoints, ...more];
+    const summaryOf = (stdout: string[]) => JSON.parse(stdout[stdout.length - 1]) as { backends: Record<string, number>; failed: number; ok: number };
+
+    // Client 0 runs on while one of its two servers leaves; client 1 meanwhile, untouched.
+    const c0 = new MeshProcess(load(0, ['--duration', '4s']));
+    const c1 = new MeshProcess(load(1, ['--total', '200']));
+    const [first] = await Promise.all([c0.waitForLog('resolver.subset_change'), c1.waitForLog('resolver.subset_change')]);
+    const initial = (first.added as string[]).sort();
+    expect(initial).toEqual(subsetFor(addrs, 0, 2));
+    // The two slices of a round are disjoint: client 1 holds neither of these, so the loss leaves it be.
+    const lost = initial[0];
+    await servers[addrs.indexOf(lost)].shutdown('test: a held server leaves');
+    const change = await c0.waitForLogLine((l) => l.event === 'resolver.subset_change' && Array.isArray(l.removed) && (l.removed as string[]).length > 0, 15_000, 'subset change after the loss');
+    expect(await c1.exitWithin(20_000)).toBe(0);
+    const r1 = { stdout: c1.stdout };
+    const seen1 = Object.keys(summaryOf(r1.stdout).backends).sort();
+    expect(seen1).toEqual(subsetFor(addrs, 1, 2));
     // Client ids 0 and 1 are the two subsets of one round: together they cover all four.
-    expect(new Set([...seen[0], ...seen[1]]).size).toBe(4);
-    [0, 1].forEach((id) => expect(seen[id]).toEqual(subsetFor(addrs, id, 2)));
-    await Promise.all(servers.map((s) => s.shutdown('test over')));
+    expect(new Set([...initial, ...seen1]).size).toBe(4);
+    expect(summaryOf(r1.stdout).failed).toBe(0);
+    expect(change.removed).toEqual([lost]);
+    expect((change.added as string[]).length).toBe(1);
+    expect(initial).not.toContain((change.added as string[])[0]);
+    expect(await c0.exitWithin(20_000)).toBe(0);
+    const s0 = summaryOf(c0.stdout);
+    console.log(`--subset 2 over 4: client 0 ${initial.join(',')} then -${lost} +${(change.added as string[])[0]}, ${s0.ok} ok ${s0.failed} failed; client 1 ${seen1.join(',')}`);
+    expect(s0.failed).toBe(0);
+    // The kept server was never dropped: it served before and after.
+    expect(Object.keys(s0.backends).sort()).toEqual([...initial, ...(change.added as string[])].sort());
   }, 60_000);
 });
 
