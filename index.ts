@@ -27,6 +27,7 @@ export { CompactedError } from './core/etcd-errors';
 
 /** The grpc-js resolver for `etcd:///<prefix>/<service>` targets. */
 export { registerEtcdResolver, unregisterEtcdClient, ETCD_SCHEME, ETCD_CLIENT_OPTION } from './balancer/resolver-etcd';
+export { subsetFor, nextSubset, defaultClientId, SUBSET_SIZE_OPTION, CLIENT_ID_OPTION } from './balancer/subset';
 /** Channel options for a mesh client: load balancing policy, hedging, retries. */
 export { meshClientOptions, meshChannelOptions, meshServiceConfig, type MeshChannelConfig } from './balancer/channel';
 /** A backend's lease-backed presence in the registry. */

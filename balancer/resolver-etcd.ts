@@ -6,6 +6,7 @@ import type { EndpointAttributes } from './endpoint-codec';
 import { componentLogger, type Logger } from '../core/logger';
 import { createEtcdClient } from '../core/etcd-client';
 import { DEFAULT_ETCD_ENDPOINT, endpointsFromEnv } from '../core/etcd-config';
+import { nextSubset, subsetOptionsOf } from './subset';
 
 type GrpcUri = grpc.experimental.GrpcUri;
 type ResolverListener = grpc.experimental.ResolverListener;
@@ -100,6 +101,10 @@ export class EtcdResolver implements grpc.experimental.Resolver {
   private readonly keyPrefix: string;
   private readonly log: Logger;
   private everDelivered = false;
+  /** Deterministic subsetting (subset.ts), from the channel options; undefined: every backend. */
+  private readonly subset: { size: number; clientId: number } | undefined;
+  /** The registry and the subset last delivered: nextSubset keeps held backends when others only leave. */
+  private subsetState: { registry: string[]; held: string[] } | undefined;
 
   constructor(
     private readonly target: GrpcUri,
@@ -108,6 +113,8 @@ export class EtcdResolver implements grpc.experimental.Resolver {
   ) {
     this.keyPrefix = keyPrefixOf(target);
     this.log = componentLogger('resolver', { target: grpc.experimental.uriToString(target) });
+    this.subset = subsetOptionsOf(options);
+    if (this.subset) this.log.info({ event: 'resolver.subset', size: this.subset.size, clientId: this.subset.clientId }, `subsetting: ${this.subset.size} backends per client, client id ${this.subset.clientId}`);
   }
 
   /** A valid host name for `:authority`: the service, i.e. the last path segment. */
@@ -150,12 +157,29 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     this.watcher = undefined;
     this.delivered = 0;
     this.everDelivered = false;
+    this.subsetState = undefined;
   }
 
   private onUpdate(snap: EndpointSnapshot): void {
     const attrs: Record<string, EndpointAttributes> = {};
     // Two keys naming one address (hand-written duplicates): the last read wins.
     for (const e of snap.endpoints) attrs[e.addr] = e.attributes;
+    const registered = Object.keys(attrs).length;
+    // Subsetting picks from the whole registry, so the held-back rule below
+    // sees an empty subset only when the registry itself is empty.
+    if (this.subset && registered > 0) {
+      const all = Object.keys(attrs);
+      const held = nextSubset(this.subsetState?.registry, this.subsetState?.held, all, this.subset.clientId, this.subset.size);
+      const was = new Set(this.subsetState?.held ?? []);
+      const added = held.filter((b) => !was.has(b));
+      const removed = [...was].filter((b) => !held.includes(b));
+      if (added.length || removed.length) {
+        this.log.info({ event: 'resolver.subset_change', revision: snap.revision, added, removed, size: held.length, registered }, `subset: +${added.length} -${removed.length}, ${held.length} of ${registered}`);
+      }
+      this.subsetState = { registry: all, held };
+      const keep = new Set(held);
+      for (const addr of all) if (!keep.has(addr)) delete attrs[addr];
+    }
     const addrs = Object.keys(attrs);
     if (addrs.length === 0 && this.delivered > 0) {
       this.log.warn({ event: 'resolver.empty_held', revision: snap.revision, keeping: this.delivered }, 'registry is empty; keeping the last endpoint set until a backend registers');
@@ -163,7 +187,7 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     }
     this.delivered = addrs.length;
     this.everDelivered = true;
-    this.log.debug({ event: 'resolver.update', revision: snap.revision, endpoints: addrs }, `resolved ${addrs.length} endpoints`);
+    this.log.debug({ event: 'resolver.update', revision: snap.revision, endpoints: addrs, registered }, `resolved ${addrs.length} endpoints`);
     this.listener(grpc.experimental.statusOrFromValue(addrs.map(toEndpoint)), { [ENDPOINT_ATTRIBUTES_OPTION]: JSON.stringify(attrs) }, null, `etcd revision ${snap.revision}`);
   }
 }

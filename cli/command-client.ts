@@ -3,7 +3,7 @@ import { addEtcdOptions, addServiceOptions, errorText } from './common';
 import { intIn, parseDuration, parseLb, parsePositiveDuration, parseTarget } from './parse';
 import { DEFAULT_LB } from '../balancer/channel';
 import { addClientTlsOptions } from './tls';
-import { openMeshClient, type MeshClientFlags } from './mesh-client';
+import { addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
 import { sayHello } from '../services/greeter-client';
 import * as grpc from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
@@ -46,6 +46,7 @@ export function clientCommand(): Command {
     .addOption(new Option('--deadline <duration>', 'deadline of each call, retries included').default(1000, '1s').argParser(parsePositiveDuration))
     .addOption(new Option('--target <target>', 'any grpc-js target instead of the etcd resolver').argParser(parseTarget))
     .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware, round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb));
+  addSubsetOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   return cmd.action(async (flags: ClientFlags) => {

@@ -3,7 +3,7 @@ import { addEtcdOptions, addServiceOptions } from './common';
 import { intIn, parseLb, parsePositiveDuration, parseTarget } from './parse';
 import { DEFAULT_LB } from '../balancer/channel';
 import { addClientTlsOptions } from './tls';
-import { openMeshClient, type MeshClientFlags } from './mesh-client';
+import { addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
 import { runLoad, type LoadReport } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
 import { addLoadModeOptions, type LoadModeFlags } from './load-flags';
@@ -30,6 +30,7 @@ export function loadCommand(): Command {
     .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware (slow backends get little traffic; weights honoured), round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb))
     .option('--json', 'print one JSON summary object as the last stdout line', false);
   addLoadModeOptions(cmd);
+  addSubsetOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   return cmd.action(async (flags: LoadFlags) => {

@@ -1,9 +1,9 @@
 import { Command, Option } from 'commander';
 import { EtcdPermissionDeniedError } from 'etcd3';
-import { addEtcdOptions, addServiceOptions, CommandFailure, connectEtcd, errorText, type EtcdFlags, type ServiceFlags } from './common';
+import { addEtcdOptions, addServiceOptions, CommandFailure, connectEtcd, errorText, UsageError, type EtcdFlags, type ServiceFlags } from './common';
 import { servicePrefix } from '../balancer/endpoint-codec';
 import { splitUser } from '../core/etcd-config';
-import { parseHost, parseName, parsePort, parseTtl, parseWeightFlag } from './parse';
+import { isUnspecifiedHost, parseAdvertise, parseHost, parseName, parsePort, parseTtl, parseWeightFlag } from './parse';
 import { DEFAULT_WEIGHT } from '../balancer/endpoint-codec';
 import { GreeterServer } from '../services/greeter-server';
 import { componentLogger } from '../core/logger';
@@ -12,6 +12,7 @@ import { serverCredentials, addServerTlsOptions, type ServerTlsFlags } from './t
 interface ServerFlags extends EtcdFlags, ServiceFlags, ServerTlsFlags {
   port: number;
   host: string;
+  advertise?: { host: string; port?: number };
   ttl: number;
   register: boolean;
   elect?: string;
@@ -23,7 +24,8 @@ export function serverCommand(): Command {
   const cmd = new Command('server')
     .description('serve helloworld.Greeter/SayHello and register in etcd under <prefix>/<service>/<host:port> with a TTL lease kept alive')
     .addOption(new Option('--port <port>', 'port to listen on (0 picks a free one)').argParser(parsePort).makeOptionMandatory())
-    .addOption(new Option('--host <host>', 'address to bind and advertise').default('127.0.0.1').argParser(parseHost))
+    .addOption(new Option('--host <host>', 'address to bind; also the one advertised unless --advertise is given').default('127.0.0.1').argParser(parseHost))
+    .addOption(new Option('--advertise <host[:port]>', 'address clients dial, registered in etcd and named in replies (default: --host and the bound port); needed when binding 0.0.0.0 or ::').argParser(parseAdvertise))
     .addOption(new Option('--ttl <seconds>', 'lease TTL').default(10).argParser(parseTtl))
     .option('--no-register', 'serve only; do not register in etcd')
     .addOption(new Option('--weight <n>', 'relative share of traffic, 1..1000, written into the registration').default(DEFAULT_WEIGHT).argParser(parseWeightFlag))
@@ -33,12 +35,18 @@ export function serverCommand(): Command {
   addServerTlsOptions(cmd);
   return cmd.action(async (flags: ServerFlags) => {
     const log = componentLogger('cli');
+    // 0.0.0.0 / :: is a fine bind address and a useless registration: every
+    // client would dial itself. Refused before anything is bound or registered.
+    if (isUnspecifiedHost(flags.host) && !flags.advertise) {
+      throw new UsageError(`--host ${flags.host} listens on every interface, which no client can dial: give --advertise HOST[:PORT], the address clients reach this server at`);
+    }
     // Usage errors first (bad certificate files), then etcd: the probe reads
     // our own prefix, which the server's role may; nothing else.
     const credentials = serverCredentials(flags);
     const etcd = flags.register ? await connectEtcd(flags, undefined, { readPrefix: servicePrefix(flags.prefix, flags.service), needs: 'readwrite' }) : undefined;
     const server = new GreeterServer({
       host: flags.host,
+      advertise: flags.advertise,
       port: flags.port,
       etcd,
       prefix: flags.prefix,

@@ -1,5 +1,8 @@
 import type { Etcd3 } from 'etcd3';
-import { connectEtcd, type EtcdFlags, type ServiceFlags } from './common';
+import { Option, type Command } from 'commander';
+import { connectEtcd, UsageError, type EtcdFlags, type ServiceFlags } from './common';
+import { intIn } from './parse';
+import { CLIENT_ID_OPTION, MAX_CLIENT_ID, SUBSET_SIZE_OPTION } from '../balancer/subset';
 import { clientCredentials, type ClientTlsFlags } from './tls';
 import { meshTarget, openGreeterClient, type GreeterClient } from '../services/greeter-client';
 import { servicePrefix } from '../balancer/endpoint-codec';
@@ -11,6 +14,17 @@ export interface MeshClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags
   target?: string;
   /** Load-balancing policy (`--lb`); default the mesh's. */
   lb?: LbPolicy;
+  /** `--subset N`: deterministic subsetting, N backends of the registry (balancer/subset.ts). */
+  subset?: number;
+  /** `--client-id`: this client's index for subsetting; default a hash of host name and pid. */
+  clientId?: number;
+}
+
+/** `--subset` and `--client-id`, shared by `client` and `load`. */
+export function addSubsetOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--subset <n>', 'connect to only N of the registered backends, chosen by deterministic subsetting (default: all; see docs/cli.md for when to turn it on)').argParser(intIn(1, 100_000)))
+    .addOption(new Option('--client-id <id>', `this client's index for --subset, 0..${MAX_CLIENT_ID}; dense ids 0..M-1 balance exactly (default: a hash of host name and pid)`).argParser(intIn(0, MAX_CLIENT_ID)));
 }
 
 /** A Greeter client on the mesh channel, and the etcd client its resolver reads (none with --target). */
@@ -33,10 +47,13 @@ export interface MeshClient {
  */
 export async function openMeshClient(flags: MeshClientFlags): Promise<MeshClient> {
   const target = flags.target ?? meshTarget(flags.prefix, flags.service);
+  if (flags.target && flags.subset !== undefined) throw new UsageError('--subset picks from the etcd registry; it does not apply to --target');
+  if (flags.clientId !== undefined && flags.subset === undefined) throw new UsageError('--client-id only matters with --subset N');
   const tls = clientCredentials(flags, target);
   const registry = flags.target ? undefined : servicePrefix(flags.prefix, flags.service);
   const etcd = registry ? await connectEtcd(flags, undefined, { readPrefix: registry }) : undefined;
-  const channel = openGreeterClient(target, etcd, { credentials: tls.credentials, options: tls.options, config: { lb: flags.lb } });
+  const subsetOptions = flags.subset === undefined ? {} : { [SUBSET_SIZE_OPTION]: flags.subset, ...(flags.clientId !== undefined ? { [CLIENT_ID_OPTION]: flags.clientId } : {}) };
+  const channel = openGreeterClient(target, etcd, { credentials: tls.credentials, options: { ...tls.options, ...subsetOptions }, config: { lb: flags.lb } });
   let closed = false;
   return {
     target,

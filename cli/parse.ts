@@ -1,4 +1,5 @@
 import { accessSync, constants, statSync } from 'node:fs';
+import { isIPv4, isIPv6 } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from 'commander';
 import { parseUri } from '@grpc/grpc-js/build/src/uri-parser';
@@ -161,4 +162,39 @@ export function parseWeightFlag(value: string): number {
 export function parseLb(value: string): LbPolicy {
   if (!(LB_POLICIES as readonly string[]).includes(value)) throw new InvalidArgumentError(`unknown policy ${JSON.stringify(value)}; choose one of ${LB_POLICIES.join(', ')}`);
   return value as LbPolicy;
+}
+
+/** True for an address that means "every interface" (0.0.0.0, ::, [::] and their long forms): bindable, never dialable. */
+export function isUnspecifiedHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '');
+  if (isIPv4(h)) return /^0+(\.0+){3}$/.test(h);
+  return isIPv6(h) && h.split(':').every((g) => /^0*$/.test(g));
+}
+
+/**
+ * `--advertise HOST[:PORT]`: the address clients dial, written into the
+ * registration. IPv6 with a port is bracketed (`[2001:db8::1]:50051`); a
+ * bare IPv6 address takes no port. Without PORT the bound port is
+ * advertised. An unspecified address (0.0.0.0, ::) is refused: no client
+ * can dial it.
+ */
+export function parseAdvertise(value: string): { host: string; port?: number } {
+  const v = value.trim();
+  let host = v;
+  let port: string | undefined;
+  const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(v);
+  if (bracketed) {
+    host = bracketed[1];
+    port = bracketed[2];
+    if (!isIPv6(host)) throw new InvalidArgumentError(`${JSON.stringify(value)}: ${host} in brackets is not an IPv6 address`);
+  } else if (!isIPv6(v) && v.includes(':')) {
+    const i = v.lastIndexOf(':');
+    host = v.slice(0, i);
+    port = v.slice(i + 1);
+  }
+  if (host === '' || !/^[A-Za-z0-9._:-]+$/.test(host)) throw new InvalidArgumentError(`${JSON.stringify(value)} is not HOST[:PORT] (e.g. 10.0.0.5, 10.0.0.5:50051, [2001:db8::5]:50051)`);
+  if (isUnspecifiedHost(host)) throw new InvalidArgumentError(`${JSON.stringify(value)} is an unspecified address no client can dial; advertise the address clients reach this server at`);
+  if (port === undefined) return { host };
+  if (!/^\d{1,5}$/.test(port) || Number(port) < 1 || Number(port) > 65535) throw new InvalidArgumentError(`${JSON.stringify(value)}: port ${JSON.stringify(port)} is not 1..65535`);
+  return { host, port: Number(port) };
 }

@@ -16,8 +16,14 @@ import { IndexJob } from '../demo/index-job';
 export type GreeterServerState = 'STARTING' | 'SERVING' | 'DRAINING' | 'STOPPED';
 
 export interface GreeterServerOptions {
-  /** Interface to bind and address to advertise. */
+  /** Interface to bind; also the address advertised unless `advertise` is given. */
   host: string;
+  /**
+   * The address clients dial, registered and named in replies, when it is
+   * not the bind address (0.0.0.0 in a container, a NAT, a Kubernetes pod
+   * IP). Without a port the bound port is advertised.
+   */
+  advertise?: { host: string; port?: number };
   /** Port to bind; 0 picks a free one (the registered key names the real port). */
   port: number;
   /** etcd client for registration; omit for --no-register. */
@@ -68,10 +74,15 @@ export class GreeterServer {
     return this.cell.value;
   }
 
-  /** `host:port` as clients dial it (valid after start()). */
+  /** `host:port` as clients dial it: the advertised address, else the bound one (valid after start()). */
   get addr(): string {
-    const host = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
-    return `${host}:${this.boundPort}`;
+    const h = this.opts.advertise?.host ?? this.opts.host;
+    return `${h.includes(':') ? `[${h}]` : h}:${this.opts.advertise?.port ?? this.boundPort}`;
+  }
+
+  /** `host:port` actually bound (valid after start()). */
+  get boundAddr(): string {
+    return `${this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host}:${this.boundPort}`;
   }
 
   get servedCount(): number {
@@ -97,7 +108,7 @@ export class GreeterServer {
         err ? reject(new Error(`cannot listen on ${bindHost}:${this.opts.port}: ${err.message}`)) : resolve(port),
       ),
     );
-    this.log.info({ event: 'server.listening', addr: this.addr }, `listening on ${this.addr}`);
+    this.log.info({ event: 'server.listening', addr: this.addr, bound: this.boundAddr }, this.addr === this.boundAddr ? `listening on ${this.addr}` : `listening on ${this.boundAddr}, advertised as ${this.addr}`);
     // A signal during start-up: shutdown() owns the teardown from here on.
     if (this.stopping) return;
     if (this.opts.etcd) {
