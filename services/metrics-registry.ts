@@ -1,0 +1,134 @@
+import * as grpc from '@grpc/grpc-js';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { MeshObserver } from '../core/mesh-observer';
+import { GRPC_HANDLING_BUCKETS, GRPC_LABELS, GRPC_LABELS_CODE, grpcCodeName, grpcType, splitMethodPath } from './metrics-grpc-labels';
+
+/** States a `mesh_*_state` gauge reports, one series each, 1 for the current one (the Prometheus "state set" idiom). */
+const WATCH_STATES = ['IDLE', 'LISTING', 'WATCHING', 'RETRYING', 'CLOSED'];
+const LEASE_STATES = ['IDLE', 'GRANTING', 'REGISTERED', 'LOST', 'CLOSED'];
+
+/**
+ * The metrics of one mesh process, in one prom-client Registry (never the
+ * global one, so two in a test process do not collide): go-grpc-prometheus's
+ * client and server families, the mesh's own `mesh_*`, and prom-client's
+ * default process metrics. It is also the process's MeshObserver: install it
+ * with setMeshObserver before any channel is built.
+ */
+export class MeshMetrics implements MeshObserver {
+  readonly registry = new Registry();
+  private readonly serverStarted: Counter<(typeof GRPC_LABELS)[number]>;
+  private readonly serverHandled: Counter<(typeof GRPC_LABELS_CODE)[number]>;
+  private readonly serverSeconds: Histogram<(typeof GRPC_LABELS)[number]>;
+  private readonly clientStarted: Counter<(typeof GRPC_LABELS)[number]>;
+  private readonly clientHandled: Counter<(typeof GRPC_LABELS_CODE)[number]>;
+  private readonly clientSeconds: Histogram<(typeof GRPC_LABELS)[number]>;
+  private readonly picks: Counter<'backend'>;
+  private readonly outstandingCalls: Gauge<'backend'>;
+  private readonly extraAttempts: Counter<'kind'>;
+  private readonly refusals: Counter;
+  private readonly endpoints: Gauge<'registry'>;
+  private readonly updates: Counter<'registry'>;
+  private readonly watch: Gauge<'registry' | 'state'>;
+  private readonly lag: Histogram<'registry'>;
+  private readonly lease: Gauge<'key' | 'state'>;
+  private readonly reregistrations: Counter<'key'>;
+
+  constructor() {
+    const registers = [this.registry];
+    collectDefaultMetrics({ register: this.registry });
+    this.serverStarted = new Counter({ name: 'grpc_server_started_total', help: 'Total number of RPCs started on the server.', labelNames: GRPC_LABELS, registers });
+    this.serverHandled = new Counter({ name: 'grpc_server_handled_total', help: 'Total number of RPCs completed on the server, regardless of success or failure.', labelNames: GRPC_LABELS_CODE, registers });
+    this.serverSeconds = new Histogram({ name: 'grpc_server_handling_seconds', help: 'Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.', labelNames: GRPC_LABELS, buckets: GRPC_HANDLING_BUCKETS, registers });
+    this.clientStarted = new Counter({ name: 'grpc_client_started_total', help: 'Total number of RPCs started on the client.', labelNames: GRPC_LABELS, registers });
+    this.clientHandled = new Counter({ name: 'grpc_client_handled_total', help: 'Total number of RPCs completed by the client, regardless of success or failure.', labelNames: GRPC_LABELS_CODE, registers });
+    this.clientSeconds = new Histogram({ name: 'grpc_client_handling_seconds', help: 'Histogram of response latency (seconds) of the gRPC until it is finished by the application.', labelNames: GRPC_LABELS, buckets: GRPC_HANDLING_BUCKETS, registers });
+    this.picks = new Counter({ name: 'mesh_lb_picks_total', help: 'Calls (attempts) the load-aware picker gave each backend.', labelNames: ['backend'], registers });
+    this.outstandingCalls = new Gauge({ name: 'mesh_lb_outstanding_calls', help: 'Calls in flight on each backend, as the load-aware picker counts them.', labelNames: ['backend'], registers });
+    this.extraAttempts = new Counter({ name: 'mesh_client_extra_attempts_total', help: 'Extra attempts of idempotent calls: kind="hedge" (sent after the hedging delay) or kind="retry" (after UNAVAILABLE).', labelNames: ['kind'], registers });
+    this.refusals = new Counter({ name: 'mesh_retry_budget_refused_total', help: 'Extra attempts the retry budget refused.', registers });
+    this.endpoints = new Gauge({ name: 'mesh_resolver_endpoints', help: 'Endpoints the etcd resolver last handed the channel.', labelNames: ['registry'], registers });
+    this.updates = new Counter({ name: 'mesh_resolver_updates_total', help: 'Endpoint sets the etcd resolver handed the channel.', labelNames: ['registry'], registers });
+    this.watch = new Gauge({ name: 'mesh_resolver_watch_state', help: 'State of the registry watch: 1 for the current state, 0 for the others.', labelNames: ['registry', 'state'], registers });
+    this.lag = new Histogram({ name: 'mesh_resolver_delivery_lag_seconds', help: 'From the first registry change of a batch to its delivery to the channel (coalescing and rate limit included).', labelNames: ['registry'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers });
+    this.lease = new Gauge({ name: 'mesh_registration_lease_state', help: 'State of the lease registration: 1 for the current state, 0 for the others.', labelNames: ['key', 'state'], registers });
+    this.reregistrations = new Counter({ name: 'mesh_registration_reregistrations_total', help: 'Registrations written again under a fresh lease after the lease was lost.', labelNames: ['key'], registers });
+  }
+
+  picked(backend: string): void {
+    this.picks.inc({ backend });
+  }
+
+  outstanding(backend: string, delta: 1 | -1): void {
+    this.outstandingCalls.inc({ backend }, delta);
+  }
+
+  extraAttempt(kind: 'hedge' | 'retry'): void {
+    this.extraAttempts.inc({ kind });
+  }
+
+  budgetRefused(): void {
+    this.refusals.inc();
+  }
+
+  resolverUpdate(registry: string, endpoints: number): void {
+    this.endpoints.set({ registry }, endpoints);
+    this.updates.inc({ registry });
+  }
+
+  watchState(registry: string, state: string): void {
+    for (const s of new Set([...WATCH_STATES, state])) this.watch.set({ registry, state: s }, s === state ? 1 : 0);
+  }
+
+  deliveryLag(registry: string, ms: number): void {
+    this.lag.observe({ registry }, ms / 1000);
+  }
+
+  leaseState(key: string, state: string, regrant: boolean): void {
+    for (const s of new Set([...LEASE_STATES, state])) this.lease.set({ key, state: s }, s === state ? 1 : 0);
+    if (regrant) this.reregistrations.inc({ key });
+  }
+
+  /** go-grpc-prometheus's client metrics as a grpc-js interceptor: one logical call each (outermost, above hedging). */
+  clientInterceptors(): grpc.Interceptor[] {
+    return [
+      (options, nextCall) => {
+        const def = options.method_definition;
+        const { service, method } = splitMethodPath(def.path);
+        const labels = { grpc_type: grpcType(def.requestStream, def.responseStream), grpc_service: service, grpc_method: method };
+        const t0 = performance.now();
+        this.clientStarted.inc(labels);
+        return new grpc.InterceptingCall(nextCall(options), {
+          start: (metadata, listener, next) =>
+            next(metadata, {
+              ...listener,
+              onReceiveStatus: (status, nextStatus) => {
+                this.clientHandled.inc({ ...labels, grpc_code: grpcCodeName(status.code) });
+                this.clientSeconds.observe(labels, (performance.now() - t0) / 1000);
+                nextStatus(status);
+              },
+            }),
+        });
+      },
+    ];
+  }
+
+  /**
+   * Wrap a unary handler with go-grpc-prometheus's server metrics. `path`
+   * is the method's `/pkg.Service/Method`. The code is the one the handler
+   * answers with (OK, or the error's `code`, UNKNOWN without one).
+   */
+  unaryServerHandler<Req, Res>(path: string, handler: grpc.handleUnaryCall<Req, Res>): grpc.handleUnaryCall<Req, Res> {
+    const { service, method } = splitMethodPath(path);
+    const labels = { grpc_type: 'unary', grpc_service: service, grpc_method: method };
+    return (call, callback) => {
+      const t0 = performance.now();
+      this.serverStarted.inc(labels);
+      handler(call, (err, value, trailer, flags) => {
+        const code = err ? ((err as Partial<grpc.StatusObject>).code ?? grpc.status.UNKNOWN) : grpc.status.OK;
+        this.serverHandled.inc({ ...labels, grpc_code: grpcCodeName(code) });
+        this.serverSeconds.observe(labels, (performance.now() - t0) / 1000);
+        callback(err, value, trailer, flags);
+      });
+    };
+  }
+}
