@@ -98,9 +98,9 @@ export class MeshMetrics implements MeshObserver {
         const t0 = performance.now();
         this.clientStarted.inc(labels);
         return new grpc.InterceptingCall(nextCall(options), {
-          start: (metadata, listener, next) =>
+          // A partial listener: grpc-js passes everything else through unchanged.
+          start: (metadata, _listener, next) =>
             next(metadata, {
-              ...listener,
               onReceiveStatus: (status, nextStatus) => {
                 this.clientHandled.inc({ ...labels, grpc_code: grpcCodeName(status.code) });
                 this.clientSeconds.observe(labels, (performance.now() - t0) / 1000);
