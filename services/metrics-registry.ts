@@ -54,12 +54,21 @@ export class MeshMetrics implements MeshObserver {
     this.reregistrations = new Counter({ name: 'mesh_registration_reregistrations_total', help: 'Registrations written again under a fresh lease after the lease was lost.', labelNames: ['key'], registers });
   }
 
+  // Label children are looked up once per backend / method / code, not per
+  // call: prom-client hashes the label object on every inc otherwise.
+  private readonly pickChild = new Map<string, { inc(): void }>();
+  private readonly outstandingChild = new Map<string, { inc(n: number): void }>();
+
   picked(backend: string): void {
-    this.picks.inc({ backend });
+    let c = this.pickChild.get(backend);
+    if (!c) this.pickChild.set(backend, (c = this.picks.labels({ backend })));
+    c.inc();
   }
 
   outstanding(backend: string, delta: 1 | -1): void {
-    this.outstandingCalls.inc({ backend }, delta);
+    let c = this.outstandingChild.get(backend);
+    if (!c) this.outstandingChild.set(backend, (c = this.outstandingCalls.labels({ backend })));
+    c.inc(delta);
   }
 
   extraAttempt(kind: 'hedge' | 'retry'): void {
@@ -93,17 +102,16 @@ export class MeshMetrics implements MeshObserver {
     return [
       (options, nextCall) => {
         const def = options.method_definition;
-        const { service, method } = splitMethodPath(def.path);
-        const labels = { grpc_type: grpcType(def.requestStream, def.responseStream), grpc_service: service, grpc_method: method };
+        const m = this.clientMethod(def.path, grpcType(def.requestStream, def.responseStream));
         const t0 = performance.now();
-        this.clientStarted.inc(labels);
+        m.started.inc();
         return new grpc.InterceptingCall(nextCall(options), {
           // A partial listener: grpc-js passes everything else through unchanged.
           start: (metadata, _listener, next) =>
             next(metadata, {
               onReceiveStatus: (status, nextStatus) => {
-                this.clientHandled.inc({ ...labels, grpc_code: grpcCodeName(status.code) });
-                this.clientSeconds.observe(labels, (performance.now() - t0) / 1000);
+                m.handled(status.code).inc();
+                m.seconds.observe((performance.now() - t0) / 1000);
                 nextStatus(status);
               },
             }),
@@ -112,23 +120,59 @@ export class MeshMetrics implements MeshObserver {
     ];
   }
 
+  private readonly clientMethods = new Map<string, MethodChildren>();
+
+  private clientMethod(path: string, type: string): MethodChildren {
+    const k = `${type} ${path}`;
+    let m = this.clientMethods.get(k);
+    if (!m) this.clientMethods.set(k, (m = methodChildren(path, type, this.clientStarted, this.clientHandled, this.clientSeconds)));
+    return m;
+  }
+
   /**
    * Wrap a unary handler with go-grpc-prometheus's server metrics. `path`
    * is the method's `/pkg.Service/Method`. The code is the one the handler
    * answers with (OK, or the error's `code`, UNKNOWN without one).
    */
   unaryServerHandler<Req, Res>(path: string, handler: grpc.handleUnaryCall<Req, Res>): grpc.handleUnaryCall<Req, Res> {
-    const { service, method } = splitMethodPath(path);
-    const labels = { grpc_type: 'unary', grpc_service: service, grpc_method: method };
+    const m = methodChildren(path, 'unary', this.serverStarted, this.serverHandled, this.serverSeconds);
     return (call, callback) => {
       const t0 = performance.now();
-      this.serverStarted.inc(labels);
+      m.started.inc();
       handler(call, (err, value, trailer, flags) => {
         const code = err ? ((err as Partial<grpc.StatusObject>).code ?? grpc.status.UNKNOWN) : grpc.status.OK;
-        this.serverHandled.inc({ ...labels, grpc_code: grpcCodeName(code) });
-        this.serverSeconds.observe(labels, (performance.now() - t0) / 1000);
+        m.handled(code).inc();
+        m.seconds.observe((performance.now() - t0) / 1000);
         callback(err, value, trailer, flags);
       });
     };
   }
+}
+
+/** The label children of one method's three families; `handled` per status code, made on first use. */
+interface MethodChildren {
+  started: { inc(): void };
+  handled(code: number): { inc(): void };
+  seconds: { observe(v: number): void };
+}
+
+function methodChildren(
+  path: string,
+  type: string,
+  started: Counter<(typeof GRPC_LABELS)[number]>,
+  handled: Counter<(typeof GRPC_LABELS_CODE)[number]>,
+  seconds: Histogram<(typeof GRPC_LABELS)[number]>,
+): MethodChildren {
+  const { service, method } = splitMethodPath(path);
+  const labels = { grpc_type: type, grpc_service: service, grpc_method: method };
+  const byCode = new Map<number, { inc(): void }>();
+  return {
+    started: started.labels(labels),
+    seconds: seconds.labels(labels),
+    handled(code) {
+      let c = byCode.get(code);
+      if (!c) byCode.set(code, (c = handled.labels({ ...labels, grpc_code: grpcCodeName(code) })));
+      return c;
+    },
+  };
 }

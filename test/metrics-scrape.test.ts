@@ -63,7 +63,7 @@ describe('--metrics', () => {
       expect(JSON.parse(JSON.parse(raw!).Metadata).metrics).toBe(s.metrics);
     }
     const loadMetrics = `127.0.0.1:${await freePort()}`;
-    const load = new MeshProcess(['load', '--etcd', t.etcd.endpoints, '--prefix', PREFIX, '--concurrency', '4', '--duration', '4s', '--warmup', '0s', '--json', '--metrics', loadMetrics]);
+    const load = new MeshProcess(['load', '--etcd', t.etcd.endpoints, '--prefix', PREFIX, '--concurrency', '4', '--duration', '6s', '--warmup', '0s', '--json', '--metrics', loadMetrics]);
     await load.waitForLog('metrics.listening', { addr: loadMetrics });
 
     // While the load runs: both backends picked, calls counted, the resolver watching.
@@ -92,6 +92,16 @@ describe('--metrics', () => {
     for (const name of ['mesh_client_extra_attempts_total', 'mesh_retry_budget_refused_total']) expect(during.types.get(name)).toBe('counter');
     expect(sum(d, 'process_cpu_user_seconds_total')).toBeGreaterThan(0);
     expect(during.types.get('nodejs_eventloop_lag_seconds')).toBe('gauge');
+
+    // A stopped backend (process paused, TCP open): calls stuck on it are hedged to the other, and counted.
+    const hedges = () => scrape(loadMetrics).then((m) => sum(m.samples, 'mesh_client_extra_attempts_total', { kind: 'hedge' }));
+    const hedgesBefore = await hedges();
+    servers[0].proc.proc.kill('SIGSTOP');
+    try {
+      await waitFor('hedged attempts counted while a backend is stopped', async () => (await hedges()) > hedgesBefore, 3_000);
+    } finally {
+      servers[0].proc.proc.kill('SIGCONT');
+    }
 
     expect((await load.exited).code).toBe(0);
     const report = JSON.parse(load.stdout[load.stdout.length - 1]) as { ok: number; backends: Record<string, number> };
