@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
+import { createServer } from 'node:net';
 import { freePort, waitFor } from './harness/ports';
 
 /** One sample of the Prometheus text format. */
@@ -134,11 +135,30 @@ describe('--metrics', () => {
   }, 20_000);
 
   it('rejects a bad --metrics value with one line and exit 2', async () => {
-    for (const bad of ['nonsense', '127.0.0.1', '127.0.0.1:99999', ':9464', '[zz]:80', '127.0.0.1:80x']) {
-      const r = await runMesh(['load', '--metrics', bad, '--etcd', t.etcd.endpoints]);
+    const bads = ['nonsense', '127.0.0.1:99999', ':9464', '[zz]:80'];
+    const cmds = ['load', 'server', 'client', 'demo'];
+    // Parsed before etcd is touched: one command each, all at once.
+    const runs = await Promise.all(bads.map((bad, i) => runMesh([cmds[i], '--metrics', bad, ...(cmds[i] === 'server' ? ['--port', '0'] : []), '--etcd', t.etcd.endpoints])));
+    for (const [i, r] of runs.entries()) {
+      const bad = bads[i];
       expect(r.code, bad).toBe(2);
       expect(r.stderr.filter((l) => l.trim() !== ''), bad).toHaveLength(1);
       expect(r.stderr[0]).toContain('--metrics');
     }
   }, 30_000);
+
+  it('fails with exit 1 and one line when the metrics port is taken', async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+    try {
+      const port = (taken.address() as { port: number }).port;
+      const r = await runMesh(['load', '--metrics', `127.0.0.1:${port}`, '--etcd', t.etcd.endpoints, '--prefix', PREFIX]);
+      expect(r.code).toBe(1);
+      const plain = r.stderr.filter((l) => l.trim() !== '' && !l.startsWith('{'));
+      expect(plain).toHaveLength(1);
+      expect(plain[0]).toContain(`cannot serve metrics on 127.0.0.1:${port}`);
+    } finally {
+      taken.close();
+    }
+  }, 20_000);
 });
