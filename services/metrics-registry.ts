@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { MeshObserver } from '../core/mesh-observer';
+import { Tally } from './metrics-tally';
 import { GRPC_HANDLING_BUCKETS, GRPC_LABELS, GRPC_LABELS_CODE, grpcCodeName, grpcType, splitMethodPath } from './metrics-grpc-labels';
 
 /** States a `mesh_*_state` gauge reports, one series each, 1 for the current one (the Prometheus "state set" idiom). */
@@ -33,17 +34,27 @@ export class MeshMetrics implements MeshObserver {
   private readonly lease: Gauge<'key' | 'state'>;
   private readonly reregistrations: Counter<'key'>;
 
+  // Hot-path counts (per call or attempt), handed to prom-client at scrape time.
+  private readonly pickTally = new Tally<'backend'>();
+  private readonly outstandingTally = new Tally<'backend'>();
+  private readonly startedTally = { server: new Tally<(typeof GRPC_LABELS)[number]>(), client: new Tally<(typeof GRPC_LABELS)[number]>() };
+  private readonly handledTally = { server: new Tally<(typeof GRPC_LABELS_CODE)[number]>(), client: new Tally<(typeof GRPC_LABELS_CODE)[number]>() };
+
   constructor() {
     const registers = [this.registry];
-    collectDefaultMetrics({ register: this.registry });
-    this.serverStarted = new Counter({ name: 'grpc_server_started_total', help: 'Total number of RPCs started on the server.', labelNames: GRPC_LABELS, registers });
-    this.serverHandled = new Counter({ name: 'grpc_server_handled_total', help: 'Total number of RPCs completed on the server, regardless of success or failure.', labelNames: GRPC_LABELS_CODE, registers });
+    const tallies = this;
+    // The event-loop delay monitor wakes the process once per precision
+    // interval, whether or not anyone scrapes: 100 ms (prom-client's default
+    // is 10 ms) keeps that idle cost off a busy client's CPU.
+    collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
+    this.serverStarted = new Counter({ name: 'grpc_server_started_total', help: 'Total number of RPCs started on the server.', labelNames: GRPC_LABELS, registers, collect() { tallies.startedTally.server.flushInto(this); } });
+    this.serverHandled = new Counter({ name: 'grpc_server_handled_total', help: 'Total number of RPCs completed on the server, regardless of success or failure.', labelNames: GRPC_LABELS_CODE, registers, collect() { tallies.handledTally.server.flushInto(this); } });
     this.serverSeconds = new Histogram({ name: 'grpc_server_handling_seconds', help: 'Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.', labelNames: GRPC_LABELS, buckets: GRPC_HANDLING_BUCKETS, registers });
-    this.clientStarted = new Counter({ name: 'grpc_client_started_total', help: 'Total number of RPCs started on the client.', labelNames: GRPC_LABELS, registers });
-    this.clientHandled = new Counter({ name: 'grpc_client_handled_total', help: 'Total number of RPCs completed by the client, regardless of success or failure.', labelNames: GRPC_LABELS_CODE, registers });
+    this.clientStarted = new Counter({ name: 'grpc_client_started_total', help: 'Total number of RPCs started on the client.', labelNames: GRPC_LABELS, registers, collect() { tallies.startedTally.client.flushInto(this); } });
+    this.clientHandled = new Counter({ name: 'grpc_client_handled_total', help: 'Total number of RPCs completed by the client, regardless of success or failure.', labelNames: GRPC_LABELS_CODE, registers, collect() { tallies.handledTally.client.flushInto(this); } });
     this.clientSeconds = new Histogram({ name: 'grpc_client_handling_seconds', help: 'Histogram of response latency (seconds) of the gRPC until it is finished by the application.', labelNames: GRPC_LABELS, buckets: GRPC_HANDLING_BUCKETS, registers });
-    this.picks = new Counter({ name: 'mesh_lb_picks_total', help: 'Calls (attempts) the load-aware picker gave each backend.', labelNames: ['backend'], registers });
-    this.outstandingCalls = new Gauge({ name: 'mesh_lb_outstanding_calls', help: 'Calls in flight on each backend, as the load-aware picker counts them.', labelNames: ['backend'], registers });
+    this.picks = new Counter({ name: 'mesh_lb_picks_total', help: 'Calls (attempts) the load-aware picker gave each backend.', labelNames: ['backend'], registers, collect() { tallies.pickTally.flushInto(this); } });
+    this.outstandingCalls = new Gauge({ name: 'mesh_lb_outstanding_calls', help: 'Calls in flight on each backend, as the load-aware picker counts them.', labelNames: ['backend'], registers, collect() { tallies.outstandingTally.setInto(this); } });
     this.extraAttempts = new Counter({ name: 'mesh_client_extra_attempts_total', help: 'Extra attempts of idempotent calls: kind="hedge" (sent after the hedging delay) or kind="retry" (after UNAVAILABLE).', labelNames: ['kind'], registers });
     this.refusals = new Counter({ name: 'mesh_retry_budget_refused_total', help: 'Extra attempts the retry budget refused.', registers });
     this.endpoints = new Gauge({ name: 'mesh_resolver_endpoints', help: 'Endpoints the etcd resolver last handed the channel.', labelNames: ['registry'], registers });
@@ -54,21 +65,20 @@ export class MeshMetrics implements MeshObserver {
     this.reregistrations = new Counter({ name: 'mesh_registration_reregistrations_total', help: 'Registrations written again under a fresh lease after the lease was lost.', labelNames: ['key'], registers });
   }
 
-  // Label children are looked up once per backend / method / code, not per
-  // call: prom-client hashes the label object on every inc otherwise.
-  private readonly pickChild = new Map<string, { inc(): void }>();
-  private readonly outstandingChild = new Map<string, { inc(n: number): void }>();
+  // One cell per backend, looked up by address (a Map get per call, no label hashing).
+  private readonly pickCells = new Map<string, { n: number }>();
+  private readonly outstandingCells = new Map<string, { n: number }>();
 
   picked(backend: string): void {
-    let c = this.pickChild.get(backend);
-    if (!c) this.pickChild.set(backend, (c = this.picks.labels({ backend })));
-    c.inc();
+    let c = this.pickCells.get(backend);
+    if (!c) this.pickCells.set(backend, (c = this.pickTally.cell({ backend })));
+    c.n++;
   }
 
   outstanding(backend: string, delta: 1 | -1): void {
-    let c = this.outstandingChild.get(backend);
-    if (!c) this.outstandingChild.set(backend, (c = this.outstandingCalls.labels({ backend })));
-    c.inc(delta);
+    let c = this.outstandingCells.get(backend);
+    if (!c) this.outstandingCells.set(backend, (c = this.outstandingTally.cell({ backend })));
+    c.n += delta;
   }
 
   extraAttempt(kind: 'hedge' | 'retry'): void {
@@ -104,13 +114,13 @@ export class MeshMetrics implements MeshObserver {
         const def = options.method_definition;
         const m = this.clientMethod(def.path, grpcType(def.requestStream, def.responseStream));
         const t0 = performance.now();
-        m.started.inc();
+        m.started.n++;
         return new grpc.InterceptingCall(nextCall(options), {
           // A partial listener: grpc-js passes everything else through unchanged.
           start: (metadata, _listener, next) =>
             next(metadata, {
               onReceiveStatus: (status, nextStatus) => {
-                m.handled(status.code).inc();
+                m.handled(status.code).n++;
                 m.seconds.observe((performance.now() - t0) / 1000);
                 nextStatus(status);
               },
@@ -125,7 +135,7 @@ export class MeshMetrics implements MeshObserver {
   private clientMethod(path: string, type: string): MethodChildren {
     const k = `${type} ${path}`;
     let m = this.clientMethods.get(k);
-    if (!m) this.clientMethods.set(k, (m = methodChildren(path, type, this.clientStarted, this.clientHandled, this.clientSeconds)));
+    if (!m) this.clientMethods.set(k, (m = methodChildren(path, type, this.startedTally.client, this.handledTally.client, this.clientSeconds)));
     return m;
   }
 
@@ -135,13 +145,13 @@ export class MeshMetrics implements MeshObserver {
    * answers with (OK, or the error's `code`, UNKNOWN without one).
    */
   unaryServerHandler<Req, Res>(path: string, handler: grpc.handleUnaryCall<Req, Res>): grpc.handleUnaryCall<Req, Res> {
-    const m = methodChildren(path, 'unary', this.serverStarted, this.serverHandled, this.serverSeconds);
+    const m = methodChildren(path, 'unary', this.startedTally.server, this.handledTally.server, this.serverSeconds);
     return (call, callback) => {
       const t0 = performance.now();
-      m.started.inc();
+      m.started.n++;
       handler(call, (err, value, trailer, flags) => {
         const code = err ? ((err as Partial<grpc.StatusObject>).code ?? grpc.status.UNKNOWN) : grpc.status.OK;
-        m.handled(code).inc();
+        m.handled(code).n++;
         m.seconds.observe((performance.now() - t0) / 1000);
         callback(err, value, trailer, flags);
       });
@@ -151,27 +161,27 @@ export class MeshMetrics implements MeshObserver {
 
 /** The label children of one method's three families; `handled` per status code, made on first use. */
 interface MethodChildren {
-  started: { inc(): void };
-  handled(code: number): { inc(): void };
+  started: { n: number };
+  handled(code: number): { n: number };
   seconds: { observe(v: number): void };
 }
 
 function methodChildren(
   path: string,
   type: string,
-  started: Counter<(typeof GRPC_LABELS)[number]>,
-  handled: Counter<(typeof GRPC_LABELS_CODE)[number]>,
+  started: Tally<(typeof GRPC_LABELS)[number]>,
+  handled: Tally<(typeof GRPC_LABELS_CODE)[number]>,
   seconds: Histogram<(typeof GRPC_LABELS)[number]>,
 ): MethodChildren {
   const { service, method } = splitMethodPath(path);
   const labels = { grpc_type: type, grpc_service: service, grpc_method: method };
-  const byCode = new Map<number, { inc(): void }>();
+  const byCode = new Map<number, { n: number }>();
   return {
-    started: started.labels(labels),
+    started: started.cell(labels),
     seconds: seconds.labels(labels),
     handled(code) {
       let c = byCode.get(code);
-      if (!c) byCode.set(code, (c = handled.labels({ ...labels, grpc_code: grpcCodeName(code) })));
+      if (!c) byCode.set(code, (c = handled.cell({ ...labels, grpc_code: grpcCodeName(code) })));
       return c;
     },
   };
