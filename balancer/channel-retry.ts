@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { InterceptingCallInterface } from '@grpc/grpc-js/build/src/client-interceptors';
 import { RetryBudget } from './retry-budget';
+import { meshObserver } from '../core/mesh-observer';
 
 /**
  * Hedging and UNAVAILABLE retries for idempotent unary methods, within a
@@ -105,7 +106,7 @@ export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
           if (finished) return;
           if (status.code === grpc.status.UNAVAILABLE) {
             // Replace it at once if the budget allows; else wait for an attempt still running; else that is the answer.
-            if (canAddAttempt() && budget.withdraw()) return void launchNext();
+            if (canAddAttempt() && budget.withdraw()) return void launchNext('retry');
             if (inFlight() > 0) return;
           }
           finish(a, status);
@@ -114,7 +115,8 @@ export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
       return a;
     };
 
-    const launchNext = () => {
+    const launchNext = (kind: 'hedge' | 'retry') => {
+      meshObserver()?.extraAttempt?.(kind);
       const a = launch(nextCall(options));
       a.call.sendMessage(request);
       a.call.halfClose();
@@ -127,7 +129,7 @@ export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
       if (Date.now() + delay >= deadlineMs) return;
       timer = setTimeout(() => {
         timer = undefined;
-        if (canAddAttempt() && budget.withdraw()) launchNext();
+        if (canAddAttempt() && budget.withdraw()) launchNext('hedge');
       }, delay);
     };
 

@@ -3,6 +3,7 @@ import type { ChannelOptions } from '@grpc/grpc-js';
 import { hedgingInterceptor } from './channel-retry';
 import { RetryBudget, type RetryBudgetOptions } from './retry-budget';
 import { LOAD_AWARE, registerLoadAwareBalancer } from './load-balancer-load-aware';
+import { meshObserver } from '../core/mesh-observer';
 
 /**
  * The channel a mesh client should use: the load-aware policy (default) or
@@ -62,7 +63,8 @@ export function meshClientOptions(cfg: MeshChannelConfig): grpc.ClientOptions {
   const budget = new RetryBudget(cfg.retryBudget);
   return {
     ...meshChannelOptions(cfg),
-    interceptors: [hedgingInterceptor({ idempotentServices: cfg.idempotentServices, maxAttempts: cfg.maxAttempts, maxHedgeMs: cfg.hedgingDelayMs, budget })],
+    // The observer's interceptors (client metrics) go outermost: one logical call each, however many attempts.
+    interceptors: [...(meshObserver()?.clientInterceptors?.() ?? []), hedgingInterceptor({ idempotentServices: cfg.idempotentServices, maxAttempts: cfg.maxAttempts, maxHedgeMs: cfg.hedgingDelayMs, budget })],
   };
 }
 

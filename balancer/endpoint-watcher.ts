@@ -25,6 +25,8 @@ export interface EndpointWatcherEvents {
   /** A Get failed; retrying by itself. Emitted only if someone listens. */
   error: [err: Error];
   state: [next: EndpointWatcherState, previous: EndpointWatcherState, reason: string];
+  /** From the first change of a batch to its `update`, ms (coalescing and rate limit included). */
+  lag: [ms: number];
 }
 
 /**
@@ -124,12 +126,14 @@ export class EndpointWatcher extends EventEmitter<EndpointWatcherEvents> {
   private scheduleFlush(): void {
     if (this.flushScheduled) return;
     this.flushScheduled = true;
+    const pendingSince = performance.now();
     const flush = () => {
       this.flushScheduled = false;
       this.flushTimer = undefined;
       if (this.closed) return;
       this.lastFlushAt = performance.now();
       this.emit('update', this.snapshot());
+      this.emit('lag', this.lastFlushAt - pendingSince);
     };
     const wait = this.lastFlushAt + this.minIntervalMs - performance.now();
     if (wait <= 0) setImmediate(flush);

@@ -5,6 +5,7 @@ import { choose, DEFAULT_TUNING, markEjected, newPickEntry, reviewEjections, typ
 import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { ENDPOINT_ATTRIBUTES_OPTION } from './resolver-etcd';
 import { componentLogger, type Logger } from '../core/logger';
+import { meshObserver } from '../core/mesh-observer';
 
 type Endpoint = grpc.experimental.Endpoint;
 type Picker = grpc.experimental.Picker;
@@ -117,10 +118,13 @@ class LoadAwarePicker implements Picker {
     let token = 0;
     const started = result.onCallStarted;
     const ended = result.onCallEnded;
+    const observer = meshObserver();
+    observer?.picked?.(load.addr);
     return {
       ...result,
       onCallStarted: () => {
         token = load.start(performance.now());
+        observer?.outstanding?.(load.addr, 1);
         started?.();
       },
       onCallEnded: (code, details, metadata) => {
@@ -129,6 +133,7 @@ class LoadAwarePicker implements Picker {
         else if (code === grpc.status.RESOURCE_EXHAUSTED) load.end(token, now, FAILURE_PENALTY_MS);
         else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, NO_ANSWER_PENALTY_MS, false, false);
         else load.end(token, now);
+        observer?.outstanding?.(load.addr, -1);
         ended?.(code, details, metadata);
       },
     };

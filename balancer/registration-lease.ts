@@ -5,6 +5,7 @@ import { ResumableWatch } from '../core/resumable-watch';
 import { encodeEndpoint, endpointKey } from './endpoint-codec';
 import type { Registration, RegistrationEvents, RegistrationOptions, RegistrationState } from './registration';
 import { StateCell } from '../core/state-cell';
+import { meshObserver } from '../core/mesh-observer';
 import { componentLogger, type Logger } from '../core/logger';
 import { Backoff } from '../core/backoff';
 
@@ -25,6 +26,7 @@ import { Backoff } from '../core/backoff';
  */
 export class LeaseRegistration extends EventEmitter<RegistrationEvents> implements Registration {
   readonly key: string;
+  private registeredBefore = false;
   private readonly value: string;
   private readonly cell: StateCell<RegistrationState>;
   private readonly log: Logger;
@@ -53,7 +55,13 @@ export class LeaseRegistration extends EventEmitter<RegistrationEvents> implemen
     this.value = encodeEndpoint(opts.addr, opts.metadata ?? null);
     this.log = log ?? componentLogger('registration', { key: this.key });
     this.cell = new StateCell<RegistrationState>('IDLE', this.log, 'registration');
-    this.cell.on('change', (next: RegistrationState, prev: RegistrationState) => this.emit('state', next, prev));
+    this.cell.on('change', (next: RegistrationState, prev: RegistrationState) => {
+      // A REGISTERED after the first one is a re-registration (a lost lease granted anew).
+      const regrant = next === 'REGISTERED' && this.registeredBefore;
+      if (next === 'REGISTERED') this.registeredBefore = true;
+      meshObserver()?.leaseState?.(this.key, next, regrant);
+      this.emit('state', next, prev);
+    });
   }
 
   get state(): RegistrationState {

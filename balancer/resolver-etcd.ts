@@ -7,6 +7,7 @@ import { componentLogger, type Logger } from '../core/logger';
 import { createEtcdClient } from '../core/etcd-client';
 import { DEFAULT_ETCD_ENDPOINT, endpointsFromEnv } from '../core/etcd-config';
 import { nextSubset, subsetOptionsOf } from './subset';
+import { meshObserver } from '../core/mesh-observer';
 
 type GrpcUri = grpc.experimental.GrpcUri;
 type ResolverListener = grpc.experimental.ResolverListener;
@@ -140,6 +141,8 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     const watcher = new EndpointWatcher(client, this.keyPrefix, this.log);
     this.watcher = watcher;
     watcher.on('update', (snap: EndpointSnapshot) => this.onUpdate(snap));
+    watcher.on('state', (next) => meshObserver()?.watchState?.(this.keyPrefix, next));
+    watcher.on('lag', (ms: number) => meshObserver()?.deliveryLag?.(this.keyPrefix, ms));
     watcher.on('error', (err: Error) => {
       if (this.everDelivered) return;
       this.listener(
@@ -188,6 +191,7 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     this.delivered = addrs.length;
     this.everDelivered = true;
     this.log.debug({ event: 'resolver.update', revision: snap.revision, endpoints: addrs, registered }, `resolved ${addrs.length} endpoints`);
+    meshObserver()?.resolverUpdate?.(this.keyPrefix, addrs.length);
     this.listener(grpc.experimental.statusOrFromValue(addrs.map(toEndpoint)), { [ENDPOINT_ATTRIBUTES_OPTION]: JSON.stringify(attrs) }, null, `etcd revision ${snap.revision}`);
   }
 }

@@ -1,3 +1,5 @@
+import { meshObserver } from '../core/mesh-observer';
+
 /**
  * A retry budget in Linkerd's (and Finagle's) form: extra attempts (hedges
  * and retries) may add at most `ratio` of the calls made over the last
@@ -59,6 +61,7 @@ export class RetryBudget {
     const allowed = this.ratio * this.callSum + (this.minPerSecond * this.windowMs) / 1000;
     if (this.extraSum + 1 > allowed) {
       this.refused++;
+      meshObserver()?.budgetRefused?.();
       return false;
     }
     this.extras[this.head]++;

@@ -25,6 +25,7 @@ import { benchLeave, type LeaveResult } from './bench-time-to-leave';
 import { benchScale, killProbesNow, type ScaleResult } from './bench-scale';
 import { Report, fmtDist, fmtMB, round } from './bench-report';
 import { benchLoadAware, type LoadAwareResult } from './bench-load-aware';
+import { benchMetrics } from './bench-metrics';
 
 interface Flags {
   quick: boolean;
@@ -34,7 +35,7 @@ interface Flags {
   only?: string[];
 }
 
-const SECTIONS = ['overhead', 'fairness', 'lb', 'leave', 'join', 'scale'] as const;
+const SECTIONS = ['overhead', 'fairness', 'lb', 'leave', 'join', 'scale', 'metrics'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Plan {
@@ -53,12 +54,14 @@ interface Plan {
   lbRunMs: number;
   lbWarmMs: number;
   lbEqualRuns: number;
+  metricsRounds: number;
+  metricsRunMs: number;
 }
 
 function plan(quick: boolean): Plan {
   return quick
-    ? { pairs: 12, runMs: 750, simultaneousRuns: 3, warmMs: 750, fairnessRunMs: 2_500, leaveTrials: 7, joinTrials: 10, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 3, churnPerSecond: 1_000, churnSeconds: 5, lbRunMs: 2_500, lbWarmMs: 500, lbEqualRuns: 2 }
-    : { pairs: 30, runMs: 1_000, simultaneousRuns: 5, warmMs: 1_500, fairnessRunMs: 8_000, leaveTrials: 14, joinTrials: 40, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 5, churnPerSecond: 1_000, churnSeconds: 30, lbRunMs: 6_000, lbWarmMs: 1_000, lbEqualRuns: 4 };
+    ? { pairs: 12, runMs: 750, simultaneousRuns: 3, warmMs: 750, fairnessRunMs: 2_500, leaveTrials: 7, joinTrials: 10, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 3, churnPerSecond: 1_000, churnSeconds: 5, lbRunMs: 2_500, lbWarmMs: 500, lbEqualRuns: 2, metricsRounds: 4, metricsRunMs: 2_000 }
+    : { pairs: 30, runMs: 1_000, simultaneousRuns: 5, warmMs: 1_500, fairnessRunMs: 8_000, leaveTrials: 14, joinTrials: 40, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 5, churnPerSecond: 1_000, churnSeconds: 30, lbRunMs: 6_000, lbWarmMs: 1_000, lbEqualRuns: 4, metricsRounds: 8, metricsRunMs: 3_000 };
 }
 
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -283,6 +286,15 @@ async function main(flags: Flags): Promise<void> {
     report.row('scale', `resolver process RSS at ${m.endpoints} (baseline)`, `${fmtMB(m.at10k.rss)} (${fmtMB(m.baseline.rss)})`);
     report.row('scale', `resolver heap used at ${m.endpoints} (baseline)`, `${fmtMB(m.at10k.heapUsed)} (${fmtMB(m.baseline.heapUsed)})`);
     report.row('scale', 'RSS / heap used after churn', `${fmtMB(m.afterChurn.rss)} / ${fmtMB(m.afterChurn.heapUsed)}`);
+  }
+  if (only.has('metrics')) {
+    log(`metrics overhead: ${p.metricsRounds} rounds of ${p.metricsRunMs / 1000} s, a load with --metrics and one without side by side, 3 greeters each (with / without --metrics)`);
+    const m = await benchMetrics({ etcd, prefix, rounds: p.metricsRounds, runMs: p.metricsRunMs, warmMs: 1_000, concurrency: flags.concurrency >> 1 }, log);
+    json.metrics = m;
+    report.row('metrics', `throughput ratio on/off from CPU per call (load + greeters), median of ${p.metricsRounds} rounds`, String(m.cpuRatioMedian), '>= 0.98', m.cpuRatioMedian >= 0.98);
+    report.row('metrics', `rps ratio on/off, side by side, median of ${p.metricsRounds} rounds (scheduler-split; noisy)`, String(m.rpsRatioMedian));
+    report.row('metrics', 'rps on / off (medians)', `${m.onRps} / ${m.offRps}`);
+    report.row('metrics', 'failed calls', String(m.failed), '0', m.failed === 0);
   }
   const load1 = loadavg();
   json.loadAvgEnd = load1.map((l) => round(l, 2));

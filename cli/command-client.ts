@@ -4,6 +4,7 @@ import { intIn, parseDuration, parseLb, parsePositiveDuration, parseTarget } fro
 import { DEFAULT_LB } from '../balancer/channel';
 import { addClientTlsOptions } from './tls';
 import { addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
+import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
 import { sayHello } from '../services/greeter-client';
 import * as grpc from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
@@ -30,7 +31,7 @@ async function explainFailure(err: unknown, registry: string | undefined, etcd: 
     : `${count} key(s) registered under ${registry} in etcd, but no backend answered within the deadline: all unreachable or not serving (${text})`;
 }
 
-interface ClientFlags extends MeshClientFlags {
+interface ClientFlags extends MeshClientFlags, MetricsFlags {
   name: string;
   interval: number;
   count?: number;
@@ -49,7 +50,10 @@ export function clientCommand(): Command {
   addSubsetOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
+  addMetricsOption(cmd);
   return cmd.action(async (flags: ClientFlags) => {
+    // Before the channel: it takes the client-metrics interceptor when built.
+    const served = await serveMetrics(flags);
     const mesh = await openMeshClient(flags);
     const { greeter: client, etcd } = mesh;
     let stop = false;
@@ -67,6 +71,7 @@ export function clientCommand(): Command {
       }
     }
     mesh.close();
+    await served?.http.close();
     process.exitCode = failures > 0 ? 1 : 0;
   });
 }

@@ -6,8 +6,9 @@ import { DEFAULT_LB, type LbPolicy } from '../balancer/channel';
 import { Demo } from '../demo/demo';
 import { addReportOptions } from './load-flags';
 import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
+import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
 
-interface DemoFlags extends EtcdFlags, ServiceFlags {
+interface DemoFlags extends EtcdFlags, ServiceFlags, MetricsFlags {
   duration: number;
   concurrency: number;
   json: boolean;
@@ -26,6 +27,7 @@ export function demoCommand(): Command {
     .addOption(new Option('--lb <policy>', 'load-balancing policy of the load client: load_aware, round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb))
     .option('--json', 'no live view; print one JSON summary line ({ok, failed, events, ...}) at the end', false);
   addReportOptions(cmd);
+  addMetricsOption(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   return cmd.action(async (flags: DemoFlags) => {
     // Signals first, so no moment of the start-up ignores Ctrl-C (an
@@ -59,6 +61,8 @@ export function demoCommand(): Command {
     const endpoints = configuredEndpoints(flags);
     // An existing cluster must answer (and accept our credentials) before anything starts.
     if (endpoints) (await connectEtcd(flags, endpoints)).close();
+    // The demo's own load client is counted (client and mesh_ metrics); its greeters are child processes.
+    const served = await serveMetrics(flags);
     demo = new Demo({
       etcd: endpoints ? etcdConfigFromFlags(flags, endpoints) : undefined,
       durationMs: flags.duration,
@@ -75,6 +79,7 @@ export function demoCommand(): Command {
     // Whatever ends the process (a forced exit, an uncaught error), no child or data dir outlives it.
     process.on('exit', () => d.killNow());
     const summary = await demo.run();
+    await served?.http.close();
     if (forced) clearTimeout(forced);
     if (summary.load && summary.ticks) {
       const input: ReportInput = { title: 'mesh demo: kill, restart, join', summary: summary.load, ticks: summary.ticks, markers: summary.markers ?? [], command: `mesh ${process.argv.slice(2).join(' ')}` };

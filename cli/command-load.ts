@@ -4,6 +4,7 @@ import { intIn, parseLb, parsePositiveDuration, parseTarget } from './parse';
 import { DEFAULT_LB } from '../balancer/channel';
 import { addClientTlsOptions } from './tls';
 import { addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
+import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
 import { runLoad, type LoadReport } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
 import { addLoadModeOptions, type LoadModeFlags } from './load-flags';
@@ -11,7 +12,7 @@ import { ResolverMarkers } from '../services/load-markers';
 import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
 import type { LoadTick } from '../services/load-generator';
 
-interface LoadFlags extends MeshClientFlags, LoadModeFlags {
+interface LoadFlags extends MeshClientFlags, LoadModeFlags, MetricsFlags {
   concurrency: number;
   duration: number;
   deadline: number;
@@ -33,7 +34,10 @@ export function loadCommand(): Command {
   addSubsetOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
+  addMetricsOption(cmd);
   return cmd.action(async (flags: LoadFlags) => {
+    // Before the channel: it takes the client-metrics interceptor when built.
+    const served = await serveMetrics(flags);
     const mesh = await openMeshClient(flags);
     const { greeter: client, etcd, target } = mesh;
     const view = flags.json ? undefined : new TrafficView();
@@ -63,6 +67,7 @@ export function loadCommand(): Command {
     });
     markers?.close();
     mesh.close();
+    await served?.http.close();
     const input: ReportInput = { title: `mesh load on ${target}`, summary: report, ticks, markers: markers?.markers ?? [], command: `mesh ${process.argv.slice(2).join(' ')}` };
     if (flags.report) writeReportHtml(flags.report, input);
     if (flags.csv) writeReportCsv(flags.csv, input);

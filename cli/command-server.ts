@@ -8,8 +8,9 @@ import { DEFAULT_WEIGHT } from '../balancer/endpoint-codec';
 import { GreeterServer } from '../services/greeter-server';
 import { componentLogger } from '../core/logger';
 import { serverCredentials, addServerTlsOptions, type ServerTlsFlags } from './tls';
+import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
 
-interface ServerFlags extends EtcdFlags, ServiceFlags, ServerTlsFlags {
+interface ServerFlags extends EtcdFlags, ServiceFlags, ServerTlsFlags, MetricsFlags {
   port: number;
   host: string;
   advertise?: { host: string; port?: number };
@@ -33,6 +34,7 @@ export function serverCommand(): Command {
     .addOption(new Option('--elect <name>', 'also campaign in election NAME: the leader builds the shared index (progress in progress/NAME), followers load it').argParser(parseName));
   addEtcdOptions(addServiceOptions(cmd));
   addServerTlsOptions(cmd);
+  addMetricsOption(cmd);
   return cmd.action(async (flags: ServerFlags) => {
     const log = componentLogger('cli');
     // 0.0.0.0 / :: is a fine bind address and a useless registration: every
@@ -44,6 +46,14 @@ export function serverCommand(): Command {
     // our own prefix, which the server's role may; nothing else.
     const credentials = serverCredentials(flags);
     const etcd = flags.register ? await connectEtcd(flags, undefined, { readPrefix: servicePrefix(flags.prefix, flags.service), needs: 'readwrite' }) : undefined;
+    // Bound before registering, so the Metadata names the real address.
+    let served;
+    try {
+      served = await serveMetrics(flags);
+    } catch (err) {
+      etcd?.close();
+      throw err;
+    }
     const server = new GreeterServer({
       host: flags.host,
       advertise: flags.advertise,
@@ -55,6 +65,8 @@ export function serverCommand(): Command {
       credentials,
       elect: flags.elect,
       metadata: { weight: flags.weight, ...(flags.zone !== undefined ? { zone: flags.zone } : {}) },
+      metrics: served?.metrics,
+      metricsAddr: served?.addr,
     });
     let signalled = false;
     const onSignal = (sig: NodeJS.Signals) => {

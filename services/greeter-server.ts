@@ -7,6 +7,7 @@ import { MESH_SERVER_OPTIONS } from '../balancer/channel';
 import { StateCell } from '../core/state-cell';
 import { componentLogger, type Logger } from '../core/logger';
 import { IndexJob } from '../demo/index-job';
+import type { MeshMetrics } from './metrics-registry';
 
 /**
  * STARTING: binding and registering. SERVING: registered (or --no-register)
@@ -45,6 +46,10 @@ export interface GreeterServerOptions {
   drainTimeoutMs?: number;
   /** Campaign in this election and share the index job (see index-job.ts). */
   elect?: string;
+  /** Count calls in go-grpc-prometheus's server metrics. */
+  metrics?: MeshMetrics;
+  /** `host:port` of this process's /metrics, written into the registry Metadata as `metrics`. */
+  metricsAddr?: string;
 }
 
 /**
@@ -67,7 +72,9 @@ export class GreeterServer {
     this.log = componentLogger('greeter-server');
     this.cell = new StateCell<GreeterServerState>('STARTING', this.log, 'server');
     this.server = new grpc.Server(MESH_SERVER_OPTIONS);
-    this.server.addService(greeterPackage().Greeter.service, { SayHello: this.sayHello });
+    const service = greeterPackage().Greeter.service;
+    const sayHello = opts.metrics ? opts.metrics.unaryServerHandler(service.SayHello.path, this.sayHello) : this.sayHello;
+    this.server.addService(service, { SayHello: sayHello });
   }
 
   get state(): GreeterServerState {
@@ -117,7 +124,7 @@ export class GreeterServer {
         service: this.opts.service,
         addr: this.addr,
         ttlSeconds: this.opts.ttlSeconds,
-        metadata: { ...this.opts.metadata, pid: process.pid, startedAt: new Date().toISOString() },
+        metadata: { ...this.opts.metadata, pid: process.pid, startedAt: new Date().toISOString(), ...(this.opts.metricsAddr ? { metrics: this.opts.metricsAddr } : {}) },
       });
       try {
         await this.registration.start();
