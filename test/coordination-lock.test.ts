@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
@@ -62,6 +62,11 @@ function section(file: string, who: string, secs: number): string {
   return `echo "start ${who}" >> ${file}; sleep ${secs}; echo "end ${who}" >> ${file}`;
 }
 
+/** A critical section held until the test creates `release` (at most 30 s), however slow the machine. */
+function heldUntil(file: string, who: string, release: string): string {
+  return `echo "start ${who}" >> ${file}; i=0; while [ ! -e ${release} ] && [ $i -lt 600 ]; do sleep 0.05; i=$((i+1)); done; echo "end ${who}" >> ${file}`;
+}
+
 /** Every start is immediately followed by the end of the same holder. */
 function expectExclusive(ls: string[]): void {
   expect(ls.length % 2).toBe(0);
@@ -94,7 +99,8 @@ describe('interoperation with etcdctl lock', () => {
 
   it('while etcdctl holds the lock, --try exits 3 with one line, and a blocking lock waits its turn', async () => {
     const file = path.join(dir, 'etcdctl-holds');
-    const ctl = start('etcdctl', [`--endpoints=${etcd.endpoints}`, 'lock', 'interop2', '--', 'sh', '-c', section(file, 'etcdctl', 1.5)]);
+    const release = `${file}.release`;
+    const ctl = start('etcdctl', [`--endpoints=${etcd.endpoints}`, 'lock', 'interop2', '--', 'sh', '-c', heldUntil(file, 'etcdctl', release)]);
     await waitFor('etcdctl holds', () => lines(file).includes('start etcdctl'), 10_000);
 
     const tried = await runMesh(['lock', 'interop2', '--try', '--etcd', etcd.endpoints, '--', 'sh', '-c', `echo ran >> ${file}`]);
@@ -106,6 +112,9 @@ describe('interoperation with etcdctl lock', () => {
     expect(await keysUnder('interop2/')).toHaveLength(1);
 
     const blocking = new MeshProcess(['lock', 'interop2', '--etcd', etcd.endpoints, '--', 'sh', '-c', section(file, 'mesh', 0.1)]);
+    // Released only once the blocking lock is queued behind etcdctl's key.
+    await waitFor('mesh lock queued', async () => (await keysUnder('interop2/')).length === 2, 15_000);
+    writeFileSync(release, '');
     expect((await blocking.exited).code).toBe(0);
     expect(await ctl.exited).toBe(0);
     expect(lines(file)).toEqual(['start etcdctl', 'end etcdctl', 'start mesh', 'end mesh']);
