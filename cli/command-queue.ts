@@ -374,7 +374,13 @@ while (defined(my $line = <STDIN>)) {
     if (!ioctl(STDOUT, $req, $buf)) { print $ans "error $!\\n"; last; }
     if (unpack('i', $buf) == 0) { print $ans "drained\\n"; last; }
     $poll->poll($nap);
-    if ($poll->events(\\*STDOUT) & (POLLERR | POLLHUP)) { print $ans "gone\\n"; last; }
+    if ($poll->events(\\*STDOUT) & (POLLERR | POLLHUP)) {
+      # The reader left. If it read the item first (the pipe is empty: a
+      # reader that takes a line and exits), the item was taken; otherwise not.
+      my $left = pack('i', 0);
+      print $ans ((ioctl(STDOUT, $req, $left) && unpack('i', $left) == 0) ? "drained\\n" : "gone\\n");
+      last;
+    }
     $nap = $nap * 2 > 0.02 ? 0.02 : $nap * 2;
   }
 }`;

@@ -46,8 +46,25 @@ export class DemoRun {
     );
   }
 
-  waitForLog(event: string, timeoutMs = 30_000): Promise<LogLine> {
-    return waitFor(`log event ${event}; last lines:\n${this.stderr.slice(-3).join('\n')}`, () => this.logs.find((l) => l.event === event), timeoutMs, 10);
+  async waitForLog(event: string, timeoutMs = 30_000): Promise<LogLine> {
+    let exited = false;
+    void this.exited.then(() => (exited = true));
+    try {
+      return await waitFor(
+        `log event ${event}`,
+        () => {
+          const line = this.logs.find((l) => l.event === event);
+          // A demo that already ended will not log it: say so now, with what it printed.
+          if (!line && exited) throw new Error('the demo exited');
+          return line;
+        },
+        timeoutMs,
+        10,
+      );
+    } catch (err) {
+      // The lines as they are now (not when the wait began), to tell what the demo was doing.
+      throw new Error(`${(err as Error).message}; exit ${JSON.stringify(this.proc.exitCode ?? this.proc.signalCode)}; last lines:\n${this.stderr.slice(-5).join('\n')}`);
+    }
   }
 
   /** The signal to this process alone. */
