@@ -216,15 +216,28 @@ export class Demo {
       this.endpoints = opts.etcd.endpoints.map((e) => e.text);
       this.record('etcd.external', { endpoints: this.endpoints, runId: this.runId, election: this.election }, `using etcd at ${this.endpoints.join(',')} (run ${this.runId})`);
     } else {
-      const cluster = await LocalEtcdCluster.create(3, [], { dataRootPrefix: 'etcd-mesh-demo-', detached: true });
-      this.cluster = cluster;
-      this.tellReaper(`dir ${JSON.stringify(cluster.dataRoot)}`);
-      this.endpoints = cluster.members.map((m) => m.endpoint);
-      this.record('etcd.starting', { members: 3, endpoints: this.endpoints, dataRoot: cluster.dataRoot });
-      this.checkNotInterrupted();
-      const started = cluster.startMembers();
-      for (const m of cluster.members) if (m.proc) this.adopt(m.proc);
-      await this.until(started);
+      let cluster: LocalEtcdCluster;
+      for (let attempt = 1; ; attempt++) {
+        cluster = await LocalEtcdCluster.create(3, [], { dataRootPrefix: 'etcd-mesh-demo-', detached: true });
+        this.cluster = cluster;
+        this.tellReaper(`dir ${JSON.stringify(cluster.dataRoot)}`);
+        this.endpoints = cluster.members.map((m) => m.endpoint);
+        this.record('etcd.starting', { members: 3, endpoints: this.endpoints, dataRoot: cluster.dataRoot, attempt });
+        this.checkNotInterrupted();
+        const started = cluster.startMembers();
+        for (const m of cluster.members) if (m.proc) this.adopt(m.proc);
+        try {
+          await this.until(started);
+          break;
+        } catch (err) {
+          // A free port can be taken between picking it and etcd binding it
+          // (another process's listener, or a connection's local port): that
+          // start is retried on fresh ports (it cleaned up after itself).
+          // An interruption or any other failure is not retried.
+          if (attempt >= 3 || !/address already in use/.test(String(err))) throw err;
+          this.log.warn({ event: 'demo.etcd.port_taken', attempt, err: String(err).slice(0, 300) }, 'a port of the local etcd was taken before etcd bound it: starting on fresh ports');
+        }
+      }
       this.record('etcd.started', { members: 3, endpoints: this.endpoints, dataRoot: cluster.dataRoot, pids: cluster.pids }, `started a local 3-member etcd cluster at ${this.endpoints.join(',')}`);
     }
     this.client = createEtcdClient(opts.etcd ?? { endpoints: this.endpoints });
