@@ -66,9 +66,23 @@ export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
   const hedgeDelay = () => Math.min(maxHedge, Math.max(minHedge, factor * (mean.value ?? maxHedge)));
 
   return (options, nextCall) => {
-    const service = options.method_definition.path.split('/')[1];
-    if (!services.has(service) || options.method_definition.requestStream || options.method_definition.responseStream) {
-      return new grpc.InterceptingCall(nextCall(options));
+    const def = options.method_definition;
+    // Client metrics ride on this interceptor rather than on one of their own: a second interceptor layer cost more per call than the metrics.
+    const tally = meshObserver()?.clientCall?.(def.path, def.requestStream, def.responseStream);
+    const service = def.path.split('/')[1];
+    if (!services.has(service) || def.requestStream || def.responseStream) {
+      if (!tally) return new grpc.InterceptingCall(nextCall(options));
+      const started = performance.now();
+      return new grpc.InterceptingCall(nextCall(options), {
+        // A partial requester and listener: grpc-js passes everything else through unchanged.
+        start: (md, _listener, next) =>
+          next(md, {
+            onReceiveStatus: (status, nextStatus) => {
+              tally.ended(status.code, performance.now() - started);
+              nextStatus(status);
+            },
+          }),
+      });
     }
     const deadlineMs = options.deadline instanceof Date ? options.deadline.getTime() : Number(options.deadline ?? Infinity);
     const attempts: Attempt[] = [];
@@ -89,7 +103,9 @@ export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
       finished = true;
       if (timer) clearTimeout(timer);
       for (const a of attempts) if (!a.done && a !== winner) a.call.cancelWithStatus(grpc.status.CANCELLED, 'another attempt answered first');
-      if (status.code === grpc.status.OK) mean.add(performance.now() - t0);
+      const elapsed = performance.now() - t0;
+      if (status.code === grpc.status.OK) mean.add(elapsed);
+      tally?.ended(status.code, elapsed);
       if (winner.metadata) outer!.onReceiveMetadata(winner.metadata);
       if (winner.message !== undefined) outer!.onReceiveMessage(winner.message);
       outer!.onReceiveStatus(status);
@@ -152,6 +168,7 @@ export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
         armHedge();
       })
       .withCancel(() => {
+        if (!finished) tally?.ended(grpc.status.CANCELLED, performance.now() - t0);
         finished = true;
         if (timer) clearTimeout(timer);
         for (const a of attempts) if (!a.done) a.call.cancelWithStatus(grpc.status.CANCELLED, 'cancelled by the caller');

@@ -3,7 +3,6 @@ import type { ChannelOptions } from '@grpc/grpc-js';
 import { hedgingInterceptor } from './channel-retry';
 import { RetryBudget, type RetryBudgetOptions } from './retry-budget';
 import { LOAD_AWARE, registerLoadAwareBalancer } from './load-balancer-load-aware';
-import { meshObserver } from '../core/mesh-observer';
 
 /**
  * The channel a mesh client should use: the load-aware policy (default) or
@@ -63,8 +62,8 @@ export function meshClientOptions(cfg: MeshChannelConfig): grpc.ClientOptions {
   const budget = new RetryBudget(cfg.retryBudget);
   return {
     ...meshChannelOptions(cfg),
-    // The observer's interceptors (client metrics) go outermost: one logical call each, however many attempts.
-    interceptors: [...(meshObserver()?.clientInterceptors?.() ?? []), hedgingInterceptor({ idempotentServices: cfg.idempotentServices, maxAttempts: cfg.maxAttempts, maxHedgeMs: cfg.hedgingDelayMs, budget })],
+    // The hedging interceptor also reports each logical call to the process's observer (client metrics).
+    interceptors: [hedgingInterceptor({ idempotentServices: cfg.idempotentServices, maxAttempts: cfg.maxAttempts, maxHedgeMs: cfg.hedgingDelayMs, budget })],
   };
 }
 

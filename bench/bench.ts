@@ -60,8 +60,8 @@ interface Plan {
 
 function plan(quick: boolean): Plan {
   return quick
-    ? { pairs: 12, runMs: 750, simultaneousRuns: 3, warmMs: 750, fairnessRunMs: 2_500, leaveTrials: 7, joinTrials: 10, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 3, churnPerSecond: 1_000, churnSeconds: 5, lbRunMs: 2_500, lbWarmMs: 500, lbEqualRuns: 2, metricsRounds: 4, metricsRunMs: 2_000 }
-    : { pairs: 30, runMs: 1_000, simultaneousRuns: 5, warmMs: 1_500, fairnessRunMs: 8_000, leaveTrials: 14, joinTrials: 40, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 5, churnPerSecond: 1_000, churnSeconds: 30, lbRunMs: 6_000, lbWarmMs: 1_000, lbEqualRuns: 4, metricsRounds: 8, metricsRunMs: 3_000 };
+    ? { pairs: 12, runMs: 750, simultaneousRuns: 3, warmMs: 750, fairnessRunMs: 2_500, leaveTrials: 7, joinTrials: 10, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 3, churnPerSecond: 1_000, churnSeconds: 5, lbRunMs: 2_500, lbWarmMs: 500, lbEqualRuns: 4, metricsRounds: 4, metricsRunMs: 2_000 }
+    : { pairs: 30, runMs: 1_000, simultaneousRuns: 5, warmMs: 1_500, fairnessRunMs: 8_000, leaveTrials: 14, joinTrials: 40, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 5, churnPerSecond: 1_000, churnSeconds: 30, lbRunMs: 6_000, lbWarmMs: 1_000, lbEqualRuns: 6, metricsRounds: 8, metricsRunMs: 3_000 };
 }
 
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -229,7 +229,8 @@ async function main(flags: Flags): Promise<void> {
   if (lb) {
     const e = lb.equal;
     report.row('lb equal', 'max/min share, load_aware (round_robin)', `${e.maxMin.load_aware} (${e.maxMin.round_robin})`, '<= 1.05', e.maxMin.load_aware <= 1.05);
-    report.row('lb equal', 'rps load_aware / round_robin', `${e.rps.load_aware} / ${e.rps.round_robin} = ${e.rpsRatio}`, '>= 0.98', e.rpsRatio >= 0.98);
+    report.row('lb equal', `rps ratio load_aware/round_robin, median of ${p.lbEqualRuns} pairs`, String(e.rpsRatio), '>= 0.98', e.rpsRatio >= 0.98);
+    report.row('lb equal', 'rps load_aware / round_robin (means)', `${e.rps.load_aware} / ${e.rps.round_robin}`);
     for (const r of lb.slow) {
       const la = r.policy === 'load_aware';
       report.row('lb slow', `${r.policy}: slow backend's share`, `${r.slowSharePct}%`, la ? '<= 10%' : undefined, la ? r.slowSharePct <= 10 : undefined);
@@ -288,10 +289,11 @@ async function main(flags: Flags): Promise<void> {
     report.row('scale', 'RSS / heap used after churn', `${fmtMB(m.afterChurn.rss)} / ${fmtMB(m.afterChurn.heapUsed)}`);
   }
   if (only.has('metrics')) {
-    log(`metrics overhead: ${p.metricsRounds} rounds of ${p.metricsRunMs / 1000} s, a load with --metrics and one without side by side, 3 greeters each (with / without --metrics)`);
+    log(`metrics overhead: a load with --metrics and one without side by side, 3 greeters each (with / without --metrics); ${p.metricsRounds} closed-loop rounds of ${p.metricsRunMs / 1000} s, then ${p.metricsRounds} open-loop rounds at half the closed-loop rate`);
     const m = await benchMetrics({ etcd, prefix, rounds: p.metricsRounds, runMs: p.metricsRunMs, warmMs: 1_000, concurrency: flags.concurrency >> 1 }, log);
     json.metrics = m;
-    report.row('metrics', `throughput ratio on/off from CPU per call (load + greeters), median of ${p.metricsRounds} rounds`, String(m.cpuRatioMedian), '>= 0.98', m.cpuRatioMedian >= 0.98);
+    report.row('metrics', `throughput ratio on/off = CPU per call off/on (load + greeters) at ${m.rate}/s each, median of ${p.metricsRounds} rounds`, String(m.cpuRatioMedian), '>= 0.98', m.cpuRatioMedian >= 0.98);
+    report.row('metrics', 'same ratio from the closed-loop rounds (biased: each side at the rate it got)', String(m.closedCpuRatioMedian));
     report.row('metrics', `rps ratio on/off, side by side, median of ${p.metricsRounds} rounds (scheduler-split; noisy)`, String(m.rpsRatioMedian));
     report.row('metrics', 'rps on / off (medians)', `${m.onRps} / ${m.offRps}`);
     report.row('metrics', 'failed calls', String(m.failed), '0', m.failed === 0);

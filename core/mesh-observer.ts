@@ -1,5 +1,3 @@
-import type { Interceptor } from '@grpc/grpc-js';
-
 /**
  * What the mesh's internals report to whoever watches them (the Prometheus
  * metrics of services/metrics-registry.ts). balancer/ calls these hooks and
@@ -25,8 +23,20 @@ export interface MeshObserver {
   deliveryLag?(registry: string, ms: number): void;
   /** A lease registration of `key` moved to `state`; `regrant` when that state is a fresh grant after a lost lease. */
   leaseState?(key: string, state: string, regrant: boolean): void;
-  /** Interceptors a mesh channel puts outermost (one logical call each, hedges not counted). */
-  clientInterceptors?(): Interceptor[];
+  /**
+   * A logical client call on `path` (`/pkg.Service/Method`) started: its
+   * attempts, hedges and retries are one call here. The mesh channel's
+   * interceptor calls this once per call and tells the returned tally how
+   * the call ended, once. Return the same object for every call of a
+   * method (no allocation per call).
+   */
+  clientCall?(path: string, requestStream: boolean, responseStream: boolean): ClientCallTally;
+}
+
+/** How one method's client calls end (see MeshObserver.clientCall). */
+export interface ClientCallTally {
+  /** The call ended with status `code` after `ms` (from its start, all attempts included). */
+  ended(code: number, ms: number): void;
 }
 
 let current: MeshObserver | undefined;

@@ -1,7 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { MeshObserver } from '../core/mesh-observer';
+import type { ClientCallTally, MeshObserver } from '../core/mesh-observer';
 import { Tally } from './metrics-tally';
+import { HistogramCell, TallyHistogram } from './metrics-histogram';
 import { GRPC_HANDLING_BUCKETS, GRPC_LABELS, GRPC_LABELS_CODE, grpcCodeName, grpcType, splitMethodPath } from './metrics-grpc-labels';
 
 /** States a `mesh_*_state` gauge reports, one series each, 1 for the current one (the Prometheus "state set" idiom). */
@@ -19,10 +20,10 @@ export class MeshMetrics implements MeshObserver {
   readonly registry = new Registry();
   private readonly serverStarted: Counter<(typeof GRPC_LABELS)[number]>;
   private readonly serverHandled: Counter<(typeof GRPC_LABELS_CODE)[number]>;
-  private readonly serverSeconds: Histogram<(typeof GRPC_LABELS)[number]>;
+  private readonly serverSeconds: TallyHistogram;
   private readonly clientStarted: Counter<(typeof GRPC_LABELS)[number]>;
   private readonly clientHandled: Counter<(typeof GRPC_LABELS_CODE)[number]>;
-  private readonly clientSeconds: Histogram<(typeof GRPC_LABELS)[number]>;
+  private readonly clientSeconds: TallyHistogram;
   private readonly picks: Counter<'backend'>;
   private readonly outstandingCalls: Gauge<'backend'>;
   private readonly extraAttempts: Counter<'kind'>;
@@ -49,10 +50,10 @@ export class MeshMetrics implements MeshObserver {
     collectDefaultMetrics({ register: this.registry, eventLoopMonitoringPrecision: 100 });
     this.serverStarted = new Counter({ name: 'grpc_server_started_total', help: 'Total number of RPCs started on the server.', labelNames: GRPC_LABELS, registers, collect() { tallies.startedTally.server.flushInto(this); } });
     this.serverHandled = new Counter({ name: 'grpc_server_handled_total', help: 'Total number of RPCs completed on the server, regardless of success or failure.', labelNames: GRPC_LABELS_CODE, registers, collect() { tallies.handledTally.server.flushInto(this); } });
-    this.serverSeconds = new Histogram({ name: 'grpc_server_handling_seconds', help: 'Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.', labelNames: GRPC_LABELS, buckets: GRPC_HANDLING_BUCKETS, registers });
+    this.serverSeconds = new TallyHistogram('grpc_server_handling_seconds', 'Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.', GRPC_HANDLING_BUCKETS, this.registry);
     this.clientStarted = new Counter({ name: 'grpc_client_started_total', help: 'Total number of RPCs started on the client.', labelNames: GRPC_LABELS, registers, collect() { tallies.startedTally.client.flushInto(this); } });
     this.clientHandled = new Counter({ name: 'grpc_client_handled_total', help: 'Total number of RPCs completed by the client, regardless of success or failure.', labelNames: GRPC_LABELS_CODE, registers, collect() { tallies.handledTally.client.flushInto(this); } });
-    this.clientSeconds = new Histogram({ name: 'grpc_client_handling_seconds', help: 'Histogram of response latency (seconds) of the gRPC until it is finished by the application.', labelNames: GRPC_LABELS, buckets: GRPC_HANDLING_BUCKETS, registers });
+    this.clientSeconds = new TallyHistogram('grpc_client_handling_seconds', 'Histogram of response latency (seconds) of the gRPC until it is finished by the application.', GRPC_HANDLING_BUCKETS, this.registry);
     this.picks = new Counter({ name: 'mesh_lb_picks_total', help: 'Calls (attempts) the load-aware picker gave each backend.', labelNames: ['backend'], registers, collect() { tallies.pickTally.flushInto(this); } });
     this.outstandingCalls = new Gauge({ name: 'mesh_lb_outstanding_calls', help: 'Calls in flight on each backend, as the load-aware picker counts them.', labelNames: ['backend'], registers, collect() { tallies.outstandingTally.setInto(this); } });
     this.extraAttempts = new Counter({ name: 'mesh_client_extra_attempts_total', help: 'Extra attempts of idempotent calls: kind="hedge" (sent after the hedging delay) or kind="retry" (after UNAVAILABLE).', labelNames: ['kind'], registers });
@@ -107,37 +108,17 @@ export class MeshMetrics implements MeshObserver {
     if (regrant) this.reregistrations.inc({ key });
   }
 
-  /** go-grpc-prometheus's client metrics as a grpc-js interceptor: one logical call each (outermost, above hedging). */
-  clientInterceptors(): grpc.Interceptor[] {
-    return [
-      (options, nextCall) => {
-        const def = options.method_definition;
-        const m = this.clientMethod(def.path, grpcType(def.requestStream, def.responseStream));
-        const t0 = performance.now();
-        m.started.n++;
-        return new grpc.InterceptingCall(nextCall(options), {
-          // A partial listener: grpc-js passes everything else through unchanged.
-          start: (metadata, _listener, next) =>
-            next(metadata, {
-              onReceiveStatus: (status, nextStatus) => {
-                m.handled(status.code).n++;
-                m.seconds.observe((performance.now() - t0) / 1000);
-                nextStatus(status);
-              },
-            }),
-        });
-      },
-    ];
-  }
-
-  private readonly clientMethods = new Map<string, MethodChildren>();
-
-  private clientMethod(path: string, type: string): MethodChildren {
+  /** go-grpc-prometheus's client metrics, one logical call each (attempts, hedges and retries are one call): fed by the mesh channel's interceptor. */
+  clientCall(path: string, requestStream: boolean, responseStream: boolean): ClientCallTally {
+    const type = grpcType(requestStream, responseStream);
     const k = `${type} ${path}`;
     let m = this.clientMethods.get(k);
-    if (!m) this.clientMethods.set(k, (m = methodChildren(path, type, this.startedTally.client, this.handledTally.client, this.clientSeconds)));
+    if (!m) this.clientMethods.set(k, (m = methodTally(methodChildren(path, type, this.startedTally.client, this.handledTally.client, this.clientSeconds))));
+    m.children.started.n++;
     return m;
   }
+
+  private readonly clientMethods = new Map<string, ClientCallTally & { children: MethodChildren }>();
 
   /**
    * Wrap a unary handler with go-grpc-prometheus's server metrics. `path`
@@ -163,7 +144,17 @@ export class MeshMetrics implements MeshObserver {
 interface MethodChildren {
   started: { n: number };
   handled(code: number): { n: number };
-  seconds: { observe(v: number): void };
+  seconds: HistogramCell;
+}
+
+function methodTally(children: MethodChildren): ClientCallTally & { children: MethodChildren } {
+  return {
+    children,
+    ended(code, ms) {
+      children.handled(code).n++;
+      children.seconds.observe(ms / 1000);
+    },
+  };
 }
 
 function methodChildren(
@@ -171,14 +162,14 @@ function methodChildren(
   type: string,
   started: Tally<(typeof GRPC_LABELS)[number]>,
   handled: Tally<(typeof GRPC_LABELS_CODE)[number]>,
-  seconds: Histogram<(typeof GRPC_LABELS)[number]>,
+  seconds: TallyHistogram,
 ): MethodChildren {
   const { service, method } = splitMethodPath(path);
   const labels = { grpc_type: type, grpc_service: service, grpc_method: method };
   const byCode = new Map<number, { n: number }>();
   return {
     started: started.cell(labels),
-    seconds: seconds.labels(labels),
+    seconds: seconds.cell(labels),
     handled(code) {
       let c = byCode.get(code);
       if (!c) byCode.set(code, (c = handled.cell({ ...labels, grpc_code: grpcCodeName(code) })));
