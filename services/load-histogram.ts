@@ -1,4 +1,15 @@
-import { build, type Histogram } from 'hdr-histogram-js';
+import type { Histogram } from 'hdr-histogram-js';
+
+/**
+ * hdr-histogram-js, required on first use: loading it (its WebAssembly
+ * build and pako come along) cost every mesh command ~130 ms of CPU at
+ * start-up, though only load runs record latencies.
+ */
+let hdr: typeof import('hdr-histogram-js') | undefined;
+function hdrModule(): typeof import('hdr-histogram-js') {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  return (hdr ??= require('hdr-histogram-js') as typeof import('hdr-histogram-js'));
+}
 
 /** Latency figures of a run or of one second, in ms. */
 export interface LatencyFigures {
@@ -25,7 +36,7 @@ function round(n: number, digits = 3): number {
  * at the exact max.
  */
 export class LatencyHistogram {
-  private readonly h: Histogram = build({ lowestDiscernibleValue: 1, highestTrackableValue: HIGHEST_US, numberOfSignificantValueDigits: 3 });
+  private readonly h: Histogram = hdrModule().build({ lowestDiscernibleValue: 1, highestTrackableValue: HIGHEST_US, numberOfSignificantValueDigits: 3 });
 
   record(ms: number): void {
     this.h.recordValue(Math.min(HIGHEST_US, Math.max(1, Math.round(ms * 1000))));
