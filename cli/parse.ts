@@ -2,7 +2,6 @@ import { accessSync, constants, statSync } from 'node:fs';
 import { isIPv4, isIPv6 } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { InvalidArgumentError } from 'commander';
-import { parseUri } from '@grpc/grpc-js/build/src/uri-parser';
 import { ETCD_SCHEME, keyPrefixOf } from '../balancer/resolver-etcd';
 import { isHostPort, MAX_WEIGHT, MIN_WEIGHT, parseWeight as weightOf } from '../balancer/endpoint-codec';
 import { LB_POLICIES, type LbPolicy } from '../balancer/channel';
@@ -129,13 +128,24 @@ export function parseServerName(value: string): string {
 }
 
 /** A grpc-js target (`ipv4:127.0.0.1:50051,...`, `dns:host:port`, `etcd:///prefix/service`...), checked by grpc-js (an `etcd:` one by the resolver's own rule). */
+/**
+ * A target as gRPC's naming grammar reads it (`scheme:[//authority/]path`,
+ * doc/naming.md in grpc/grpc), the same split grpc-js hands a resolver.
+ * grpc-js exports no parser (only an internal build path), so the one
+ * regular expression is repeated here rather than imported from its build.
+ */
+function splitTarget(value: string): grpc.experimental.GrpcUri | null {
+  const m = /^(?:([A-Za-z0-9+.-]+):)?(?:\/\/([^/]*)\/)?(.+)$/.exec(value);
+  return m ? { scheme: m[1], authority: m[2], path: m[3] } : null;
+}
+
 export function parseTarget(value: string): string {
   if (value.trim() === '') throw new InvalidArgumentError('must not be empty');
   try {
     // Parsing registers nothing: an `etcd:` target is checked by the
     // resolver's own rule (keyPrefixOf, on grpc-js's URI parse); any other
     // by an idle channel, which parses it and builds its resolver, connects nothing.
-    const uri = parseUri(value);
+    const uri = splitTarget(value);
     if (uri?.scheme === ETCD_SCHEME) keyPrefixOf(uri);
     else new grpc.Channel(value, grpc.credentials.createInsecure(), {}).close();
   } catch (err) {
