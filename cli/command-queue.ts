@@ -1,14 +1,12 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { fstatSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Command, Option } from 'commander';
 import type { Etcd3 } from 'etcd3';
 import { addEtcdOptions, connectEtcd, CommandFailure, UsageError, type EtcdFlags } from './common';
 import { intIn, parseCoordinationName, parsePositiveDuration, parseTtl } from './parse';
-import { startCommand } from './command-runner';
 import { SignalRelay } from './signal-relay';
+import { runCmd } from './queue-cmd-handler';
+import { StdoutSink } from './queue-stdout-sink';
+import { EXIT_READER_GONE, type Handled } from './queue-handled';
 import { argBytes } from './argv-bytes';
 import { componentLogger, type Logger } from '../core/logger';
 import { Backoff } from '../core/backoff';
@@ -24,10 +22,6 @@ interface PopFlags extends EtcdFlags {
   count: number;
 }
 
-/** Exit code when the reader of stdout went away (EPIPE): 128 + SIGPIPE, as a shell reports `yes | head`. */
-export const EXIT_READER_GONE = 141;
-/** Exit code when stdout mode meets an item holding a line break (pushed by other means): EX_DATAERR. */
-export const EXIT_MULTILINE_ITEM = 65;
 
 export function queueCommand(): Command {
   const queue = new Command('queue').summary('FIFO work queue: push, pop (each item to exactly one consumer)').description('a FIFO work queue in etcd: each item goes to exactly one consumer; items of a consumer that dies go back to the queue');
@@ -108,8 +102,6 @@ function popCommand(): Command {
   });
 }
 
-/** How one delivered item was handled: acknowledge it, or give it back and stop (with `code`, else as after a signal). */
-type Handled = { ack: true } | { ack: false; code?: number; why: string };
 
 interface PopOutcome {
   popped: number;
@@ -271,178 +263,5 @@ class PopRun {
     if (this.state === 'CLOSED') return;
     this.setState('CLOSED');
     await this.session?.close();
-  }
-}
-
-/**
- * Runs CMD with the item on its stdin and in MESH_ITEM, through startCommand
- * (its own process group, a watchdog that stops it if mesh is killed).
- * startCommand gives CMD mesh's own stdin, so a small shell puts the item
- * there: it reads the item from a private file into MESH_ITEM (byte for
- * byte; an environment cannot hold NUL bytes), makes the file its stdin,
- * removes it, and execs CMD, which keeps the pid and the exit code.
- */
-const CMD_WRAPPER = 'f=$MESH_ITEM_FILE && unset MESH_ITEM_FILE && MESH_ITEM=$(cat -- "$f"; echo x) && MESH_ITEM=${MESH_ITEM%x} && export MESH_ITEM && exec <"$f" && rm -f -- "$f" && exec "$@"';
-
-async function runCmd(d: Delivery, argv: string[], signals: SignalRelay, log: Logger): Promise<Handled> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'mesh-item-'));
-  try {
-    const file = path.join(dir, 'item');
-    writeFileSync(file, d.bytes, { mode: 0o600 });
-    // `mesh` is the shell's $0: its own errors read `mesh: 1: exec: CMD: not found` (exit 127).
-    const child = startCommand(['sh', '-c', CMD_WRAPPER, 'mesh', ...argv], { MESH_ITEM_FILE: file, MESH_ITEM_KEY: d.key }, log.child({ item: d.key }));
-    signals.forwardTo(child);
-    const code = await child.exited;
-    signals.forwardTo(undefined);
-    if (code === 0) return { ack: true };
-    return { ack: false, code, why: `CMD exited with ${code}` };
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
-
-/**
- * Stdout mode. Writing into a pipe only puts the item in the kernel's pipe
- * buffer (64 KiB), which a reader that dies never reads: acknowledging on
- * write would lose a pipe-full. So after writing, we wait until the reader
- * has taken every byte out (FIONREAD on a pipe, SIOCOUTQ on a socket, asked
- * by a small perl helper that shares our stdout; Node has no ioctl), or until
- * the reader is gone (POLLERR/POLLHUP): only then is the item acknowledged,
- * or given back. A file or terminal takes the item on write.
- */
-class StdoutSink {
-  private failed: NodeJS.ErrnoException | undefined;
-  private readonly onError = (err: NodeJS.ErrnoException) => (this.failed = err);
-  private readonly saved: ((...args: unknown[]) => void)[];
-
-  private constructor(
-    private readonly drain: DrainProbe | undefined,
-    private readonly log: Logger,
-  ) {
-    // main.ts exits 0 on EPIPE; here EPIPE means "give the item back first".
-    this.saved = process.stdout.listeners('error') as ((...args: unknown[]) => void)[];
-    process.stdout.removeAllListeners('error');
-    process.stdout.on('error', this.onError);
-  }
-
-  static open(log: Logger): StdoutSink {
-    let kind: 'pipe' | 'socket' | undefined;
-    try {
-      const st = fstatSync(1);
-      kind = st.isFIFO() ? 'pipe' : st.isSocket() ? 'socket' : undefined;
-    } catch {
-      kind = undefined;
-    }
-    return new StdoutSink(kind ? DrainProbe.start(kind, log) : undefined, log);
-  }
-
-  async deliver(d: Delivery, signals: SignalRelay): Promise<Handled> {
-    if (d.bytes.includes(0x0a) || d.bytes.includes(0x0d)) {
-      process.stderr.write(`mesh: item ${d.key} contains a line break; stdout mode prints one item per line: pop it with -- CMD\n`);
-      return { ack: false, code: EXIT_MULTILINE_ITEM, why: 'item contains a line break' };
-    }
-    const err = this.failed ?? (await new Promise<Error | null | undefined>((resolve) => process.stdout.write(Buffer.concat([d.bytes, Buffer.from('\n')]), resolve)));
-    if (err) return this.gone(err);
-    if (!this.drain) return { ack: true };
-    const got = await Promise.race([this.drain.wait(), signals.next().then(() => 'signal' as const)]);
-    if (got === 'drained') return { ack: true };
-    if (got === 'signal') return { ack: false, why: 'signal before the reader had read the item' };
-    return this.gone(new Error('reader closed the pipe without reading the item'));
-  }
-
-  private gone(err: Error): Handled {
-    this.log.warn({ event: 'queue.reader_gone', err: errorText(err) }, 'the reader of stdout went away: giving the item back');
-    return { ack: false, code: EXIT_READER_GONE, why: 'reader of stdout went away' };
-  }
-
-  close(): void {
-    this.drain?.close();
-    process.stdout.off('error', this.onError);
-    for (const l of this.saved) process.stdout.on('error', l);
-  }
-}
-
-const PROBE = `
-use strict; use IO::Handle; use IO::Poll qw(POLLERR POLLHUP);
-my $req = $ARGV[0] + 0;
-open(my $ans, '>&=', 3) or die "fd 3: $!"; $ans->autoflush(1);
-my $poll = IO::Poll->new; $poll->mask(\\*STDOUT => POLLERR | POLLHUP);
-while (defined(my $line = <STDIN>)) {
-  my $nap = 0.001;
-  for (;;) {
-    my $buf = pack('i', 0);
-    if (!ioctl(STDOUT, $req, $buf)) { print $ans "error $!\\n"; last; }
-    if (unpack('i', $buf) == 0) { print $ans "drained\\n"; last; }
-    $poll->poll($nap);
-    if ($poll->events(\\*STDOUT) & (POLLERR | POLLHUP)) {
-      # The reader left. If it read the item first (the pipe is empty: a
-      # reader that takes a line and exits), the item was taken; otherwise not.
-      my $left = pack('i', 0);
-      print $ans ((ioctl(STDOUT, $req, $left) && unpack('i', $left) == 0) ? "drained\\n" : "gone\\n");
-      last;
-    }
-    $nap = $nap * 2 > 0.02 ? 0.02 : $nap * 2;
-  }
-}`;
-const FIONREAD = 0x541b;
-const SIOCOUTQ = 0x5411;
-
-/** One long-lived perl helper answering "has the reader taken everything we wrote?". */
-class DrainProbe {
-  private buf = '';
-  private waiter: ((a: 'drained' | 'gone') => void) | undefined;
-  private broken = false;
-
-  private constructor(
-    private readonly child: ChildProcess,
-    private readonly log: Logger,
-  ) {
-    child.stdio[3]!.on('data', (b: Buffer) => {
-      this.buf += b.toString();
-      let i: number;
-      while ((i = this.buf.indexOf('\n')) >= 0) {
-        const line = this.buf.slice(0, i);
-        this.buf = this.buf.slice(i + 1);
-        if (line !== 'drained' && line !== 'gone') this.fail(`drain probe: ${line}`);
-        else this.answer(line);
-      }
-    });
-    child.on('error', (err) => this.fail(`drain probe: ${errorText(err)}`));
-    child.on('exit', () => this.fail('drain probe exited'));
-    child.stdin!.on('error', () => undefined);
-  }
-
-  static start(kind: 'pipe' | 'socket', log: Logger): DrainProbe {
-    const child = spawn('perl', ['-e', PROBE, String(kind === 'pipe' ? FIONREAD : SIOCOUTQ)], { stdio: ['pipe', 'inherit', 'inherit', 'pipe'] });
-    child.unref();
-    return new DrainProbe(child, log);
-  }
-
-  /** Resolves once the reader took all we wrote ('drained') or left ('gone'). Without a working helper: 'drained' (acknowledged on write), logged once. */
-  wait(): Promise<'drained' | 'gone'> {
-    if (this.broken) return Promise.resolve('drained');
-    return new Promise((resolve) => {
-      this.waiter = resolve;
-      this.child.stdin!.write('?\n');
-    });
-  }
-
-  private answer(a: 'drained' | 'gone'): void {
-    const w = this.waiter;
-    this.waiter = undefined;
-    w?.(a);
-  }
-
-  private fail(why: string): void {
-    if (this.broken) return;
-    this.broken = true;
-    this.log.warn({ event: 'queue.drain_probe_failed', why }, 'cannot tell when the reader has read an item: items are acknowledged once written into the pipe');
-    this.answer('drained');
-  }
-
-  close(): void {
-    this.broken = true;
-    this.child.stdin!.end();
-    (this.child.stdio[3] as unknown as { destroy?: () => void }).destroy?.();
   }
 }
