@@ -22,6 +22,11 @@ export interface MeshProcessOptions {
   onSpawn?: (proc: ChildProcess) => void;
   /** Every parsed JSON log line, as it arrives. */
   onLog?: (line: LogLine) => void;
+  /** Run this executable with `args` as they are, instead of the built mesh CLI (`npm`, a peer we did not write). */
+  command?: string;
+  cwd?: string;
+  /** Where the JSON lines come from: stderr (mesh's pino logs, the default) or stdout (peers that print one JSON event a line). */
+  logsFrom?: 'stderr' | 'stdout';
 }
 
 /**
@@ -49,12 +54,13 @@ export class MeshProcess {
       if (v === undefined) delete env[k];
       else env[k] = v;
     }
-    this.proc = spawn(process.execPath, [MESH_MAIN, ...args], { env, detached: opts.detached ?? false, stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'] });
+    const [command, argv] = opts.command ? [opts.command, args] : [process.execPath, [MESH_MAIN, ...args]];
+    this.proc = spawn(command, argv, { env, cwd: opts.cwd, detached: opts.detached ?? false, stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'] });
     opts.onSpawn?.(this.proc);
     MeshProcess.all.add(this);
-    if (this.proc.stdout) createInterface({ input: this.proc.stdout, crlfDelay: Infinity }).on('line', (l) => this.stdout.push(l));
-    createInterface({ input: this.proc.stderr!, crlfDelay: Infinity }).on('line', (l) => {
-      this.stderr.push(l);
+    // A command that cannot be started says so where its output would be.
+    this.proc.once('error', (err) => this.stderr.push(String(err)));
+    const parse = (l: string) => {
       if (!l.startsWith('{')) return;
       let parsed: LogLine;
       try {
@@ -64,6 +70,15 @@ export class MeshProcess {
       }
       this.logs.push(parsed);
       opts.onLog?.(parsed);
+    };
+    const fromStdout = opts.logsFrom === 'stdout';
+    if (this.proc.stdout) readLines(this.proc.stdout, (l) => {
+      this.stdout.push(l);
+      if (fromStdout) parse(l);
+    });
+    readLines(this.proc.stderr!, (l) => {
+      this.stderr.push(l);
+      if (!fromStdout) parse(l);
     });
     this.exited = new Promise((resolve) =>
       this.proc.once('close', (code, signal) => {
@@ -82,6 +97,11 @@ export class MeshProcess {
     return this.exitCode === undefined;
   }
 
+  /** The command line as run, for messages. */
+  get commandLine(): string {
+    return this.proc.spawnargs[1] === MESH_MAIN ? `mesh ${this.proc.spawnargs.slice(2).join(' ')}` : this.proc.spawnargs.join(' ');
+  }
+
   /** Wait for a log line with this `event` (and matching fields). */
   waitForLog(event: string, match: Record<string, unknown> = {}, timeoutMs = 15_000): Promise<LogLine> {
     return this.waitForLogLine((l) => l.event === event && Object.entries(match).every(([k, v]) => l[k] === v), timeoutMs, `log event ${event} ${JSON.stringify(match)}`);
@@ -89,7 +109,7 @@ export class MeshProcess {
 
   /** Wait for a log line `pred` accepts (polled every `everyMs`); rejects as soon as the process exited without one. */
   async waitForLogLine(pred: (l: LogLine) => boolean, timeoutMs = 15_000, what = 'log line', everyMs = 25): Promise<LogLine> {
-    const cmd = `mesh ${this.proc.spawnargs.slice(2).join(' ')}`;
+    const cmd = this.commandLine;
     const r = await waitFor(
       `${what} from ${cmd}\n${this.stderr.slice(-5).join('\n')}`,
       () => {

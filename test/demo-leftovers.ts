@@ -1,49 +1,39 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { MESH_MAIN } from './harness/mesh-process';
-import { readLines } from '../demo/mesh-process';
+import { MeshProcess } from '../demo/mesh-process';
 import { waitFor } from './harness/ports';
 
 /** Shared by the demo test files: a demo run in a process group of its own, and the check that it left nothing behind. */
 
-export type LogLine = Record<string, unknown> & { event?: string };
+export type { LogLine } from '../demo/mesh-process';
+import type { LogLine } from '../demo/mesh-process';
 
 /** A `mesh demo` (or `npm run demo`) in its own process group, as a terminal's foreground job is. */
 export class DemoRun {
   private static readonly all = new Set<DemoRun>();
-  readonly stdout: string[] = [];
-  readonly stderr: string[] = [];
-  readonly logs: LogLine[] = [];
-  readonly proc: ChildProcess;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private readonly p: MeshProcess;
 
   constructor(args: string[], opts: { command?: string; cwd?: string; env?: Record<string, string> } = {}) {
-    const [command, argv] = opts.command ? [opts.command, args] : [process.execPath, [MESH_MAIN, ...args]];
-    this.proc = spawn(command, argv, {
-      cwd: opts.cwd,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info', ...opts.env },
-    });
+    this.p = new MeshProcess(args, opts.env ?? {}, { detached: true, command: opts.command, cwd: opts.cwd });
     DemoRun.all.add(this);
-    readLines(this.proc.stdout!, (l) => this.stdout.push(l));
-    readLines(this.proc.stderr!, (l) => {
-      this.stderr.push(l);
-      if (l.startsWith('{')) {
-        try {
-          this.logs.push(JSON.parse(l) as LogLine);
-        } catch {
-          /* not a log line */
-        }
-      }
-    });
-    this.exited = new Promise((resolve) =>
-      this.proc.once('close', (code, signal) => {
-        DemoRun.all.delete(this);
-        resolve({ code, signal });
-      }),
-    );
+    void this.p.exited.then(() => DemoRun.all.delete(this));
+  }
+
+  get proc(): ChildProcess {
+    return this.p.proc;
+  }
+  get stdout(): string[] {
+    return this.p.stdout;
+  }
+  get stderr(): string[] {
+    return this.p.stderr;
+  }
+  get logs(): LogLine[] {
+    return this.p.logs;
+  }
+  get exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.p.exited;
   }
 
   async waitForLog(event: string, timeoutMs = 30_000): Promise<LogLine> {

@@ -1,23 +1,20 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { waitFor } from './ports';
-import { readLines } from '../../demo/mesh-process';
+import { MeshProcess } from '../../demo/mesh-process';
 
 /** One JSON object a peer printed on a stdout line. */
 export type PeerEvent = Record<string, unknown> & { event?: string };
 
 /**
  * A non-mesh peer (the Python C-core greeter, the Go greeter server or
- * client) as a child process whose stdout is one JSON event a line. Every
- * instance is tracked so `killAll()` leaves nothing running after a file.
+ * client) as a child process whose stdout is one JSON event a line: the
+ * shared MeshProcess (spawn, line reading, tracking) running another
+ * executable. Every instance is tracked so `killAll()` leaves nothing
+ * running after a file.
  */
 export class PeerProcess {
   private static readonly all = new Set<PeerProcess>();
-  readonly events: PeerEvent[] = [];
-  readonly stdout: string[] = [];
-  readonly stderr: string[] = [];
-  readonly proc: ChildProcess;
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  exitCode: number | null | undefined;
+  private readonly p: MeshProcess;
 
   constructor(
     readonly name: string,
@@ -25,29 +22,28 @@ export class PeerProcess {
     args: string[],
     env: Record<string, string> = {},
   ) {
-    this.proc = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    this.p = new MeshProcess(args, env, { command: cmd, logsFrom: 'stdout' });
     PeerProcess.all.add(this);
-    readLines(this.proc.stdout!, (l) => {
-      this.stdout.push(l);
-      if (l.startsWith('{')) {
-        try {
-          this.events.push(JSON.parse(l) as PeerEvent);
-        } catch {
-          /* not an event */
-        }
-      }
-    });
-    readLines(this.proc.stderr!, (l) => this.stderr.push(l));
-    this.exited = new Promise((resolve) => {
-      this.proc.once('error', (err) => {
-        this.stderr.push(String(err));
-      });
-      this.proc.once('close', (code, signal) => {
-        this.exitCode = code;
-        PeerProcess.all.delete(this);
-        resolve({ code, signal });
-      });
-    });
+    void this.p.exited.then(() => PeerProcess.all.delete(this));
+  }
+
+  get proc(): ChildProcess {
+    return this.p.proc;
+  }
+  get events(): PeerEvent[] {
+    return this.p.logs;
+  }
+  get stdout(): string[] {
+    return this.p.stdout;
+  }
+  get stderr(): string[] {
+    return this.p.stderr;
+  }
+  get exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    return this.p.exited;
+  }
+  get exitCode(): number | null | undefined {
+    return this.p.exitCode;
   }
 
   /** Wait for an event with this name; rejects naming what the peer printed if it exits or times out first. */
@@ -65,30 +61,18 @@ export class PeerProcess {
   }
 
   /** Exit code once it exits, or a rejection naming its output after `ms`. */
-  async exitWithin(ms: number): Promise<number | null> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${this.name} still running after ${ms} ms: ${[...this.stdout, ...this.stderr].slice(-8).join('\n')}`)), ms);
-    });
-    try {
-      return (await Promise.race([this.exited, timeout])).code;
-    } finally {
-      clearTimeout(timer);
-    }
+  exitWithin(ms: number): Promise<number | null> {
+    return this.p.exitWithin(ms);
   }
 
   /** SIGTERM, then SIGKILL if it has not exited within `graceMs`. Idempotent. */
-  async stop(graceMs = 5_000): Promise<void> {
-    if (this.exitCode !== undefined) return;
-    this.proc.kill('SIGTERM');
-    const timer = setTimeout(() => this.proc.kill('SIGKILL'), graceMs);
-    await this.exited;
-    clearTimeout(timer);
+  stop(graceMs = 5_000): Promise<void> {
+    return this.p.stop(graceMs);
   }
 
   static async killAll(): Promise<void> {
     const ps = [...PeerProcess.all];
-    for (const p of ps) p.proc.kill('SIGKILL');
+    for (const p of ps) p.p.kill('SIGKILL');
     await Promise.all(ps.map((p) => p.exited));
   }
 }
