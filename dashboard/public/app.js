@@ -13,7 +13,7 @@
   var dirty = { topo: false, traffic: false, timeline: false };
   var rows = new Map(); // endpoint key -> { tr, sig, ttlCell, lease }
   var charts = { rps: null, p99: null, names: '' };
-  var perf = { firstRenderMs: null, firstRenderAt: null, renders: 0, lastRenderMs: null };
+  var perf = { firstDataAt: null, firstShownMs: null, firstRenderMs: null, firstFrameMs: null, firstRenderAt: null, renders: 0, lastRenderMs: null };
   window.__dash = { state: state, perf: perf, charts: charts };
   var frame = 0;
 
@@ -44,14 +44,14 @@
 
   function setCells(tr, values) {
     for (var i = 0; i < values.length; i++) {
-      var td = tr.children[i] || tr.appendChild(el('td'));
+      var td = tr.children[i] || tr.appendChild(el('span'));
       if (td.textContent !== values[i]) td.textContent = values[i];
     }
   }
 
   function renderEndpoints() {
     var topo = state.topo;
-    var tbody = $('endpoints').tBodies[0];
+    var tbody = $('endpoint-rows');
     var seen = new Set();
     var order = [];
     var added = 0;
@@ -64,13 +64,17 @@
         var sig = vals.slice(0, 5).join('\u0000') + '\u0000' + vals[6];
         var r = rows.get(e.key);
         if (!r) {
-          var tr = el('tr', null, 'endpoint');
+          var tr = el('div', null, 'row endpoint');
           tr.dataset.key = e.key;
           tr.dataset.addr = e.addr;
-          for (var i = 0; i < vals.length; i++) tr.appendChild(el('td', vals[i], i === 2 || i === 5 ? 'num' + (i === 5 ? ' ttl' : '') : undefined));
+          for (var i = 0; i < vals.length; i++) tr.appendChild(el('span', vals[i], i === 2 || i === 5 ? 'num' + (i === 5 ? ' ttl' : '') : undefined));
           r = { tr: tr, sig: sig, ttlCell: tr.children[5], lease: e.lease };
           rows.set(e.key, r);
-          if (perf.firstRenderAt !== null) tr.classList.add('fresh');
+          if (perf.firstRenderAt !== null) {
+            // A joiner is highlighted for a few seconds.
+            tr.classList.add('fresh');
+            setTimeout(function (row) { row.classList.remove('fresh'); }, 4000, tr);
+          }
           added++;
         } else if (r.sig !== sig) {
           setCells(r.tr, vals);
@@ -132,7 +136,7 @@
     var shown = s.backends.slice(0, top);
     var rpsData = [s.t].concat(s.rps.slice(0, top));
     var p99Data = [s.t].concat(s.p99Ms.slice(0, top));
-    if (charts.names !== names) {
+    if (!charts.rps || charts.names !== names) {
       if (charts.rps) charts.rps.destroy();
       if (charts.p99) charts.p99.destroy();
       charts.rps = makeChart('chart-rps', 'calls/s per backend', 'calls/s', shown, rpsData);
@@ -167,19 +171,27 @@
   function render() {
     frame = 0;
     var t0 = performance.now();
-    if (dirty.topo && state.topo) {
+    // Charts first: uPlot reads its container's width (a layout), which is
+    // cheap before the endpoint table changes and costly right after.
+    if (dirty.traffic && state.traffic) renderTraffic();
+    if (dirty.timeline) renderTimeline();
+    var t1 = performance.now();
+    var hadTopo = dirty.topo && state.topo;
+    if (hadTopo) {
       renderEndpoints();
       renderCoordination();
     }
-    if (dirty.traffic && state.traffic) renderTraffic();
-    if (dirty.timeline) renderTimeline();
-    var hadTopo = dirty.topo && state.topo;
     dirty.topo = dirty.traffic = dirty.timeline = false;
+    var t2 = performance.now();
     perf.renders++;
-    perf.lastRenderMs = performance.now() - t0;
+    perf.lastRenderMs = t2 - t0;
     if (hadTopo && perf.firstRenderAt === null) {
-      perf.firstRenderMs = perf.lastRenderMs;
-      perf.firstRenderAt = performance.now();
+      // The first full render of the topology: building every endpoint row.
+      perf.firstRenderMs = t2 - t1;
+      perf.firstFrameMs = t2 - t0;
+      perf.firstRenderAt = t2;
+      // The next frame starts once this one is laid out and painted: data in -> rows on screen.
+      requestAnimationFrame(function () { perf.firstShownMs = performance.now() - perf.firstDataAt; });
     }
   }
 
@@ -204,6 +216,7 @@
     es.onopen = function () { status.textContent = 'live'; status.className = 'status live'; };
     es.onerror = function () { status.textContent = 'reconnecting…'; status.className = 'status down'; };
     es.addEventListener('topology', function (m) {
+      if (perf.firstDataAt === null) perf.firstDataAt = performance.now();
       var t = JSON.parse(m.data);
       state.offset = t.now - Date.now();
       state.topo = t;
