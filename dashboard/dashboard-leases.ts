@@ -13,8 +13,8 @@ export interface LeaseTtl {
   at: number;
 }
 
-/** Leases looked up per refresh tick at most: bounds the read load on a big registry. */
-const MAX_LOOKUPS_PER_TICK = 200;
+/** Leases looked up per refresh tick (4 a second) at most: bounds the read load on a big registry. */
+const MAX_LOOKUPS_PER_TICK = 100;
 /** TimeToLive calls in flight at once. */
 const PARALLEL = 16;
 
@@ -23,13 +23,14 @@ const PARALLEL = 16;
  * read: no lease is granted, kept alive or revoked here). A lease is read
  * when first named, then again once its count-down has run past half its
  * granted TTL (a kept-alive lease is back at full TTL by then), at most
- * once a second. Emits `change(hex -> LeaseTtl)` with what changed, and
- * `gone(hex)` when a lease still in use is reported expired.
+ * every quarter of its TTL (250 ms..1 s), so a lease nobody keeps alive is
+ * seen running out (etcd gives whole seconds). Emits `change(hex ->
+ * LeaseTtl)` with what changed.
  *
  * A failed lookup is logged and retried on a later tick; the last value
  * stands meanwhile. No event after close().
  */
-export class DashboardLeases extends EventEmitter<{ change: [changed: Map<string, LeaseTtl>]; gone: [hex: string] }> {
+export class DashboardLeases extends EventEmitter<{ change: [changed: Map<string, LeaseTtl>] }> {
   private readonly known = new Map<string, LeaseTtl>();
   private readonly wanted = new Set<string>();
   private readonly lastTry = new Map<string, number>();
@@ -40,7 +41,7 @@ export class DashboardLeases extends EventEmitter<{ change: [changed: Map<string
   constructor(
     private readonly client: Etcd3,
     private readonly log: Logger,
-    tickMs = 1_000,
+    tickMs = 250,
   ) {
     super();
     this.timer = setInterval(() => this.tick(), tickMs);
@@ -87,8 +88,9 @@ export class DashboardLeases extends EventEmitter<{ change: [changed: Map<string
     const due: string[] = [];
     for (const h of this.wanted) {
       if (due.length >= MAX_LOOKUPS_PER_TICK) break;
-      if (this.inFlight.has(h) || now - (this.lastTry.get(h) ?? 0) < 1_000) continue;
       const k = this.known.get(h);
+      const minGapMs = Math.min(1_000, Math.max(250, ((k?.granted ?? 4) * 1000) / 4));
+      if (this.inFlight.has(h) || now - (this.lastTry.get(h) ?? 0) < minGapMs) continue;
       if (!k) due.push(h);
       else if (k.ttl >= 0 && k.ttl - (now - k.at) / 1000 < Math.max(1, k.granted / 2)) due.push(h);
     }
@@ -106,12 +108,9 @@ export class DashboardLeases extends EventEmitter<{ change: [changed: Map<string
         try {
           const res = await this.client.leaseClient.leaseTimeToLive({ ID: BigInt(`0x${h}`).toString() });
           if (this.closed || !this.wanted.has(h)) continue;
-          const ttl = Number(res.TTL);
-          const prev = this.known.get(h);
-          const v: LeaseTtl = { ttl, granted: Number(res.grantedTTL), at: Date.now() };
+          const v: LeaseTtl = { ttl: Number(res.TTL), granted: Number(res.grantedTTL), at: Date.now() };
           this.known.set(h, v);
           changed.set(h, v);
-          if (ttl < 0 && (prev === undefined || prev.ttl >= 0)) this.emit('gone', h);
         } catch (err) {
           if (!this.closed) this.log.warn({ event: 'dashboard.lease_ttl_failed', lease: h, err: errorText(err) }, `TimeToLive of lease ${h} failed; retrying later`);
         } finally {

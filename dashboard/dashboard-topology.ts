@@ -133,9 +133,6 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
     this.registryPrefix = opts.service ? `${this.root}${opts.service}/` : this.root;
     this.leases = new DashboardLeases(client, this.log);
     this.leases.on('change', (changed) => this.emit('leases', Object.fromEntries(changed)));
-    this.leases.on('gone', (hex) => {
-      for (const e of this.endpoints.values()) if (e.lease === hex) this.note('lease-lost', e.key, `${e.addr} (${e.service}): lease ${hex} expired; the key goes with it`);
-    });
   }
 
   start(): this {
@@ -303,9 +300,12 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
   }
 
   private left(e: EndpointEntry): void {
-    // A key deleted when its lease had (about) run out went with the lease; otherwise it was removed (revoked on SIGTERM, or by hand).
+    // etcd's delete does not say why. A key deleted once its lease's count-down
+    // had run out (etcd reports whole seconds, rounded down, so the true rest
+    // was under ttl + 1 s) went with the lease: nobody kept it alive. Any
+    // other delete was a revoke (SIGTERM) or by hand.
     const t = e.lease ? this.leases.get(e.lease) : undefined;
-    const expired = t !== undefined && (t.ttl < 0 || t.ttl - (Date.now() - t.at) / 1000 < 1.5);
+    const expired = t !== undefined && (t.ttl < 0 || t.ttl - (Date.now() - t.at) / 1000 <= 0);
     if (expired) this.note('lease-lost', e.key, `${e.addr} left ${e.service}: its lease ${e.lease} expired (process dead or cut off)`);
     else this.note('left', e.key, `${e.addr} left ${e.service}`);
   }

@@ -146,6 +146,31 @@ describe('mesh dashboard', () => {
     await page.goto(url, { waitUntil: 'load', timeout: 30_000 });
     await page.waitForFunction(() => document.querySelectorAll('#endpoint-rows .endpoint').length === 3, { timeout: 15_000, polling: 50 });
     expect((await shown(page)).sort()).toEqual([a.addr, b.addr, c.addr].sort());
+    // An election (Go's layout: NAME/<lease hex>, a proposal), a lock (the same, empty value) and a queue (2 items, 1 claimed), written while the page is open.
+    const client = t.client!;
+    const [el, lk] = [client.lease(30), client.lease(30)];
+    const [elId, lkId] = await Promise.all([el.grant(), lk.grant()]);
+    await el.put(`dash-index/${BigInt(elId).toString(16)}`).value('leader-a').exec();
+    await lk.put(`dash-lock/${BigInt(lkId).toString(16)}`).value('').exec();
+    await Promise.all(['items/0001', 'items/0002'].map((k) => client.put(`dash-jobs/${k}`).value('job').exec()));
+    await lk.put('dash-jobs/claims/0001').value('worker-1').exec();
+    const tables = await page.waitForFunction(
+      () => {
+        const rows = (id: string) => [...document.querySelectorAll(`#${id} tbody tr`)].map((tr) => [...tr.children].map((td) => td.textContent));
+        const e = rows('elections');
+        const l = rows('locks');
+        const q = rows('queues');
+        return e.length && l.length && q.length ? { e, l, q, timeline: document.getElementById('timeline')!.textContent } : false;
+      },
+      { timeout: 10_000, polling: 50 },
+    );
+    const coord = (await tables.jsonValue()) as { e: string[][]; l: string[][]; q: string[][]; timeline: string };
+    expect(coord.e[0].slice(0, 2)).toEqual(['dash-index', 'leader-a']);
+    expect(coord.l[0][1]).toBe(`dash-lock/${BigInt(lkId).toString(16)}`);
+    expect(coord.q[0]).toEqual(['dash-jobs', '2', '1']);
+    expect(coord.timeline).toContain('election dash-index: leader-a leads');
+    expect(coord.timeline).toContain('lock dash-lock taken');
+
     // TTL column counts down from etcd's TimeToLive; lease ids as etcdctl prints them.
     const cells = await page.evaluate(() => [...document.querySelectorAll('#endpoint-rows .endpoint')].map((tr) => [...tr.children].map((td) => td.textContent)));
     for (const row of cells) {
@@ -166,6 +191,8 @@ describe('mesh dashboard', () => {
     console.log(`dashboard traffic table: ${JSON.stringify(traffic)}`);
     expect(traffic.length).toBe(3);
 
+    const picks = (await (await fetch(`http://${loadMetrics}/metrics`)).text()).split('\n').filter((l) => l.startsWith('mesh_lb_picks_total'));
+    console.log(`load's picks so far: ${picks.join(' ')}; picker state changes: ${JSON.stringify(load.logs.filter((l) => l.event === 'lb.endpoint_state').map((l) => `${String(l.addr ?? l.backend ?? '')} ${String(l.from)}->${String(l.to)}`))}`);
     // SIGKILL: nobody revokes the lease; the key goes when it expires.
     const killedAt = Date.now();
     a.proc.kill('SIGKILL');
@@ -201,8 +228,10 @@ describe('mesh dashboard', () => {
     // The timeline says what happened.
     await page.waitForFunction((x: string) => document.getElementById('timeline')!.textContent!.includes(`${x} joined`), { timeout: 5_000, polling: 50 }, d.addr);
     const timeline = await page.evaluate(() => document.getElementById('timeline')!.textContent ?? '');
-    expect(timeline).toContain(`${a.addr} left`);
-    expect(timeline).toContain(`${b.addr} left`);
+    // SIGKILL: the lease ran out; SIGTERM: the server revoked it.
+    expect(timeline).toMatch(new RegExp(`${a.addr} left greeter: its lease [0-9a-f]+ expired`));
+    expect(timeline).toContain(`${b.addr} left greeter`);
+    expect(timeline).not.toMatch(new RegExp(`${b.addr} left greeter: its lease`));
 
     expect(pageErrors).toEqual([]);
     expect(foreign).toEqual([]);
@@ -213,6 +242,7 @@ describe('mesh dashboard', () => {
     await page.screenshot({ path: shot as `${string}.png` });
     if (process.env.MESH_DASHBOARD_SCREENSHOT) copyFileSync(shot, path.resolve(REPO, process.env.MESH_DASHBOARD_SCREENSHOT));
     await page.close();
+    await Promise.all([el.revoke(), lk.revoke(), client.delete().prefix('dash-jobs/').exec()]);
     dash.kill('SIGTERM');
     expect(await dash.exitWithin(10_000)).toBe(0);
     // Quiet from here on: the next test counts etcd revisions.
@@ -290,9 +320,11 @@ describe('mesh dashboard', () => {
     const { proc, url } = await startDashboard(BIG, ['--service', SERVICE, '--user', `reader:${PW.reader}`]);
     const topo = await waitFor('the registry, and the coordination watch refused', async () => {
       const x = await topology(url);
-      return x.services[0]?.endpoints.length === N - 1 && x.watches.coordination === 'DENIED' ? x : undefined;
+      return x.services[0]?.endpoints.length === N - 1 && x.watches.coordination === 'DENIED' && Object.keys(x.leases).length === 1 ? x : undefined;
     }, 15_000, 100);
     expect(topo.watches.registry).toBe('WATCHING');
+    // etcd 3.4 answers TimeToLive to a read-only user too: the TTL column works for it.
+    expect(Object.values(topo.leases)[0].ttl).toBeGreaterThan(60);
     proc.kill('SIGTERM');
     expect(await proc.exitWithin(10_000)).toBe(0);
     // Without --service the reader may not read the whole prefix: one line, exit 1.
