@@ -87,9 +87,10 @@ async function untilShown(page: Page, addr: string, present: boolean, timeoutMs:
 
 /** Bad values, and non-loopback --listen against an etcd that does not answer (the warning comes first; nothing is bound). */
 const BAD: string[][] = [
-  ['--listen', 'nope'],
-  ['--scrape', '127.0.0.1:9464,'],
-  ['--scrape', '127.0.0.1:0'],
+  ['dashboard', '--listen', 'nope'],
+  ['dashboard', '--scrape', '127.0.0.1:9464,'],
+  ['dashboard', '--scrape', '127.0.0.1:0'],
+  ['demo', '--ui', '127.0.0.1'],
 ];
 
 beforeAll(async () => {
@@ -98,8 +99,8 @@ beforeAll(async () => {
   expect(existsSync(CHROMIUM), `${CHROMIUM} missing: scripts/setup.sh installs Debian's chromium`).toBe(true);
   // Started side by side: the flag checks, the browser and etcd.
   const dead = `127.0.0.1:${await freePort()}`;
-  const cases = [...BAD.map((a) => ['--etcd', '127.0.0.1:1', ...a]), ['--etcd', dead, '--dial-timeout', '300ms', '--listen', '0.0.0.0:0']];
-  badRuns = Promise.all(cases.map(async (args) => ({ args, r: await runMesh(['dashboard', ...args], {}, 20_000) })));
+  const cases = [...BAD.map((a) => [...a, '--etcd', '127.0.0.1:1']), ['dashboard', '--etcd', dead, '--dial-timeout', '300ms', '--listen', '0.0.0.0:0']];
+  badRuns = Promise.all(cases.map(async (args) => ({ args, r: await runMesh(args, {}, 20_000) })));
   const launching = puppeteer.launch({
     executablePath: CHROMIUM,
     headless: true,
@@ -117,12 +118,12 @@ afterAll(async () => {
 });
 
 describe('mesh dashboard', () => {
-  it('bad --listen / --scrape: exit 2, one line; a non-loopback --listen warns that the page is unauthenticated', async () => {
+  it('bad --listen / --scrape / demo --ui: exit 2, one line; a non-loopback --listen warns that the page is unauthenticated', async () => {
     const runs = await badRuns!;
     for (const { args, r } of runs.slice(0, BAD.length)) {
       expect(r.code, args.join(' ')).toBe(2);
       expect(r.stderr, args.join(' ')).toHaveLength(1);
-      expect(r.stderr[0]).toMatch(new RegExp(`^mesh: .*${args[2]}`));
+      expect(r.stderr[0]).toMatch(new RegExp(`^mesh: option '${args[1]} .* is invalid`));
     }
     const exposed = runs[BAD.length].r;
     expect(exposed.code).toBe(1);
