@@ -45,6 +45,8 @@ export interface DashboardSource {
 }
 
 const HEARTBEAT_MS = 15_000;
+/** A page that reads this far behind (bytes queued) is dropped; it reconnects and gets the whole state afresh. */
+const MAX_BACKLOG = 16 * 1024 * 1024;
 
 /**
  * The dashboard's HTTP face (node:http): `/` the page, its assets,
@@ -101,7 +103,15 @@ export class DashboardHttp {
   push(ev: PushedEvent): void {
     if (this.streams.size === 0) return;
     const frame = sseFrame(ev);
-    for (const s of this.streams) s.write(frame);
+    for (const s of this.streams) {
+      if (s.writableLength > MAX_BACKLOG) {
+        this.log.warn({ event: 'dashboard.page_dropped', backlog: s.writableLength }, 'a page stopped reading its events; dropping it');
+        this.streams.delete(s);
+        s.destroy();
+        continue;
+      }
+      s.write(frame);
+    }
   }
 
   close(): Promise<void> {

@@ -4,6 +4,9 @@ import { DashboardTopology, type TopologyOptions } from './dashboard-topology';
 import { DashboardScraper, type ScrapeTarget } from './dashboard-scraper';
 import { DashboardHttp } from './dashboard-http';
 
+/** Least time between two whole-topology pushes to the pages. */
+const TOPOLOGY_PUSH_MS = 100;
+
 export interface DashboardOptions extends TopologyOptions {
   listen: { host: string; port: number };
   /** host:port of /metrics to read besides those the registry names (load clients). */
@@ -19,6 +22,7 @@ export interface DashboardOptions extends TopologyOptions {
  */
 export class Dashboard {
   private closing: Promise<void> | undefined;
+  private stopPushes: () => void = () => undefined;
 
   private constructor(
     readonly topology: DashboardTopology,
@@ -49,7 +53,21 @@ export class Dashboard {
       log,
     );
     const d = new Dashboard(topology, scraper, http);
-    topology.on('change', () => http.push({ event: 'topology', data: topology.snapshot() }));
+    // A registry in churn is pushed at most every TOPOLOGY_PUSH_MS (each push is the whole state), never later than that after a change.
+    let lastPush = 0;
+    let pushTimer: NodeJS.Timeout | undefined;
+    const pushTopology = () => {
+      pushTimer = undefined;
+      lastPush = Date.now();
+      http.push({ event: 'topology', data: topology.snapshot() });
+    };
+    topology.on('change', () => {
+      if (pushTimer) return;
+      const wait = lastPush + TOPOLOGY_PUSH_MS - Date.now();
+      if (wait <= 0) pushTopology();
+      else pushTimer = setTimeout(pushTopology, wait);
+    });
+    d.stopPushes = () => clearTimeout(pushTimer);
     topology.on('leases', (changed) => http.push({ event: 'leases', data: { now: Date.now(), leases: changed } }));
     topology.on('timeline', (ev) => http.push({ event: 'timeline', data: { reset: false, events: [ev] } }));
     scraper.on('update', (view) => http.push({ event: 'traffic', data: view }));
@@ -73,6 +91,7 @@ export class Dashboard {
     this.closing ??= (async () => {
       this.scraper.close();
       this.topology.close();
+      this.stopPushes();
       await this.http.close();
     })();
     return this.closing;
