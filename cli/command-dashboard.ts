@@ -1,10 +1,10 @@
 import { InvalidArgumentError, Option, Command } from 'commander';
-import { isIP } from 'node:net';
 import { addEtcdOptions, connectEtcd, CommandFailure, type EtcdFlags } from './common';
 import { parseName, parsePrefix } from './parse';
 import { parseMetricsAddr, type MetricsAddr } from './metrics-flag';
 import { finish, stopSignal } from './observe-lifecycle';
 import { Dashboard } from '../dashboard/dashboard';
+import { isLoopbackHost } from '../dashboard/dashboard-http';
 import { componentLogger } from '../core/logger';
 
 /**
@@ -41,16 +41,9 @@ export function parseScrapeList(value: string): string[] {
   });
 }
 
-/** True for addresses only this machine can reach. */
-export function isLoopback(host: string): boolean {
-  if (host === 'localhost') return true;
-  if (isIP(host) === 4) return host.startsWith('127.');
-  return host === '::1';
-}
-
 /** One stderr line when the page is reachable from other machines: it has no authentication. */
 export function warnIfExposed(listen: MetricsAddr): void {
-  if (isLoopback(listen.host)) return;
+  if (isLoopbackHost(listen.host)) return;
   process.stderr.write(`mesh: warning: the dashboard on ${listen.host.includes(':') ? `[${listen.host}]` : listen.host}:${listen.port} is unauthenticated: anyone who can reach it sees every service, endpoint and lock in etcd\n`);
 }
 

@@ -63,6 +63,7 @@ export class DashboardHttp {
   private readonly heartbeat: NodeJS.Timeout;
   private closing: Promise<void> | undefined;
   private bound = '';
+  private loopbackOnly = true;
 
   constructor(
     private readonly source: DashboardSource,
@@ -85,6 +86,7 @@ export class DashboardHttp {
   }
 
   listen(host: string, port: number): Promise<string> {
+    this.loopbackOnly = isLoopbackHost(host);
     return new Promise((resolve, reject) => {
       const shown = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
       const onError = (err: Error) => reject(new Error(`cannot serve the dashboard on ${shown}: ${err.message}`));
@@ -128,6 +130,11 @@ export class DashboardHttp {
 
   private handle(req: IncomingMessage, res: ServerResponse): void {
     const url = (req.url ?? '/').split('?')[0];
+    if (this.loopbackOnly && !isLoopbackHost(req.headers.host)) {
+      // DNS rebinding: a web page elsewhere whose name now points at 127.0.0.1 must not read the mesh through a browser.
+      res.writeHead(403, { 'content-type': 'text/plain' }).end('the dashboard on a loopback address answers only to a loopback Host (localhost, 127.0.0.1, [::1])\n');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('the dashboard is read-only: GET only\n');
       return;
@@ -153,6 +160,13 @@ export class DashboardHttp {
     }
     res.writeHead(404, { ...common, 'content-type': 'text/plain' }).end('not found\n');
   }
+}
+
+/** A Host header (or bind address) naming this machine only: localhost, 127.x.x.x, ::1, with or without a port. */
+export function isLoopbackHost(host: string | undefined): boolean {
+  if (!host) return false;
+  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.includes(':') && host.indexOf(':') === host.lastIndexOf(':') ? host.slice(0, host.indexOf(':')) : host;
+  return name === 'localhost' || name === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
 }
 
 function sseFrame(ev: PushedEvent): string {

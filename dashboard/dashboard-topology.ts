@@ -4,6 +4,7 @@ import { ListWatch, isDelete, type ListWatchState } from '../core/list-watch';
 import { prefixRange } from '../core/resumable-watch';
 import { errorText } from '../core/etcd-errors';
 import { componentLogger, type Logger } from '../core/logger';
+import { StateCell } from '../core/state-cell';
 import { DecodeError, decodeEndpoint } from '../balancer/endpoint-codec';
 import { campaignName, isCampaignKey } from '../coordination/monitor-elections';
 import { leaseIdHex } from '../coordination/monitor-leases';
@@ -112,7 +113,8 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
   private readonly queues = new Map<string, { items: Set<string>; claims: Set<string> }>();
   private registry: ListWatch | undefined;
   private coordination: ListWatch | undefined;
-  private coordinationState: CoordinationWatchState = 'IDLE';
+  /** The coordination watch's state as the page shows it: the ListWatch's, or DENIED (final) when the role may not read the range. */
+  private readonly coordinationState: StateCell<CoordinationWatchState>;
   private holders = new Map<string, HolderEntry>();
   private revision = '0';
   private listedOnce = false;
@@ -132,6 +134,7 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
     this.root = `${opts.prefix.replace(/^\/+|\/+$/g, '')}/`;
     this.registryPrefix = opts.service ? `${this.root}${opts.service}/` : this.root;
     this.leases = new DashboardLeases(client, this.log);
+    this.coordinationState = new StateCell<CoordinationWatchState>('IDLE', this.log, 'dashboard.coordination');
     this.leases.on('change', (changed) => this.emit('leases', Object.fromEntries(changed)));
   }
 
@@ -147,25 +150,21 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
     this.coordination = co;
     co.on('list', (kvs, revision) => this.onCoordinationList(kvs, revision));
     co.on('events', (events, revision) => this.onCoordinationEvents(events, revision));
-    co.on('state', (next) => {
-      this.coordinationState = next;
+    co.on('state', (next, _prev, reason) => {
+      if (this.coordinationState.is('DENIED')) return;
+      this.coordinationState.set(next, reason);
       this.changed();
     });
     co.on('error', (err) => {
       if (!(err instanceof EtcdPermissionDeniedError || /permission denied/i.test(errorText(err)))) return;
       // A read-only role scoped to the registry: the page shows services and says why the rest is missing.
       this.log.warn({ event: 'dashboard.coordination_denied', range: this.opts.coordinationPrefix ?? '(whole keyspace)', err: errorText(err) }, 'no read permission for elections, locks and queues; showing services only');
+      this.coordinationState.set('DENIED', `no read permission: ${errorText(err)}`);
       co.close();
-      this.coordinationState = 'DENIED';
       this.changed();
     });
     co.start();
     return this;
-  }
-
-  /** True once the registry was listed (the snapshot is not the empty start state). */
-  get ready(): boolean {
-    return this.listedOnce;
   }
 
   snapshot(): TopologySnapshot {
@@ -188,7 +187,7 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
       queues: [...this.queues.entries()].map(([name, q]) => ({ name, depth: q.items.size, claimed: [...q.claims].filter((id) => q.items.has(id)).length })).filter((q) => q.depth > 0 || q.claimed > 0).sort(byName),
       invalid: [...this.invalid.entries()].map(([key, reason]) => ({ key, reason })),
       leases: this.leases.snapshot(),
-      watches: { registry: this.registry?.state ?? 'IDLE', coordination: this.coordinationState },
+      watches: { registry: this.registry?.state ?? 'IDLE', coordination: this.coordinationState.value },
     };
   }
 

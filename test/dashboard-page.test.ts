@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import { get } from 'node:http';
 import puppeteer, { type Browser, type Page } from 'puppeteer-core';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, REPO, runMesh } from './harness/mesh-process';
@@ -266,6 +267,14 @@ describe('mesh dashboard', () => {
       return x.services[0]?.endpoints.length === N && Object.keys(x.leases).length === 1 ? x : undefined;
     }, 15_000, 100);
     expect(topo.services.map((s) => s.name)).toEqual([SERVICE]);
+    // On loopback it answers only to a loopback Host: a rebound DNS name gets nothing.
+    const rebound = await new Promise<number>((resolve, reject) => {
+      get(`${url}api/topology`, { headers: { host: 'mesh.attacker.example' } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      }).on('error', reject);
+    });
+    expect(rebound).toBe(403);
     expect(topo.services[0].endpoints[0].lease).toBe(BigInt(leaseId).toString(16).padStart(16, '0'));
     expect(topo.leases[topo.services[0].endpoints[0].lease!].ttl).toBeGreaterThan(100);
 
@@ -298,7 +307,7 @@ describe('mesh dashboard', () => {
     // The requirement is under 1 s from data to screen; the page's own start-up (a new renderer, uPlot) comes on top and is bounded loosely for a loaded machine.
     expect(perf.firstShownMs).toBeLessThan(1000);
     expect(loadedMs).toBeLessThan(10_000);
-    expect(frameMs).toBeLessThan(500);
+    expect(frameMs).toBeLessThan(1000);
     expect(updateMs).toBeLessThan(2000);
 
     // Read-only: everything since the listing is our own delete; the dashboard wrote nothing.
