@@ -6,7 +6,8 @@ import { DEFAULT_LB, type LbPolicy } from '../balancer/channel';
 import { Demo } from '../demo/demo';
 import { addReportOptions } from './load-flags';
 import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
-import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
+import { addMetricsOption, serveMetrics, type MetricsAddr, type MetricsFlags } from './metrics-flag';
+import { DEFAULT_DASHBOARD_LISTEN, parseListen, warnIfExposed } from './command-dashboard';
 
 interface DemoFlags extends EtcdFlags, ServiceFlags, MetricsFlags {
   duration: number;
@@ -16,6 +17,7 @@ interface DemoFlags extends EtcdFlags, ServiceFlags, MetricsFlags {
   lb: LbPolicy;
   report?: string;
   csv?: string;
+  ui?: MetricsAddr;
 }
 
 export function demoCommand(): Command {
@@ -25,6 +27,7 @@ export function demoCommand(): Command {
     .addOption(new Option('--concurrency <n>', 'calls in flight of the load client').default(8).argParser(intIn(1, 1000)))
     .addOption(new Option('--election <name>', 'election the greeters campaign on').default('demo-index').argParser(parseName))
     .addOption(new Option('--lb <policy>', 'load-balancing policy of the load client: load_aware, round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb))
+    .addOption(new Option('--ui [host:port]', `also serve the dashboard (mesh dashboard) on the demo's etcd and print its URL (default ${DEFAULT_DASHBOARD_LISTEN})`).preset(DEFAULT_DASHBOARD_LISTEN).argParser(parseListen))
     .option('--json', 'no live view; print one JSON summary line ({ok, failed, events, ...}) at the end', false);
   addReportOptions(cmd);
   addMetricsOption(cmd);
@@ -61,8 +64,10 @@ export function demoCommand(): Command {
     const endpoints = configuredEndpoints(flags);
     // An existing cluster must answer (and accept our credentials) before anything starts.
     if (endpoints) (await connectEtcd(flags, endpoints)).close();
+    if (flags.ui) warnIfExposed(flags.ui);
     // The demo's own load client is counted (client and mesh_ metrics); its greeters are child processes.
-    const served = await serveMetrics(flags);
+    // With --ui the dashboard reads it, so it is served (on a free loopback port) even without --metrics.
+    const served = await serveMetrics(flags.ui && !flags.metrics ? { metrics: { host: '127.0.0.1', port: 0 } } : flags);
     demo = new Demo({
       etcd: endpoints ? etcdConfigFromFlags(flags, endpoints) : undefined,
       durationMs: flags.duration,
@@ -74,6 +79,7 @@ export function demoCommand(): Command {
       view: !flags.json,
       signal: abort.signal,
       collectReport: Boolean(flags.report || flags.csv),
+      ui: flags.ui ? { listen: flags.ui, scrape: served ? [served.addr] : [], onUrl: (url) => process.stdout.write(`${url}\n`) } : undefined,
     });
     const d = demo;
     // Whatever ends the process (a forced exit, an uncaught error), no child or data dir outlives it.

@@ -6,6 +6,7 @@ import { serverCommand } from './command-server';
 import { clientCommand } from './command-client';
 import { loadCommand } from './command-load';
 import { demoCommand } from './command-demo';
+import { dashboardCommand } from './command-dashboard';
 import { coordinationCommands } from './commands-coordination';
 import { observeCommands } from './commands-observe';
 import { CommandFailure, errorText } from './common';
@@ -31,7 +32,7 @@ export function buildProgram(): Command {
     .description('gRPC client-side load balancing on etcd, and the classic etcd coordination patterns')
     .version(packageVersion())
     .showSuggestionAfterError(true);
-  for (const cmd of [serverCommand(), clientCommand(), loadCommand(), demoCommand(), ...coordinationCommands(), ...observeCommands()]) program.addCommand(cmd);
+  for (const cmd of [serverCommand(), clientCommand(), loadCommand(), demoCommand(), dashboardCommand(), ...coordinationCommands(), ...observeCommands()]) program.addCommand(cmd);
   configureErrors(program);
   return program;
 }

@@ -16,6 +16,7 @@ import type { LbPolicy } from '../balancer/channel';
 import { componentLogger } from '../core/logger';
 import { ResolverMarkers } from '../services/load-markers';
 import type { LoadMarker } from '../services/load-report';
+import { Dashboard } from '../dashboard/dashboard';
 
 /** One thing the demo did or saw, in order; `--json` prints them all. */
 export interface DemoEvent {
@@ -43,6 +44,12 @@ export interface DemoOptions {
   signal?: AbortSignal;
   /** Keep the load's per-second ticks and the markers (demo steps, resolver updates) for `--report`/`--csv`. */
   collectReport?: boolean;
+  /**
+   * `--ui`: the dashboard, in this process, on the demo's etcd; greeters then
+   * serve /metrics (registered in their Metadata) and `scrape` adds the
+   * demo's own load client. `onUrl` gets its URL once it listens.
+   */
+  ui?: { listen: { host: string; port: number }; scrape: string[]; onUrl: (url: string) => void };
 }
 
 export interface DemoSummary {
@@ -103,6 +110,8 @@ export class Demo {
   private readonly children = new Set<ChildProcess>();
   private cluster: LocalEtcdCluster | undefined;
   private client: Etcd3 | undefined;
+  /** The dashboard (--ui), kept as its start-up so a cleanup during start-up still closes it. */
+  private dashboard: Promise<Dashboard> | undefined;
   private view: TrafficView | undefined;
   private leader: string | undefined;
   private readonly leaders: string[] = [];
@@ -241,6 +250,13 @@ export class Demo {
       this.record('etcd.started', { members: 3, endpoints: this.endpoints, dataRoot: cluster.dataRoot, pids: cluster.pids }, `started a local 3-member etcd cluster at ${this.endpoints.join(',')}`);
     }
     this.client = createEtcdClient(opts.etcd ?? { endpoints: this.endpoints });
+    if (opts.ui) {
+      const ui = opts.ui;
+      this.dashboard = Dashboard.start(this.client, { listen: ui.listen, scrape: ui.scrape, prefix: opts.prefix, service: opts.service });
+      const d = await this.until(this.dashboard);
+      this.record('dashboard.started', { url: d.url });
+      ui.onUrl(d.url);
+    }
 
     for (let i = 0; i < 3; i++) await this.until(this.startServer('started'));
     const target = meshTarget(opts.prefix, opts.service);
@@ -338,7 +354,7 @@ export class Demo {
 
   private async startServer(how: 'started' | 'restarted' | 'added', port?: number): Promise<DemoServer> {
     const p = port ?? (await freePort());
-    const args = ['server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.election];
+    const args = ['server', '--port', String(p), '--etcd', this.endpoints.join(','), '--prefix', this.opts.prefix, '--service', this.opts.service, '--ttl', '3', '--elect', this.election, ...(this.opts.ui ? ['--metrics', '127.0.0.1:0'] : [])];
     const addr = `127.0.0.1:${p}`;
     let serving: (() => void) | undefined;
     const mesh = this.spawnMesh(args, (l) => {
@@ -427,6 +443,8 @@ export class Demo {
     const timer = setTimeout(() => alive.forEach((s) => s.proc.kill('SIGKILL')), 3000);
     await Promise.all(alive.map((s) => s.exited));
     clearTimeout(timer);
+    // The page goes before etcd does, so it never shows an etcd being torn down.
+    await this.dashboard?.then((d) => d.close(), () => undefined);
     // Against an existing cluster, leave nothing of this run behind in it (bounded: etcd may be the reason we stop).
     if (this.client && !this.cluster) await withTimeout(this.clearDemoKeys(), 3000).catch((err) => this.log.warn({ event: 'demo.cleanup_keys_failed', err: String(err) }, `could not delete this run's keys (${this.election})`));
     this.client?.close();

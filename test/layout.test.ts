@@ -22,4 +22,9 @@ describe('layout', () => {
   it('balancer/ imports core/ and itself only', () => {
     expect(imports('balancer').filter((i) => !/: (\.\/[^/]+|\.\.\/core\/[^/]+)$/.test(i))).toEqual([]);
   });
+  it('dashboard/ imports core/, the endpoint codec, coordination/ decoders and itself only; only cli/ and demo/ import it', () => {
+    expect(imports('dashboard').filter((i) => !/: (\.\/[^/]+|\.\.\/core\/[^/]+|\.\.\/balancer\/endpoint-codec|\.\.\/coordination\/monitor-(elections|leases)|\.\.\/services\/metrics-[^/]+)$/.test(i))).toEqual([]);
+    const others = ['core', 'balancer', 'coordination', 'services', 'bench'].flatMap(imports);
+    expect(others.filter((i) => /\.\.\/dashboard\//.test(i))).toEqual([]);
+  });
 });
