@@ -9,13 +9,17 @@ import { meshObserver } from '../core/mesh-observer';
 import { componentLogger, type Logger } from '../core/logger';
 import { Backoff } from '../core/backoff';
 
+/** A lost lease is granted again after a random delay in [0, this) ms. */
+const REGRANT_JITTER_MS = 500;
+
 /**
  * Registration on an etcd lease (see registration.ts for the contract).
  *
  * Workarounds named here because etcd3 leaves them to the caller:
  * - etcd3's Lease emits `lost` and never re-grants; we grant a fresh lease
- *   and write the key again, retrying with a backoff capped at 500 ms so the
- *   key is back within about half a second of etcd answering.
+ *   and write the key again after a random delay under 500 ms (full jitter,
+ *   so a fleet that lost etcd together does not grant in one burst),
+ *   retrying with a full-jitter backoff capped at 500 ms.
  * - A key deleted by hand while its lease lives is invisible to keepalives;
  *   we watch our own key and write it again under the same lease.
  * - etcd3's Lease judges "lost after 2×TTL without a keepalive" on the wall
@@ -171,7 +175,11 @@ export class LeaseRegistration extends EventEmitter<RegistrationEvents> implemen
     this.lease = undefined;
     this.cell.set('LOST', `lease lost: ${String(err)}`, { leaseId: this.currentLeaseId });
     this.currentLeaseId = undefined;
-    void this.grant('lease lost');
+    // A fleet loses its leases together (an etcd outage longer than the TTL):
+    // a random delay spreads their grants over half a second instead of
+    // sending them in one burst when etcd answers again (full jitter).
+    const delay = Math.random() * REGRANT_JITTER_MS;
+    this.retryTimer = setTimeout(() => void this.grant('lease lost'), delay);
   }
 
   /**
