@@ -9,7 +9,7 @@ import { EtcdRateSampler, etcdMessagesReceived } from './scale-etcd-rate';
 import { epochNow, round } from './bench-report';
 import { sleep } from './bench-processes';
 
-/** A forked scale-fleet.js process, driven over IPC. */
+/** A forked bench child (scale-fleet.js by default), driven over IPC: {id, cmd, ...} → {id, result | error}. */
 export class FleetProcess {
   static readonly all = new Set<ChildProcess>();
   private readonly proc: ChildProcess;
@@ -17,10 +17,10 @@ export class FleetProcess {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   readonly exited: Promise<void>;
 
-  constructor() {
+  constructor(script = 'scale-fleet.js') {
     // Run from dist/bench (the bench) or from the TypeScript source (vitest): the child is always the built one.
-    const built = path.join(__dirname, 'scale-fleet.js');
-    this.proc = fork(existsSync(built) ? built : path.resolve(__dirname, '../dist/bench/scale-fleet.js'), [], {
+    const built = path.join(__dirname, script);
+    this.proc = fork(existsSync(built) ? built : path.resolve(__dirname, '../dist/bench', script), [], {
       env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_FLEET_LOG_LEVEL ?? 'error' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -42,7 +42,7 @@ export class FleetProcess {
     );
   }
 
-  call<T>(req: FleetCall, timeoutMs = 60_000): Promise<T> {
+  call<T>(req: FleetCall | { cmd: string; [k: string]: unknown }, timeoutMs = 60_000): Promise<T> {
     const id = ++this.nextId;
     return new Promise<T>((resolve, reject) => {
       const t = setTimeout(() => {
