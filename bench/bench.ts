@@ -65,7 +65,7 @@ interface Plan {
 function plan(quick: boolean): Plan {
   return quick
     ? { pairs: 12, runMs: 750, simultaneousRuns: 3, warmMs: 750, fairnessRunMs: 2_500, leaveTrials: 7, joinTrials: 10, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 3, churnPerSecond: 1_000, churnSeconds: 5, lbRunMs: 2_500, lbWarmMs: 500, lbEqualRuns: 2, metricsRounds: 4, metricsRunMs: 2_000, fleet: { registrations: 1_000, processes: 4, windowMs: 5_000, herdRegistrations: 200, herdResolvers: 100, herdProcesses: 2, herdTtl: 2, wideBackends: 1_000, wideRounds: 1, wideRunMs: 3_000 } }
-    : { pairs: 30, runMs: 1_000, simultaneousRuns: 5, warmMs: 1_500, fairnessRunMs: 8_000, leaveTrials: 14, joinTrials: 40, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 5, churnPerSecond: 1_000, churnSeconds: 30, lbRunMs: 6_000, lbWarmMs: 1_000, lbEqualRuns: 4, metricsRounds: 8, metricsRunMs: 3_000, fleet: { registrations: 1_000, processes: 4, windowMs: 10_000, herdRegistrations: 1_000, herdResolvers: 500, herdProcesses: 4, herdTtl: 2, wideBackends: 1_000, wideRounds: 2, wideRunMs: 5_000 } };
+    : { pairs: 30, runMs: 1_000, simultaneousRuns: 5, warmMs: 1_500, fairnessRunMs: 8_000, leaveTrials: 14, joinTrials: 40, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 5, churnPerSecond: 1_000, churnSeconds: 30, lbRunMs: 6_000, lbWarmMs: 1_000, lbEqualRuns: 4, metricsRounds: 8, metricsRunMs: 3_000, fleet: { registrations: 1_000, processes: 4, windowMs: 10_000, herdRegistrations: 1_000, herdResolvers: 500, herdProcesses: 4, herdTtl: 5, wideBackends: 1_000, wideRounds: 2, wideRunMs: 5_000 } };
 }
 
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -328,7 +328,7 @@ async function main(flags: Flags): Promise<void> {
     }
     report.row('scale', '  steady-state requests: own lease / shared', `${own.steadyPerS} / ${shared.steadyPerS} = ${round(own.steadyPerS / Math.max(0.1, shared.steadyPerS), 0)}x`);
     report.row('scale', `herd (${h.registrations} reg, ${h.resolvers} resolvers, TTL ${h.ttl}): etcd answering → all registered again`, `${h.reregisteredMs} ms (${h.losses} leases lost)`, '< 3 000 ms', h.reregisteredMs < 3_000 && h.keysAfter === h.registrations);
-    report.row('scale', '  herd: empty sets handed to grpc-js (smallest set)', `${h.emptySets} (${h.minSetAfterFull})`, '0', h.emptySets === 0);
+    report.row('scale', '  herd: empty sets handed to grpc-js (smallest set; errors handed over)', `${h.emptySets} (${h.minSetAfterFull}; ${h.errorDeliveries})`, '0', h.emptySets === 0);
     report.row('scale', '  herd: last registration back → every resolver correct', `${h.resolversAfterRegisteredMs} ms (${h.resolversCorrect}/${h.resolvers} correct)`, '< 1 000 ms', h.resolversAfterRegisteredMs < 1_000 && h.resolversCorrect === h.resolvers);
     report.row('scale', '  herd: etcd msgs/s steady | peak 200 ms after SIGCONT | mean over first second', `${h.steadyPerS} | ${h.peakPerS} | ${h.firstSecondMsgs}`);
     const first = (v: WideResult['wide']) => Math.max(...v.firstCallMs);

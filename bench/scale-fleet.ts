@@ -65,7 +65,7 @@ export interface FleetReport {
     lastChangeAt: number[];
     size: number[];
     minSizeAfterFull: number[];
-    /** Deliveries of an empty set, of an error, and of an address not in `expected`, all resolvers together. */
+    /** Deliveries of an empty set, of an error (after the first full set), and of an address not in `expected`, all resolvers together. */
     empties: number;
     errors: number;
     wrong: number;
@@ -149,7 +149,8 @@ async function resolve(r: FleetResolveRequest): Promise<{ ms: number }> {
       (result: StatusOr<Endpoint[]>) => {
         deliveries++;
         if (!result.ok) {
-          errors++;
+          // Before the first full set an error is start-up (a Get that timed out); after it, a failure handed to the channel.
+          if (rec.full) errors++;
           return true;
         }
         const eps = result.value;

@@ -132,7 +132,7 @@ export async function benchRegistrations(o: RegistrationsOptions, shared: boolea
     const endpoints = o.cluster.endpoints.split(',');
     const addrs = split(Array.from({ length: o.registrations }, (_, i) => fleetAddr(i)), o.processes);
     const t0 = performance.now();
-    const started = procs.map((p, i) => p.call({ cmd: 'register', endpoints, prefix: o.prefix, service: o.service, addrs: addrs[i], ttl: o.ttl, shared, perClient: 50 }));
+    const started = procs.map((p, i) => p.call({ cmd: 'register', endpoints, prefix: o.prefix, service: o.service, addrs: addrs[i], ttl: o.ttl, shared, perClient: 50 }, 180_000));
     const visible = await until(async () => (await countKeys(o.client, keyPrefix)) === o.registrations, 30_000);
     const allVisibleMs = performance.now() - t0;
     await Promise.all(started);
@@ -200,7 +200,7 @@ export interface HerdResult {
   /** The last registration back → the last resolver correct (negative: resolvers were done first). */
   resolversAfterRegisteredMs: number;
   resolversCorrect: number;
-  /** Deliveries of an empty set / of an error / of an unknown address, every resolver, the whole run. */
+  /** Deliveries of an empty set / of an error (after the first full set) / of an unknown address, every resolver, the whole run. */
   emptySets: number;
   errorDeliveries: number;
   wrongAddresses: number;
@@ -228,9 +228,9 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
   let stopped = false;
   try {
     const addrs = split(all, registrars.length);
-    await Promise.all(registrars.map((p, i) => p.call({ cmd: 'register', endpoints, prefix: o.prefix, service: o.service, addrs: addrs[i], ttl: o.ttl, shared: false, perClient: o.registrationsPerClient })));
+    await Promise.all(registrars.map((p, i) => p.call({ cmd: 'register', endpoints, prefix: o.prefix, service: o.service, addrs: addrs[i], ttl: o.ttl, shared: false, perClient: o.registrationsPerClient }, 180_000)));
     const counts = split(Array.from({ length: o.resolvers }, (_, i) => i), resolvers.length).map((x) => x.length);
-    await Promise.all(resolvers.map((p, i) => p.call({ cmd: 'resolve', endpoints, path: `${o.prefix}/${o.service}`, count: counts[i], perClient: o.resolversPerClient, expected: all })));
+    await Promise.all(resolvers.map((p, i) => p.call({ cmd: 'resolve', endpoints, path: `${o.prefix}/${o.service}`, count: counts[i], perClient: o.resolversPerClient, expected: all }, 180_000)));
     progress(`  herd: ${o.registrations} registrations (TTL ${o.ttl} s) and ${o.resolvers} resolvers up, every set full`);
     sampler.start();
     await sleep(2_000);
