@@ -6,6 +6,7 @@ import type { RegistrationEvents, RegistrationState } from './registration';
 import { StateCell } from '../core/state-cell';
 import { componentLogger, type Logger } from '../core/logger';
 import { Backoff } from '../core/backoff';
+import { whenEtcdAnswers } from './registration-lease';
 
 /** One backend of a group: the same fields as a single registration, minus the TTL. */
 export interface GroupMember {
@@ -37,9 +38,9 @@ const MAX_TXN_OPS = 128;
  * - `start()` resolves once every key is written under a live lease (puts
  *   batched 128 per transaction, etcd's default limit).
  * - A lost lease (etcd unreachable longer than the TTL, revoked by hand) is
- *   granted again after a full-jitter delay in [0, regrantJitterMs] and every
- *   key written again; failures retry with jittered exponential backoff
- *   (capped at 500 ms).
+ *   granted again once etcd answers a probe (whenEtcdAnswers), after a
+ *   full-jitter delay in [0, regrantJitterMs], and every key written again;
+ *   failures retry with jittered exponential backoff (capped at 500 ms).
  * - `close()` revokes the lease (every key goes at once); idempotent, no
  *   event after it resolves.
  *
@@ -165,7 +166,7 @@ export class LeaseRegistrationGroup extends EventEmitter<RegistrationEvents> {
       }
       const delay = this.backoff.next();
       this.log.warn({ event: 'registration_group.grant_failed', err: String(err), retryInMs: delay }, 'could not register; retrying');
-      this.retryTimer = setTimeout(() => void this.grant('retry after failure'), delay);
+      this.retryTimer = setTimeout(() => void whenEtcdAnswers(this.client).then(() => gen === this.generation && void this.grant('retry after failure')), delay);
     }
   }
 
@@ -176,7 +177,11 @@ export class LeaseRegistrationGroup extends EventEmitter<RegistrationEvents> {
     this.currentLeaseId = undefined;
     // Every process of a fleet loses its lease at about the same moment after
     // an outage; a random delay keeps their grants from arriving together.
-    const delay = Math.random() * (this.opts.regrantJitterMs ?? 500);
-    this.retryTimer = setTimeout(() => void this.grant('lease lost'), delay);
+    // Nothing is asked of etcd before it answers the client's probe.
+    void whenEtcdAnswers(this.client).then(() => {
+      if (gen !== this.generation || !this.cell.is('LOST')) return;
+      const delay = Math.random() * (this.opts.regrantJitterMs ?? 500);
+      this.retryTimer = setTimeout(() => void this.grant('lease lost'), delay);
+    });
   }
 }
