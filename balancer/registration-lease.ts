@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, IEvent, Lease } from 'etcd3';
-import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError } from 'etcd3';
+import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, isRecoverableError } from 'etcd3';
 import { ResumableWatch } from '../core/resumable-watch';
 import { encodeEndpoint, endpointKey } from './endpoint-codec';
 import type { Registration, RegistrationEvents, RegistrationOptions, RegistrationState } from './registration';
@@ -9,13 +9,51 @@ import { meshObserver } from '../core/mesh-observer';
 import { componentLogger, type Logger } from '../core/logger';
 import { Backoff } from '../core/backoff';
 
+/** A lost lease is granted again after a random delay in [0, this) ms. */
+const REGRANT_JITTER_MS = 500;
+
+/** The probe loop of each etcd client, while one runs. */
+const probes = new WeakMap<Etcd3, Promise<void>>();
+
+/**
+ * Resolves once etcd answers one cheap request (Maintenance/Status; any
+ * answer counts, a refusal too), probing with a 1 s deadline and a
+ * jittered backoff. Every registration on the client that lost its lease
+ * waits on the same probe, so an etcd that is stopped or unreachable sees
+ * one request per client at a time instead of a grant per registration,
+ * and no pile of grants is in flight when it comes back (each would wait
+ * out its deadline, and etcd3 resets a member's channels on a timeout).
+ * Ends with the client: a closed client throws at once.
+ */
+export function whenEtcdAnswers(client: Etcd3): Promise<void> {
+  let p = probes.get(client);
+  if (!p) {
+    p = (async () => {
+      const backoff = new Backoff(100, 1_000);
+      for (let i = 0; ; i++) {
+        try {
+          await client.maintenance.status({ deadline: Date.now() + 1_000 });
+          return;
+        } catch (err) {
+          if (!isRecoverableError(err as Error)) return;
+        }
+        await new Promise((r) => setTimeout(r, backoff.next()));
+      }
+    })().finally(() => probes.delete(client));
+    probes.set(client, p);
+  }
+  return p;
+}
+
 /**
  * Registration on an etcd lease (see registration.ts for the contract).
  *
  * Workarounds named here because etcd3 leaves them to the caller:
  * - etcd3's Lease emits `lost` and never re-grants; we grant a fresh lease
- *   and write the key again, retrying with a backoff capped at 500 ms so the
- *   key is back within about half a second of etcd answering.
+ *   and write the key again once etcd answers a probe shared by every
+ *   registration on the client (whenEtcdAnswers), after a random delay under
+ *   500 ms (full jitter, so a fleet that lost etcd together does not grant
+ *   in one burst), retrying with a full-jitter backoff capped at 500 ms.
  * - A key deleted by hand while its lease lives is invisible to keepalives;
  *   we watch our own key and write it again under the same lease.
  * - etcd3's Lease judges "lost after 2×TTL without a keepalive" on the wall
@@ -162,7 +200,7 @@ export class LeaseRegistration extends EventEmitter<RegistrationEvents> implemen
       }
       const delay = this.backoff.next();
       this.log.warn({ event: 'registration.grant_failed', err: String(err), retryInMs: delay }, 'could not register; retrying');
-      this.retryTimer = setTimeout(() => void this.grant('retry after failure'), delay);
+      this.retryTimer = setTimeout(() => void whenEtcdAnswers(this.client).then(() => gen === this.generation && void this.grant('retry after failure')), delay);
     }
   }
 
@@ -171,7 +209,15 @@ export class LeaseRegistration extends EventEmitter<RegistrationEvents> implemen
     this.lease = undefined;
     this.cell.set('LOST', `lease lost: ${String(err)}`, { leaseId: this.currentLeaseId });
     this.currentLeaseId = undefined;
-    void this.grant('lease lost');
+    // A fleet loses its leases together (an etcd outage longer than the TTL):
+    // a random delay spreads their grants over half a second instead of
+    // sending them in one burst when etcd answers again (full jitter); and
+    // nothing is asked of etcd before it answers the client's probe.
+    void whenEtcdAnswers(this.client).then(() => {
+      if (gen !== this.generation || !this.cell.is('LOST')) return;
+      const delay = Math.random() * REGRANT_JITTER_MS;
+      this.retryTimer = setTimeout(() => void this.grant('lease lost'), delay);
+    });
   }
 
   /**

@@ -23,7 +23,9 @@ import { TrafficLoop } from './bench-traffic';
 import { benchJoin, type JoinResult } from './bench-time-to-traffic';
 import { benchLeave, type LeaveResult } from './bench-time-to-leave';
 import { benchScale, killProbesNow, type ScaleResult } from './bench-scale';
-import { Report, fmtDist, fmtMB, round } from './bench-report';
+import { benchHerd, benchRegistrations, killFleetNow, type HerdResult, type RegistrationsResult } from './scale-herd';
+import { benchWide, type WideResult } from './scale-wide';
+import { Report, fmtDist, fmtMB, median, round } from './bench-report';
 import { benchLoadAware, type LoadAwareResult } from './bench-load-aware';
 import { benchMetrics } from './bench-metrics';
 
@@ -56,12 +58,14 @@ interface Plan {
   lbEqualRuns: number;
   metricsRounds: number;
   metricsRunMs: number;
+  /** Issue 14 items 1-3, on a 3-member etcd of their own. */
+  fleet: { registrations: number; processes: number; windowMs: number; herdRegistrations: number; herdResolvers: number; herdProcesses: number; herdTtl: number; wideBackends: number; wideRounds: number; wideRunMs: number };
 }
 
 function plan(quick: boolean): Plan {
   return quick
-    ? { pairs: 12, runMs: 750, simultaneousRuns: 3, warmMs: 750, fairnessRunMs: 2_500, leaveTrials: 7, joinTrials: 10, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 3, churnPerSecond: 1_000, churnSeconds: 5, lbRunMs: 2_500, lbWarmMs: 500, lbEqualRuns: 4, metricsRounds: 4, metricsRunMs: 2_000 }
-    : { pairs: 30, runMs: 1_000, simultaneousRuns: 5, warmMs: 1_500, fairnessRunMs: 8_000, leaveTrials: 14, joinTrials: 40, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 5, churnPerSecond: 1_000, churnSeconds: 30, lbRunMs: 6_000, lbWarmMs: 1_000, lbEqualRuns: 6, metricsRounds: 8, metricsRunMs: 3_000 };
+    ? { pairs: 12, runMs: 750, simultaneousRuns: 3, warmMs: 750, fairnessRunMs: 2_500, leaveTrials: 7, joinTrials: 10, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 3, churnPerSecond: 1_000, churnSeconds: 5, lbRunMs: 2_500, lbWarmMs: 500, lbEqualRuns: 4, metricsRounds: 4, metricsRunMs: 2_000, fleet: { registrations: 1_000, processes: 4, windowMs: 5_000, herdRegistrations: 200, herdResolvers: 100, herdProcesses: 2, herdTtl: 2, wideBackends: 1_000, wideRounds: 1, wideRunMs: 3_000 } }
+    : { pairs: 30, runMs: 1_000, simultaneousRuns: 5, warmMs: 1_500, fairnessRunMs: 8_000, leaveTrials: 14, joinTrials: 40, trafficConcurrency: 16, scaleSizes: [1_000, 10_000], firstSetTrials: 5, churnPerSecond: 1_000, churnSeconds: 30, lbRunMs: 6_000, lbWarmMs: 1_000, lbEqualRuns: 6, metricsRounds: 8, metricsRunMs: 3_000, fleet: { registrations: 1_000, processes: 4, windowMs: 10_000, herdRegistrations: 1_000, herdResolvers: 500, herdProcesses: 4, herdTtl: 5, wideBackends: 1_000, wideRounds: 2, wideRunMs: 5_000 } };
 }
 
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -81,6 +85,7 @@ function cleanup(): Promise<void> {
       }
       ServerProcess.killAllNow();
       killProbesNow();
+      killFleetNow();
     })();
   }
   return cleaning;
@@ -99,6 +104,7 @@ async function main(flags: Flags): Promise<void> {
   process.on('exit', () => {
     ServerProcess.killAllNow();
     killProbesNow();
+    killFleetNow();
     for (const m of cluster.members) m.proc?.kill('SIGKILL');
   });
   const etcd = cluster.endpoints;
@@ -207,6 +213,32 @@ async function main(flags: Flags): Promise<void> {
     );
     json.scale = scale;
   }
+  let fleet: { own: RegistrationsResult; shared: RegistrationsResult; herd: HerdResult; wide: WideResult } | undefined;
+  if (only.has('scale')) {
+    // Items 1-3 of issue 14 on a 3-member etcd of their own: the herd stops
+    // every member, which must not touch the bench's cluster.
+    const f = p.fleet;
+    const fleetEtcd = await LocalEtcdCluster.start(3);
+    cleanups.push(() => fleetEtcd.stop());
+    process.on('exit', () => {
+      for (const m of fleetEtcd.members) m.proc?.kill('SIGKILL');
+    });
+    const fleetClient = createEtcdClient({ endpoints: fleetEtcd.endpoints.split(',') });
+    cleanups.push(() => fleetClient.close());
+    const ro = { cluster: fleetEtcd, client: fleetClient, prefix: `${prefix}fleet`, service, registrations: f.registrations, processes: f.processes, ttl: 10, windowMs: f.windowMs };
+    log(`scale: ${f.registrations} registrations from ${f.processes} processes on a 3-member etcd, TTL 10 s, etcd's request rate over ${f.windowMs / 1000} s`);
+    const own = await benchRegistrations(ro, false, log);
+    const shared = await benchRegistrations(ro, true, log);
+    log(`scale: outage herd, ${f.herdRegistrations} registrations (TTL ${f.herdTtl} s) + ${f.herdResolvers} resolvers, every etcd member SIGSTOPped for 3x TTL`);
+    const herd = await benchHerd(
+      { cluster: fleetEtcd, client: fleetClient, prefix: `${prefix}herd`, service, registrations: f.herdRegistrations, resolvers: f.herdResolvers, registrarProcesses: f.herdProcesses, resolverProcesses: f.herdProcesses, resolversPerClient: 10, registrationsPerClient: 50, ttl: f.herdTtl, outageTtls: 3 },
+      log,
+    );
+    log(`scale: one client over ${f.wideBackends} real greeter ports vs over 3 (and ${f.wideBackends} with --subset 10), ${f.wideRounds} round(s) of ${f.wideRunMs / 1000} s, concurrency 16`);
+    const wide = await benchWide({ endpoints: fleetEtcd.endpoints.split(','), prefix: `${prefix}wide`, wide: f.wideBackends, narrow: 3, subset: 10, concurrency: 16, warmMs: 1_000, durationMs: f.wideRunMs, idleMs: 3_000, rounds: f.wideRounds }, log);
+    fleet = { own, shared, herd, wide };
+    json.fleet = fleet;
+  }
 
   // ---- table ----
   if (overhead) {
@@ -287,6 +319,25 @@ async function main(flags: Flags): Promise<void> {
     report.row('scale', `resolver process RSS at ${m.endpoints} (baseline)`, `${fmtMB(m.at10k.rss)} (${fmtMB(m.baseline.rss)})`);
     report.row('scale', `resolver heap used at ${m.endpoints} (baseline)`, `${fmtMB(m.at10k.heapUsed)} (${fmtMB(m.baseline.heapUsed)})`);
     report.row('scale', 'RSS / heap used after churn', `${fmtMB(m.afterChurn.rss)} / ${fmtMB(m.afterChurn.heapUsed)}`);
+  }
+  if (fleet) {
+    const { own, shared, herd: h, wide: w } = fleet;
+    for (const r of [own, shared]) {
+      const what = r.shared ? 'one lease per process' : 'own lease each';
+      report.row('scale', `${r.registrations} registrations (${what}, ${r.processes} processes): all visible in etcd`, `${r.allVisibleMs} ms`, '< 10 000 ms', r.allVisibleMs < 10_000);
+      report.row('scale', `  etcd requests/s at steady state (${what}, TTL ${r.ttl} s)`, `${r.steadyPerS}/s, ${r.leases} leases`);
+    }
+    report.row('scale', '  steady-state requests: own lease / shared', `${own.steadyPerS} / ${shared.steadyPerS} = ${round(own.steadyPerS / Math.max(0.1, shared.steadyPerS), 0)}x`);
+    report.row('scale', `herd (${h.registrations} reg, ${h.resolvers} resolvers, TTL ${h.ttl}): etcd answering → all registered again`, `${h.reregisteredMs} ms (${h.losses} leases lost)`, '< 3 000 ms', h.reregisteredMs < 3_000 && h.keysAfter === h.registrations);
+    report.row('scale', '  herd: empty sets handed to grpc-js (smallest set; errors handed over)', `${h.emptySets} (${h.minSetAfterFull}; ${h.errorDeliveries})`, '0', h.emptySets === 0);
+    report.row('scale', '  herd: last registration back → every resolver correct', `${h.resolversAfterRegisteredMs} ms (${h.resolversCorrect}/${h.resolvers} correct)`, '< 1 000 ms', h.resolversAfterRegisteredMs < 1_000 && h.resolversCorrect === h.resolvers);
+    report.row('scale', '  herd: etcd msgs/s steady | peak 200 ms after SIGCONT | mean over first second', `${h.steadyPerS} | ${h.peakPerS} | ${h.firstSecondMsgs}`);
+    const first = (v: WideResult['wide']) => Math.max(...v.firstCallMs);
+    report.row('scale', `one client, ${w.wide.backends} backends: first successful call (max)`, `${first(w.wide)} ms (3 backends: ${first(w.narrow)} ms)`, '< 2 000 ms', first(w.wide) < 2_000);
+    report.row('scale', `  rps ${w.wide.backends} / 3 backends (medians)`, `${median(w.wide.rps)} / ${median(w.narrow.rps)} = ${w.ratio}`, '>= 0.9', w.ratio >= 0.9);
+    report.row('scale', `  rps ${w.wide.backends} with --subset ${w.wideSubset.subset} / 3 backends`, `${median(w.wideSubset.rps)} / ${median(w.narrow.rps)} = ${w.subsetRatio} (first call ${first(w.wideSubset)} ms)`);
+    report.row('scale', '  client RSS after run | idle CPU: 1000 / 1000 --subset / 3', `${w.wide.rssMB} | ${w.wide.idleCpuMsPerS} ms/s; ${w.wideSubset.rssMB} | ${w.wideSubset.idleCpuMsPerS}; ${w.narrow.rssMB} | ${w.narrow.idleCpuMsPerS}`);
+    report.row('scale', '  failed calls (all variants)', String(w.wide.failed + w.narrow.failed + w.wideSubset.failed), '0', w.wide.failed + w.narrow.failed + w.wideSubset.failed === 0);
   }
   if (only.has('metrics')) {
     log(`metrics overhead: a load with --metrics and one without side by side, 3 greeters each (with / without --metrics); ${p.metricsRounds} closed-loop rounds of ${p.metricsRunMs / 1000} s, then ${p.metricsRounds} open-loop rounds at half the closed-loop rate`);

@@ -1,7 +1,9 @@
 /**
- * Exponential backoff with full jitter between `initialMs` and `maxMs`.
- * Jitter keeps a fleet of servers that lost etcd together from retrying in
- * lock-step when it comes back.
+ * Exponential backoff with full jitter ("Full Jitter", AWS Architecture
+ * Blog, "Exponential Backoff And Jitter"): each delay is uniform in
+ * [0, min(maxMs, initialMs x 2^attempt)]. Jitter keeps a fleet of servers
+ * that lost etcd together from retrying in lock-step when it comes back;
+ * full jitter spreads them over the whole interval, not only its upper half.
  */
 export class Backoff {
   private attempt = 0;
@@ -15,7 +17,7 @@ export class Backoff {
   next(): number {
     const ceiling = Math.min(this.maxMs, this.initialMs * 2 ** this.attempt);
     this.attempt = Math.min(this.attempt + 1, 30);
-    return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+    return Math.round(Math.random() * ceiling);
   }
 
   reset(): void {

@@ -1,0 +1,237 @@
+/**
+ * One process of a simulated fleet (forked by bench/scale-herd.ts with an IPC
+ * channel): many real registrations (each LeaseRegistration with its own
+ * lease, keepalive stream and own-key watch, as a `mesh server` holds; or
+ * one LeaseRegistrationGroup sharing a lease) and/or many real EtcdResolver
+ * instances (each its own Get + watch, built as grpc-js builds them, a
+ * recording listener in place of a channel). Several such processes stand
+ * for hundreds of servers and clients on a 2-core machine.
+ *
+ * Requests: {id, cmd, ...}; replies {id, result} or {id, error}.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import type { Etcd3 } from 'etcd3';
+import { createEtcdClient } from '../core/etcd-client';
+import { LeaseRegistration } from '../balancer/registration-lease';
+import { LeaseRegistrationGroup } from '../balancer/registration-group';
+import { EtcdResolver, ETCD_CLIENT_OPTION, registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
+import type { RegistrationState } from '../balancer/registration';
+import { epochNow } from './bench-report';
+
+type Endpoint = grpc.experimental.Endpoint;
+type StatusOr<T> = grpc.experimental.StatusOr<T>;
+
+export interface FleetRegisterRequest {
+  cmd: 'register';
+  endpoints: string[];
+  prefix: string;
+  service: string;
+  addrs: string[];
+  ttl: number;
+  /** One lease for every address of this process (LeaseRegistrationGroup). */
+  shared: boolean;
+  /** Registrations per etcd client (a real server has one client each; a few dozen share one here). */
+  perClient: number;
+}
+
+export interface FleetResolveRequest {
+  cmd: 'resolve';
+  endpoints: string[];
+  /** `<prefix>/<service>` */
+  path: string;
+  count: number;
+  perClient: number;
+  /** Every address the full set holds; a delivery of anything else counts as wrong. */
+  expected: string[];
+}
+
+export type FleetCall = FleetRegisterRequest | FleetResolveRequest | { cmd: 'report' } | { cmd: 'stop' };
+export type FleetRequest = FleetCall & { id: number };
+
+/** What a fleet process reports (epoch ms throughout, comparable across processes). */
+export interface FleetReport {
+  registrations: {
+    count: number;
+    /** How many are REGISTERED now. */
+    registered: number;
+    /** Per registration (or group), when it last became REGISTERED. */
+    lastRegisteredAt: number[];
+    /** LOST transitions seen, all registrations together. */
+    losses: number;
+  };
+  resolvers: {
+    count: number;
+    /** Per resolver: when its delivered set last changed; its size now; its smallest set after the first full one. */
+    lastChangeAt: number[];
+    size: number[];
+    minSizeAfterFull: number[];
+    /** Deliveries of an empty set, of an error (after the first full set), and of an address not in `expected`, all resolvers together. */
+    empties: number;
+    errors: number;
+    wrong: number;
+    deliveries: number;
+  };
+  rss: number;
+  cpuMs: number;
+}
+
+const clients: Etcd3[] = [];
+const regs: Array<LeaseRegistration | LeaseRegistrationGroup> = [];
+const regLastAt: number[] = [];
+let regLosses = 0;
+interface Rec {
+  resolver: EtcdResolver;
+  name: string;
+  lastChangeAt: number;
+  size: number;
+  full: boolean;
+  minAfterFull: number;
+}
+const recs: Rec[] = [];
+let empties = 0;
+let errors = 0;
+let wrong = 0;
+let deliveries = 0;
+const cpu0 = process.cpuUsage();
+
+function clientFor(i: number, perClient: number, endpoints: string[], pool: Etcd3[]): Etcd3 {
+  const k = Math.floor(i / perClient);
+  if (!pool[k]) {
+    pool[k] = createEtcdClient({ endpoints });
+    clients.push(pool[k]);
+  }
+  return pool[k];
+}
+
+async function register(r: FleetRegisterRequest): Promise<{ ms: number }> {
+  const t0 = performance.now();
+  const pool: Etcd3[] = [];
+  const track = (idx: number, reg: LeaseRegistration | LeaseRegistrationGroup) => {
+    regLastAt[idx] = 0;
+    reg.on('state', (next: RegistrationState) => {
+      if (next === 'REGISTERED') regLastAt[idx] = epochNow();
+      if (next === 'LOST') regLosses++;
+    });
+  };
+  if (r.shared) {
+    const g = new LeaseRegistrationGroup(clientFor(0, 1, r.endpoints, pool), { prefix: r.prefix, service: r.service, ttlSeconds: r.ttl, members: r.addrs.map((addr) => ({ addr })) });
+    track(regs.length, g);
+    regs.push(g);
+    await g.start();
+  } else {
+    const started: Promise<void>[] = [];
+    r.addrs.forEach((addr, i) => {
+      const reg = new LeaseRegistration(clientFor(i, r.perClient, r.endpoints, pool), { prefix: r.prefix, service: r.service, addr, ttlSeconds: r.ttl });
+      track(regs.length, reg);
+      regs.push(reg);
+      started.push(reg.start());
+    });
+    await Promise.all(started);
+  }
+  return { ms: performance.now() - t0 };
+}
+
+async function resolve(r: FleetResolveRequest): Promise<{ ms: number }> {
+  const t0 = performance.now();
+  const pool: Etcd3[] = [];
+  const expected = new Set(r.expected);
+  let pendingFull = r.count;
+  let allFull: () => void = () => undefined;
+  const done = new Promise<void>((res) => (allFull = res));
+  for (let i = 0; i < r.count; i++) {
+    const client = clientFor(i, r.perClient, r.endpoints, pool);
+    const name = `fleet-${process.pid}-${recs.length}`;
+    registerEtcdResolver(client, name);
+    const rec = { name, lastChangeAt: 0, size: -1, full: false, minAfterFull: Infinity } as Rec;
+    const uri = { scheme: 'etcd', authority: '', path: r.path } as grpc.experimental.GrpcUri;
+    rec.resolver = new EtcdResolver(
+      uri,
+      (result: StatusOr<Endpoint[]>) => {
+        deliveries++;
+        if (!result.ok) {
+          // Before the first full set an error is start-up (a Get that timed out); after it, a failure handed to the channel.
+          if (rec.full) errors++;
+          return true;
+        }
+        const eps = result.value;
+        if (eps.length === 0) empties++;
+        for (const e of eps) {
+          const a = e.addresses[0] as { host: string; port: number };
+          if (!expected.has(`${a.host}:${a.port}`)) wrong++;
+        }
+        if (eps.length !== rec.size) rec.lastChangeAt = epochNow();
+        rec.size = eps.length;
+        if (rec.full) rec.minAfterFull = Math.min(rec.minAfterFull, eps.length);
+        else if (eps.length === expected.size) {
+          rec.full = true;
+          rec.minAfterFull = eps.length;
+          if (--pendingFull === 0) allFull();
+        }
+        return true;
+      },
+      { [ETCD_CLIENT_OPTION]: name },
+    );
+    recs.push(rec);
+    rec.resolver.updateResolution();
+  }
+  if (r.count === 0) allFull();
+  await done;
+  return { ms: performance.now() - t0 };
+}
+
+function report(): FleetReport {
+  const cpu = process.cpuUsage(cpu0);
+  return {
+    registrations: {
+      count: regs.length,
+      registered: regs.filter((g) => g.state === 'REGISTERED').length,
+      lastRegisteredAt: regLastAt,
+      losses: regLosses,
+    },
+    resolvers: {
+      count: recs.length,
+      lastChangeAt: recs.map((r) => r.lastChangeAt),
+      size: recs.map((r) => r.size),
+      minSizeAfterFull: recs.map((r) => (Number.isFinite(r.minAfterFull) ? r.minAfterFull : -1)),
+      empties,
+      errors,
+      wrong,
+      deliveries,
+    },
+    rss: process.memoryUsage().rss,
+    cpuMs: (cpu.user + cpu.system) / 1000,
+  };
+}
+
+async function stop(): Promise<string> {
+  for (const r of recs) {
+    r.resolver.destroy();
+    unregisterEtcdClient(r.name);
+  }
+  // Revoking deletes the keys at once; a bounded wait, as etcd may be gone.
+  await Promise.race([Promise.all(regs.map((g) => g.close())), new Promise((r) => setTimeout(r, 3_000))]);
+  for (const c of clients) c.close();
+  setTimeout(() => process.exit(0), 10);
+  return 'bye';
+}
+
+async function handle(req: FleetRequest): Promise<unknown> {
+  switch (req.cmd) {
+    case 'register':
+      return register(req);
+    case 'resolve':
+      return resolve(req);
+    case 'report':
+      return report();
+    case 'stop':
+      return stop();
+  }
+}
+
+process.on('message', (req: FleetRequest) => {
+  handle(req).then(
+    (result) => process.send!({ id: req.id, result }),
+    (err: unknown) => process.send!({ id: req.id, error: String(err) }),
+  );
+});
+process.on('disconnect', () => process.exit(0));

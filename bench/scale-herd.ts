@@ -1,0 +1,313 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import type { Etcd3 } from 'etcd3';
+import type { LocalEtcdCluster } from '../demo/etcd-local';
+import { servicePrefix } from '../balancer/endpoint-codec';
+import type { FleetCall, FleetReport } from './scale-fleet';
+import { EtcdRateSampler, etcdMessagesReceived } from './scale-etcd-rate';
+import { epochNow, round } from './bench-report';
+import { sleep } from './bench-processes';
+
+/** A forked bench child (scale-fleet.js by default), driven over IPC: {id, cmd, ...} → {id, result | error}. */
+export class FleetProcess {
+  static readonly all = new Set<ChildProcess>();
+  private readonly proc: ChildProcess;
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  readonly exited: Promise<void>;
+
+  constructor(script = 'scale-fleet.js') {
+    // Run from dist/bench (the bench) or from the TypeScript source (vitest): the child is always the built one.
+    const built = path.join(__dirname, script);
+    this.proc = fork(existsSync(built) ? built : path.resolve(__dirname, '../dist/bench', script), [], {
+      env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_FLEET_LOG_LEVEL ?? 'error' },
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    FleetProcess.all.add(this.proc);
+    this.proc.on('message', (m: { id: number; result?: unknown; error?: string }) => {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (m.error !== undefined) p.reject(new Error(`fleet process: ${m.error}`));
+      else p.resolve(m.result);
+    });
+    this.exited = new Promise((r) =>
+      this.proc.once('exit', () => {
+        FleetProcess.all.delete(this.proc);
+        for (const p of this.pending.values()) p.reject(new Error('fleet process exited'));
+        this.pending.clear();
+        r();
+      }),
+    );
+  }
+
+  call<T>(req: FleetCall | { cmd: string; [k: string]: unknown }, timeoutMs = 60_000): Promise<T> {
+    const id = ++this.nextId;
+    return new Promise<T>((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`fleet process: ${req.cmd} timed out`));
+      }, timeoutMs);
+      this.pending.set(id, { resolve: (v) => (clearTimeout(t), resolve(v as T)), reject: (e) => (clearTimeout(t), reject(e)) });
+      this.proc.send({ ...req, id });
+    });
+  }
+
+  async stop(): Promise<void> {
+    await this.call({ cmd: 'stop' }, 6_000).catch(() => undefined);
+    const t = setTimeout(() => this.proc.kill('SIGKILL'), 3_000);
+    await this.exited;
+    clearTimeout(t);
+  }
+
+  static killAllNow(): void {
+    for (const p of FleetProcess.all) p.kill('SIGKILL');
+  }
+}
+
+export const killFleetNow = () => FleetProcess.killAllNow();
+
+/** Distinct registry addresses 12.a.b.c:8080 (never dialled: the resolvers here record, they do not connect). */
+export function fleetAddr(i: number): string {
+  return `12.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:8080`;
+}
+
+function split<T>(xs: T[], parts: number): T[][] {
+  const out: T[][] = Array.from({ length: parts }, () => []);
+  xs.forEach((x, i) => out[i % parts].push(x));
+  return out;
+}
+
+async function countKeys(client: Etcd3, keyPrefix: string): Promise<number> {
+  return client.getAll().prefix(keyPrefix).count();
+}
+
+/** Poll `cond` every `everyMs` until true or `timeoutMs`; returns whether it held. */
+async function until(cond: () => Promise<boolean>, timeoutMs: number, everyMs = 50): Promise<boolean> {
+  const end = performance.now() + timeoutMs;
+  for (;;) {
+    if (await cond().catch(() => false)) return true;
+    if (performance.now() > end) return false;
+    await sleep(everyMs);
+  }
+}
+
+export interface RegistrationsOptions {
+  cluster: LocalEtcdCluster;
+  client: Etcd3;
+  prefix: string;
+  service: string;
+  registrations: number;
+  processes: number;
+  ttl: number;
+  /** Steady-state window over which etcd's request rate is taken, ms. */
+  windowMs: number;
+}
+
+export interface RegistrationsResult {
+  shared: boolean;
+  registrations: number;
+  processes: number;
+  ttl: number;
+  /** 'register' sent to every (already running) process → every key visible in etcd. */
+  allVisibleMs: number;
+  /** etcd messages received per second, every member, over the window. */
+  steadyPerS: number;
+  /** Leases held in etcd (`etcdctl lease list`). */
+  leases: number;
+  fleetRssMB: number;
+}
+
+/**
+ * Item 1: N registrations from a few processes, each with its own lease (as
+ * N `mesh server`s would hold) or one lease per process
+ * (LeaseRegistrationGroup). Time until all are visible; etcd's request rate
+ * at steady state, from its own counters.
+ */
+export async function benchRegistrations(o: RegistrationsOptions, shared: boolean, progress: (s: string) => void): Promise<RegistrationsResult> {
+  const keyPrefix = servicePrefix(o.prefix, o.service);
+  const procs = Array.from({ length: o.processes }, () => new FleetProcess());
+  try {
+    const endpoints = o.cluster.endpoints.split(',');
+    const addrs = split(Array.from({ length: o.registrations }, (_, i) => fleetAddr(i)), o.processes);
+    const t0 = performance.now();
+    const started = procs.map((p, i) => p.call({ cmd: 'register', endpoints, prefix: o.prefix, service: o.service, addrs: addrs[i], ttl: o.ttl, shared, perClient: 50 }, 180_000));
+    const visible = await until(async () => (await countKeys(o.client, keyPrefix)) === o.registrations, 30_000);
+    const allVisibleMs = performance.now() - t0;
+    await Promise.all(started);
+    if (!visible) throw new Error(`only ${await countKeys(o.client, keyPrefix)} of ${o.registrations} registrations visible after 30 s`);
+    // Settle: the start-up grants and puts are not steady state.
+    await sleep(Math.min(3_000, o.ttl * 400));
+    const a = await etcdMessagesReceived(o.cluster.members);
+    const ta = performance.now();
+    await sleep(o.windowMs);
+    const b = await etcdMessagesReceived(o.cluster.members);
+    const tb = performance.now();
+    if (a === undefined || b === undefined) throw new Error('etcd /metrics did not answer');
+    const leases = (await o.client.leaseClient.leaseLeases()).leases.length;
+    const reports = await Promise.all(procs.map((p) => p.call<FleetReport>({ cmd: 'report' })));
+    const r: RegistrationsResult = {
+      shared,
+      registrations: o.registrations,
+      processes: o.processes,
+      ttl: o.ttl,
+      allVisibleMs: round(allVisibleMs, 0),
+      steadyPerS: round(((b - a) * 1000) / (tb - ta), 1),
+      leases,
+      fleetRssMB: round(reports.reduce((s, x) => s + x.rss, 0) / 2 ** 20, 0),
+    };
+    progress(`  ${o.registrations} registrations, ${shared ? 'one lease per process' : 'one lease each'}: all visible in ${r.allVisibleMs} ms; etcd ${r.steadyPerS} msgs/s at steady state; ${leases} leases`);
+    return r;
+  } finally {
+    await Promise.all(procs.map((p) => p.stop()));
+    await until(async () => (await countKeys(o.client, keyPrefix)) === 0, 5_000, 100);
+    await o.client.delete().prefix(keyPrefix).exec().catch(() => undefined);
+  }
+}
+
+export interface HerdOptions {
+  cluster: LocalEtcdCluster;
+  client: Etcd3;
+  prefix: string;
+  service: string;
+  registrations: number;
+  resolvers: number;
+  registrarProcesses: number;
+  resolverProcesses: number;
+  /** Registrations per etcd client (1: each its own connection, as separate servers have). */
+  registrationsPerClient: number;
+  /** Resolvers per etcd client (each still its own watch). */
+  resolversPerClient: number;
+  ttl: number;
+  /** Outage length in TTLs (3 in the issue). */
+  outageTtls: number;
+}
+
+export interface HerdResult {
+  registrations: number;
+  resolvers: number;
+  ttl: number;
+  outageMs: number;
+  /** SIGCONT → every member answering /metrics. */
+  answerAfterContMs: number;
+  /** etcd answering → the last registration REGISTERED again (and every key in etcd). */
+  reregisteredMs: number;
+  /** Registrations that went LOST during the outage (all, with an outage of 3 TTL). */
+  losses: number;
+  /** etcd answering → the last resolver's set changed for the last time (it is then correct). */
+  resolversSettledMs: number;
+  /** The last registration back → the last resolver correct (negative: resolvers were done first). */
+  resolversAfterRegisteredMs: number;
+  resolversCorrect: number;
+  /** Deliveries of an empty set / of an error (after the first full set) / of an unknown address, every resolver, the whole run. */
+  emptySets: number;
+  errorDeliveries: number;
+  wrongAddresses: number;
+  /** Smallest set any resolver delivered after its first full one. */
+  minSetAfterFull: number;
+  keysAfter: number;
+  /** etcd messages/s before the outage; highest 200 ms rate in the 5 s after SIGCONT; messages in the first second after SIGCONT. */
+  steadyPerS: number;
+  peakPerS: number;
+  firstSecondMsgs: number;
+}
+
+/**
+ * Item 2: N registrations and R resolvers; every etcd member SIGSTOPped for
+ * `outageTtls` x TTL, then SIGCONTed. Measures re-registration, what the
+ * resolvers delivered throughout, and etcd's request rate in recovery.
+ */
+export async function benchHerd(o: HerdOptions, progress: (s: string) => void): Promise<HerdResult> {
+  const keyPrefix = servicePrefix(o.prefix, o.service);
+  const endpoints = o.cluster.endpoints.split(',');
+  const all = Array.from({ length: o.registrations }, (_, i) => fleetAddr(i));
+  const registrars = Array.from({ length: o.registrarProcesses }, () => new FleetProcess());
+  const resolvers = Array.from({ length: o.resolverProcesses }, () => new FleetProcess());
+  const sampler = new EtcdRateSampler(o.cluster.members, 200);
+  let stopped = false;
+  try {
+    const addrs = split(all, registrars.length);
+    await Promise.all(registrars.map((p, i) => p.call({ cmd: 'register', endpoints, prefix: o.prefix, service: o.service, addrs: addrs[i], ttl: o.ttl, shared: false, perClient: o.registrationsPerClient }, 180_000)));
+    const counts = split(Array.from({ length: o.resolvers }, (_, i) => i), resolvers.length).map((x) => x.length);
+    await Promise.all(resolvers.map((p, i) => p.call({ cmd: 'resolve', endpoints, path: `${o.prefix}/${o.service}`, count: counts[i], perClient: o.resolversPerClient, expected: all }, 180_000)));
+    progress(`  herd: ${o.registrations} registrations (TTL ${o.ttl} s) and ${o.resolvers} resolvers up, every set full`);
+    sampler.start();
+    await sleep(2_000);
+    const steady = sampler.rates(epochNow() - 1_600, epochNow());
+    const steadyPerS = steady.length ? steady.reduce((s, r) => s + r.perS, 0) / steady.length : NaN;
+
+    const outageMs = o.outageTtls * o.ttl * 1000;
+    const tStop = epochNow();
+    stopped = true;
+    for (const m of o.cluster.members) m.proc?.kill('SIGSTOP');
+    await sleep(outageMs);
+    const tCont = epochNow();
+    for (const m of o.cluster.members) m.proc?.kill('SIGCONT');
+    stopped = false;
+    progress(`  herd: every etcd member stopped for ${outageMs} ms, resumed`);
+
+    const answered = await until(async () => sampler.firstAnsweredAfter(tCont) !== undefined, 10_000, 20);
+    if (!answered) throw new Error(`etcd did not answer /metrics within 10 s of SIGCONT (samples since: ${sampler.samples.filter((x) => x.t >= tCont).map((x) => `${round(x.t - tCont, 0)}:${x.total ?? '-'}`).join(' ')})`);
+    const tAnswer = sampler.firstAnsweredAfter(tCont)!.t;
+
+    const report = async () => {
+      const regs = await Promise.all(registrars.map((p) => p.call<FleetReport>({ cmd: 'report' })));
+      const ress = await Promise.all(resolvers.map((p) => p.call<FleetReport>({ cmd: 'report' })));
+      return { regs, ress };
+    };
+    let last = await report();
+    const settled = await until(
+      async () => {
+        last = await report();
+        const back = last.regs.every((r) => r.registrations.registered === r.registrations.count && r.registrations.lastRegisteredAt.every((t) => t > tStop));
+        const correct = last.ress.every((r) => r.resolvers.size.every((s) => s === o.registrations));
+        return back && correct && (await countKeys(o.client, keyPrefix)) === o.registrations;
+      },
+      20_000,
+      200,
+    );
+    // Wait a little longer so a late lease expiry in etcd (deleting keys) would show up in the resolvers.
+    await sleep(1_500);
+    last = await report();
+    sampler.stop();
+    const lastBack = Math.max(...last.regs.flatMap((r) => r.registrations.lastRegisteredAt));
+    const lastChange = Math.max(...last.ress.flatMap((r) => r.resolvers.lastChangeAt));
+    const before = sampler.lastAnsweredBefore(tStop);
+    const afterOne = sampler.firstAnsweredAfter(tCont + 1_000);
+    const peak = sampler.rates(tCont, tCont + 5_000).reduce((m, r) => Math.max(m, r.perS), 0);
+    const r: HerdResult = {
+      registrations: o.registrations,
+      resolvers: o.resolvers,
+      ttl: o.ttl,
+      outageMs,
+      answerAfterContMs: round(tAnswer - tCont, 0),
+      reregisteredMs: round(lastBack - tAnswer, 0),
+      losses: last.regs.reduce((s, x) => s + x.registrations.losses, 0),
+      resolversSettledMs: round(lastChange - tAnswer, 0),
+      resolversAfterRegisteredMs: round(lastChange - lastBack, 0),
+      resolversCorrect: last.ress.reduce((s, x) => s + x.resolvers.size.filter((n) => n === o.registrations).length, 0),
+      emptySets: last.ress.reduce((s, x) => s + x.resolvers.empties, 0),
+      errorDeliveries: last.ress.reduce((s, x) => s + x.resolvers.errors, 0),
+      wrongAddresses: last.ress.reduce((s, x) => s + x.resolvers.wrong, 0),
+      minSetAfterFull: Math.min(...last.ress.flatMap((x) => x.resolvers.minSizeAfterFull)),
+      keysAfter: await countKeys(o.client, keyPrefix),
+      steadyPerS: round(steadyPerS, 0),
+      peakPerS: round(peak, 0),
+      firstSecondMsgs: before?.total !== undefined && afterOne?.total !== undefined ? round(((afterOne.total - before.total) * 1000) / (afterOne.t - tCont), 0) : NaN,
+    };
+    if (!settled) progress(`  herd: NOT settled within 20 s of etcd answering`);
+    progress(
+      `  herd: etcd answered ${r.answerAfterContMs} ms after SIGCONT; all ${r.registrations} registered again ${r.reregisteredMs} ms after that (${r.losses} leases lost); ` +
+        `resolvers settled ${r.resolversSettledMs} ms after it (${r.resolversCorrect}/${r.resolvers} correct); empty sets ${r.emptySets}, smallest set ${r.minSetAfterFull}; ` +
+        `etcd msgs/s steady ${r.steadyPerS}, peak ${r.peakPerS}, first second ${r.firstSecondMsgs}`,
+    );
+    return r;
+  } finally {
+    sampler.stop();
+    if (stopped) for (const m of o.cluster.members) m.proc?.kill('SIGCONT');
+    await Promise.all([...registrars, ...resolvers].map((p) => p.stop()));
+    await until(async () => (await countKeys(o.client, keyPrefix)) === 0, 5_000, 100);
+    await o.client.delete().prefix(keyPrefix).exec().catch(() => undefined);
+  }
+}

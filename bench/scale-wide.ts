@@ -1,0 +1,87 @@
+import type { WideClientResult } from './scale-wide-client';
+import { FleetProcess } from './scale-herd';
+import { median, round } from './bench-report';
+
+export interface WideOptions {
+  endpoints: string[];
+  prefix: string;
+  /** Backends of the wide service (1 000 in the issue) and of the narrow one (3). */
+  wide: number;
+  narrow: number;
+  /** Subset size for the third variant (the wide service with --subset). */
+  subset: number;
+  concurrency: number;
+  warmMs: number;
+  durationMs: number;
+  idleMs: number;
+  /** Rounds of (narrow, wide, wide+subset), each run in a fresh client process. */
+  rounds: number;
+}
+
+export interface WideVariant {
+  backends: number;
+  subset?: number;
+  firstCallMs: number[];
+  rps: number[];
+  failed: number;
+  rssMB: number;
+  idleRssMB: number;
+  idleCpuMsPerS: number;
+}
+
+export interface WideResult {
+  narrow: WideVariant;
+  wide: WideVariant;
+  wideSubset: WideVariant;
+  /** median rps wide / narrow, and wide+subset / narrow. */
+  ratio: number;
+  subsetRatio: number;
+}
+
+/**
+ * Item 3: one client over N real greeter ports (one server process bound to
+ * every port, each registered) against the same client over 3, alternated
+ * in one run; each run a fresh client process (first call timed from its
+ * start; RSS and idle CPU are the client's alone).
+ */
+export async function benchWide(o: WideOptions, progress: (s: string) => void): Promise<WideResult> {
+  const server = new FleetProcess('scale-wide-server.js');
+  try {
+    const wideSvc = 'wide';
+    const narrowSvc = 'narrow';
+    await server.call({ cmd: 'start', endpoints: o.endpoints, prefix: o.prefix, service: wideSvc, count: o.wide }, 120_000);
+    await server.call({ cmd: 'start', endpoints: o.endpoints, prefix: o.prefix, service: narrowSvc, count: o.narrow });
+    progress(`  wide: one process listening on ${o.wide} + ${o.narrow} loopback ports, all registered`);
+    const mk = (backends: number, subset?: number): WideVariant => ({ backends, subset, firstCallMs: [], rps: [], failed: 0, rssMB: 0, idleRssMB: 0, idleCpuMsPerS: 0 });
+    const v = { narrow: mk(o.narrow), wide: mk(o.wide), wideSubset: mk(o.wide, o.subset) };
+    const plan: Array<[WideVariant, string]> = [
+      [v.narrow, narrowSvc],
+      [v.wide, wideSvc],
+      [v.wideSubset, wideSvc],
+    ];
+    for (let round_ = 0; round_ < o.rounds; round_++) {
+      for (const [variant, svc] of round_ % 2 ? [...plan].reverse() : plan) {
+        const client = new FleetProcess('scale-wide-client.js');
+        try {
+          const r = await client.call<WideClientResult>(
+            { cmd: 'run', endpoints: o.endpoints, target: `etcd:///${o.prefix}/${svc}`, subset: variant.subset, concurrency: o.concurrency, warmMs: o.warmMs, durationMs: o.durationMs, idleMs: o.idleMs },
+            120_000,
+          );
+          variant.firstCallMs.push(round(r.firstCallMs, 0));
+          variant.rps.push(round(r.rps, 0));
+          variant.failed += r.failed;
+          // The last run's memory and idle CPU (one client process each; they barely vary).
+          variant.rssMB = round(r.rssMB, 1);
+          variant.idleRssMB = round(r.idleRssMB, 1);
+          variant.idleCpuMsPerS = round(r.idleCpuMsPerS, 2);
+          progress(`  wide: ${variant.backends} backends${variant.subset ? ` --subset ${variant.subset}` : ''}: first call ${round(r.firstCallMs, 0)} ms, ${round(r.rps, 0)} calls/s, ${r.failed} failed, RSS ${round(r.rssMB, 1)} MB, idle CPU ${round(r.idleCpuMsPerS, 2)} ms/s`);
+        } finally {
+          await client.stop();
+        }
+      }
+    }
+    return { ...v, ratio: round(median(v.wide.rps) / median(v.narrow.rps), 3), subsetRatio: round(median(v.wideSubset.rps) / median(v.narrow.rps), 3) };
+  } finally {
+    await server.stop();
+  }
+}
