@@ -56,9 +56,13 @@ describe('mesh demo', () => {
     await expectNothingLeft(events);
   });
 
-  it('Ctrl-C (SIGINT) mid-run stops everything, cleans up, and exits 130 with the summary of what ran', async () => {
-    const demo = new MeshProcess(['demo', '--duration', '60s', '--json']);
+  it('--ui serves the dashboard on the demo\'s etcd; Ctrl-C (SIGINT) mid-run stops everything, cleans up, and exits 130 with the summary of what ran', async () => {
+    const demo = new MeshProcess(['demo', '--duration', '60s', '--json', '--ui', '127.0.0.1:0']);
+    const url = (await demo.waitForLog('demo.dashboard.started', {}, 30_000)).url as string;
     await demo.waitForLog('demo.load.started', {}, 30_000);
+    // The page's own JSON: the demo's greeters, as the dashboard sees them through its etcd watch.
+    const topology = (await (await fetch(`${url}api/topology`)).json()) as { services: { name: string; endpoints: unknown[] }[] };
+    expect(topology.services.find((s) => s.name === 'greeter')?.endpoints.length).toBeGreaterThanOrEqual(3);
     demo.kill('SIGINT');
     const { code } = await demo.exited;
     expect(code).toBe(130);
@@ -67,5 +71,6 @@ describe('mesh demo', () => {
     expect(summary.failed).toBe(0);
     expect(summary.events.map((e) => e.event)).toContain('cleanup.done');
     await expectNothingLeft(summary.events);
+    await expect(fetch(`${url}api/topology`)).rejects.toThrow();
   });
 });
