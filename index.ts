@@ -32,6 +32,8 @@ export { subsetFor, nextSubset, defaultClientId, SUBSET_SIZE_OPTION, CLIENT_ID_O
 export { meshClientOptions, meshChannelOptions, meshServiceConfig, type MeshChannelConfig } from './balancer/channel';
 /** A backend's lease-backed presence in the registry. */
 export { LeaseRegistration } from './balancer/registration-lease';
+export { LeaseRegistrationGroup } from './balancer/registration-group';
+export type { GroupMember, RegistrationGroupOptions } from './balancer/registration-group';
 export type { Registration, RegistrationEvents, RegistrationOptions, RegistrationState } from './balancer/registration';
 /** The registry record format, interoperable with etcd's Go `naming/endpoints`. */
 export { encodeEndpoint, decodeEndpoint, endpointKey, servicePrefix, DecodeError, type EndpointRecord } from './balancer/endpoint-codec';
