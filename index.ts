@@ -32,6 +32,7 @@ export { subsetFor, nextSubset, defaultClientId, SUBSET_SIZE_OPTION, CLIENT_ID_O
 export { meshClientOptions, meshChannelOptions, meshServiceConfig, type MeshChannelConfig } from './balancer/channel';
 /** A backend's lease-backed presence in the registry. */
 export { LeaseRegistration } from './balancer/registration-lease';
+/** Many registrations of one process under one shared lease, as Go's endpoints manager allows: far fewer etcd requests at scale. */
 export { LeaseRegistrationGroup } from './balancer/registration-group';
 export type { GroupMember, RegistrationGroupOptions } from './balancer/registration-group';
 export type { Registration, RegistrationEvents, RegistrationOptions, RegistrationState } from './balancer/registration';
