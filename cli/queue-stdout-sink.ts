@@ -6,6 +6,9 @@ import type { SignalRelay } from './signal-relay';
 import { DrainProbe } from './queue-drain-probe';
 import { EXIT_MULTILINE_ITEM, EXIT_READER_GONE, type Handled } from './queue-handled';
 
+/** How long a signal waits for the probe's answer (it polls every 1-20 ms). */
+const LATE_DRAIN_MS = 100;
+
 /**
  * Stdout mode. Writing into a pipe only puts the item in the kernel's pipe
  * buffer (64 KiB), which a reader that dies never reads: acknowledging on
@@ -49,7 +52,14 @@ export class StdoutSink {
     const err = this.failed ?? (await new Promise<Error | null | undefined>((resolve) => process.stdout.write(Buffer.concat([d.bytes, Buffer.from('\n')]), resolve)));
     if (err) return this.gone(err);
     if (!this.drain) return { ack: true };
-    const got = await Promise.race([this.drain.wait(), signals.next().then(() => 'signal' as const)]);
+    const drained = this.drain.wait();
+    let got = await Promise.race([drained, signals.next().then(() => 'signal' as const)]);
+    if (got === 'signal') {
+      // The reader may have taken the item just before the signal (a reader
+      // that reads a line and then stops us): the probe polls every few ms,
+      // so let it answer before giving back an item that was read.
+      got = await Promise.race([drained, new Promise<'signal'>((resolve) => setTimeout(() => resolve('signal'), LATE_DRAIN_MS))]);
+    }
     if (got === 'drained') return { ack: true };
     if (got === 'signal') return { ack: false, why: 'signal before the reader had read the item' };
     return this.gone(new Error('reader closed the pipe without reading the item'));

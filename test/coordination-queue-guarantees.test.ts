@@ -198,6 +198,8 @@ describe('riding out an etcd stall', () => {
     await waitFor('after handled', () => w.stdout.includes('after') || w.exitCode !== undefined, 20_000);
     expect(w.exitCode).toBeUndefined();
     expect(w.logs.some((l) => l.event === 'queue.consumer_state' && l.from === 'RECONNECTING' && l.to === 'ACTIVE')).toBe(true);
+    // Printed is not yet acknowledged (the ack is an etcd write after the reader drained the pipe): wait for it, then stop.
+    await waitFor('after acknowledged', async () => (await queued('stallq')).length === 0, 10_000);
     w.kill('SIGTERM');
     expect(await w.exitWithin(10_000)).toBe(0);
     expect(w.stdout).toEqual(['before', 'after']);
