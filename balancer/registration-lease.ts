@@ -8,6 +8,7 @@ import { StateCell } from '../core/state-cell';
 import { meshObserver } from '../core/mesh-observer';
 import { componentLogger, type Logger } from '../core/logger';
 import { Backoff } from '../core/backoff';
+import { BrokenCircuitError } from 'cockatiel';
 
 /** A lost lease is granted again after a random delay in [0, this) ms. */
 const REGRANT_JITTER_MS = 500;
@@ -16,9 +17,14 @@ const REGRANT_JITTER_MS = 500;
 const probes = new WeakMap<Etcd3, Promise<void>>();
 
 /**
- * Resolves once etcd answers one cheap request (Maintenance/Status; any
- * answer counts, a refusal too), probing with a 1 s deadline and a
- * jittered backoff. Every registration on the client that lost its lease
+ * Resolves once etcd answers one cheap request (Maintenance/Status) from a
+ * member that knows a leader (a refusal counts too), probing with a 1 s
+ * deadline and a jittered backoff. A member resumed with the rest of a
+ * frozen cluster answers Status before the cluster has re-elected a leader,
+ * and a grant sent then fails ("no leader") and backs off; so does a
+ * request while etcd3's circuit breaker for the member is open
+ * (BrokenCircuitError, which etcd3 does not count as recoverable): both
+ * mean "not yet", not "give up probing". Every registration on the client that lost its lease
  * waits on the same probe, so an etcd that is stopped or unreachable sees
  * one request per client at a time instead of a grant per registration,
  * and no pile of grants is in flight when it comes back (each would wait
@@ -32,10 +38,10 @@ export function whenEtcdAnswers(client: Etcd3): Promise<void> {
       const backoff = new Backoff(100, 1_000);
       for (let i = 0; ; i++) {
         try {
-          await client.maintenance.status({ deadline: Date.now() + 1_000 });
-          return;
+          const status = await client.maintenance.status({ deadline: Date.now() + 1_000 });
+          if (status.leader && status.leader !== '0') return;
         } catch (err) {
-          if (!isRecoverableError(err as Error)) return;
+          if (!isRecoverableError(err as Error) && !(err instanceof BrokenCircuitError)) return;
         }
         await new Promise((r) => setTimeout(r, backoff.next()));
       }

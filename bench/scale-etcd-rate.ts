@@ -1,3 +1,4 @@
+import * as http from 'node:http';
 import type { EtcdMember } from '../demo/etcd-local';
 
 /**
@@ -10,23 +11,48 @@ import type { EtcdMember } from '../demo/etcd-local';
 export async function etcdMessagesReceived(members: EtcdMember[], timeoutMs = 400): Promise<number | undefined> {
   const counts = await Promise.all(
     members.map(async (m) => {
-      try {
-        const res = await fetch(`${m.metricsUrl ?? m.clientUrl}/metrics`, { signal: AbortSignal.timeout(timeoutMs) });
-        if (!res.ok) return undefined;
-        let sum = 0;
-        for (const line of (await res.text()).split('\n')) {
-          if (!line.startsWith('grpc_server_msg_received_total{')) continue;
-          sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-        }
-        return sum;
-      } catch {
-        return undefined;
+      const body = await getText(`${m.metricsUrl ?? m.clientUrl}/metrics`, timeoutMs);
+      if (body === undefined) return undefined;
+      let sum = 0;
+      for (const line of body.split('\n')) {
+        if (!line.startsWith('grpc_server_msg_received_total{')) continue;
+        sum += Number(line.slice(line.lastIndexOf(' ') + 1));
       }
+      return sum;
     }),
   );
   // A member that did not answer makes the sample unusable (a stopped etcd, or one still waking up).
   if (counts.some((c) => c === undefined)) return undefined;
   return counts.reduce<number>((a, c) => a + (c ?? 0), 0);
+}
+
+/**
+ * GET over a fresh connection, the whole exchange bounded by `timeoutMs`;
+ * undefined on any failure. Not fetch(): in the herd test a fetch to a
+ * member resumed from SIGSTOP (its pooled keep-alive connection stalled
+ * mid-exchange) hung past its abort signal, and the sampler with it.
+ */
+function getText(url: string, timeoutMs: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const req = http.get(url, { agent: false }, (res) => {
+      if (res.statusCode !== 200) {
+        res.resume();
+        return done(undefined);
+      }
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (body += c));
+      res.on('end', () => done(body));
+      res.on('error', () => done(undefined));
+    });
+    const timer = setTimeout(() => done(undefined), timeoutMs);
+    req.on('error', () => done(undefined));
+    function done(v: string | undefined): void {
+      clearTimeout(timer);
+      req.destroy();
+      resolve(v);
+    }
+  });
 }
 
 export interface RateSample {
