@@ -55,6 +55,21 @@ interface Attempt {
   message?: unknown;
 }
 
+/**
+ * A stream reset by the transport rather than answered by the service: the
+ * HTTP/2 session under it was closed. grpc-js reports it as INTERNAL
+ * ("Received RST_STREAM with code 2 triggered by internal client error:
+ * Session closed with error code 2"). Seen when a Node server's nghttp2
+ * closes a session whose client reset more streams than its rapid-reset
+ * limit allows (a burst of 1,000, then about 33 a second: CVE-2023-44487's
+ * mitigation), which cancelled hedges do under a steady load. The call
+ * never reached an answer, so for an idempotent method it is retried like
+ * UNAVAILABLE.
+ */
+export function isTransportReset(status: grpc.StatusObject): boolean {
+  return status.code === grpc.status.INTERNAL && /^Received RST_STREAM with code \d+ triggered by internal client error|Session closed with error code/.test(status.details);
+}
+
 export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
   const services = new Set(opts.idempotentServices);
   const maxAttempts = opts.maxAttempts ?? 5;
@@ -120,7 +135,7 @@ export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
         onReceiveStatus: (status: grpc.StatusObject) => {
           a.done = true;
           if (finished) return;
-          if (status.code === grpc.status.UNAVAILABLE) {
+          if (status.code === grpc.status.UNAVAILABLE || isTransportReset(status)) {
             // Replace it at once if the budget allows; else wait for an attempt still running; else that is the answer.
             if (canAddAttempt() && budget.withdraw()) return void launchNext('retry');
             if (inFlight() > 0) return;
@@ -168,10 +183,13 @@ export function hedgingInterceptor(opts: HedgingOptions): grpc.Interceptor {
         armHedge();
       })
       .withCancel(() => {
-        if (!finished) tally?.ended(grpc.status.CANCELLED, performance.now() - t0);
+        if (finished) return;
         finished = true;
+        tally?.ended(grpc.status.CANCELLED, performance.now() - t0);
         if (timer) clearTimeout(timer);
         for (const a of attempts) if (!a.done) a.call.cancelWithStatus(grpc.status.CANCELLED, 'cancelled by the caller');
+        // The attempts' own statuses are dropped once finished: the caller hears of its cancel here, once.
+        outer?.onReceiveStatus({ code: grpc.status.CANCELLED, details: 'Cancelled on client', metadata: new grpc.Metadata() });
       })
       .build();
     return new grpc.InterceptingCall(first, requester);

@@ -52,3 +52,58 @@ describe('UNAVAILABLE after commit', () => {
     expect(failed).toBeGreaterThan(0);
   });
 });
+
+/**
+ * Streams a client resets (every cancelled call, every losing hedge) count
+ * against the server's nghttp2 rapid-reset limit (CVE-2023-44487's
+ * mitigation: a burst of 1,000, then about 33 a second); past it the server
+ * closes the whole HTTP/2 session and every call on it fails INTERNAL
+ * ("Session closed with error code 2"). A tryout saw bursts of such
+ * failures every 30-40 s under a steady hedged load. Here a client cancels
+ * about 2,000 calls a second on one connection while it makes ordinary
+ * calls: the plain channel loses some, the mesh client none. Cancelled
+ * calls report CANCELLED to their callbacks.
+ */
+describe('a session closed by the server for too many stream resets', () => {
+  async function run(client: InstanceType<ReturnType<typeof greeterPackage>['Greeter']>, ms: number): Promise<{ ok: number; cancelled: number; failed: string[] }> {
+    const r = { ok: 0, cancelled: 0, failed: [] as string[] };
+    const pending: Promise<void>[] = [];
+    const one = (cancel: boolean) =>
+      pending.push(
+        new Promise<void>((resolve) => {
+          const call = client.sayHello({ name: 'rst' }, new grpc.Metadata(), { deadline: Date.now() + 5_000 }, (err: grpc.ServiceError | null) => {
+            if (!err) r.ok++;
+            else if (err.code === grpc.status.CANCELLED) r.cancelled++;
+            else r.failed.push(`${err.code} ${err.details}`);
+            resolve();
+          });
+          if (cancel) setImmediate(() => call.cancel());
+        }),
+      );
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      for (let i = 0; i < 20; i++) one(true);
+      for (let i = 0; i < 5; i++) one(false);
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    await Promise.all(pending);
+    return r;
+  }
+
+  it('the plain channel loses calls (INTERNAL); the mesh client retries them and reports each cancel', async () => {
+    const target = `ipv4:${good.addr}`;
+    const { Greeter } = greeterPackage();
+    const plain = new Greeter(target, grpc.credentials.createInsecure(), meshChannelOptions({ idempotentServices: [GREETER_SERVICE] }));
+    const p = await run(plain, 2_500);
+    plain.close();
+    expect(p.failed.length).toBeGreaterThan(0);
+    expect(p.failed[0]).toMatch(/^13 .*Session closed with error code 2/);
+
+    const mesh = createGreeterClient(target);
+    const m = await run(mesh, 2_500);
+    mesh.close();
+    expect(m.failed).toEqual([]);
+    expect(m.ok).toBeGreaterThan(500);
+    expect(m.cancelled).toBeGreaterThan(1_000);
+  });
+});
