@@ -48,7 +48,7 @@ export function parsePositiveDuration(value: string): number {
 /** An integer within [min, max]. */
 export function intIn(min: number, max: number): (value: string) => number {
   return (value: string) => {
-    if (!/^-?\d+$/.test(value.trim())) throw new InvalidArgumentError(`${JSON.stringify(value)} is not an integer`);
+    if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError(`${JSON.stringify(value)} is not an integer`);
     const n = Number(value);
     if (n < min || n > max) throw new InvalidArgumentError(`${n} is out of range ${min}..${max}`);
     return n;
@@ -163,7 +163,7 @@ export function parseCoordinationName(value: string): string {
 
 /** `--weight`: an integer in 1..1000 (the registry's range). */
 export function parseWeightFlag(value: string): number {
-  const w = /^\s*-?\d+\s*$/.test(value) ? weightOf(Number(value)) : `${JSON.stringify(value)} is not an integer`;
+  const w = /^-?\d+$/.test(value) ? weightOf(Number(value)) : `${JSON.stringify(value)} is not an integer`;
   if (typeof w === 'string') throw new InvalidArgumentError(`${w.replace(/^weight /, '')} (a weight is an integer ${MIN_WEIGHT}..${MAX_WEIGHT})`);
   return w;
 }

@@ -389,6 +389,8 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
       const lock = h.value === '';
       if (quiet || (o && o.key === h.key && o.value === h.value)) continue;
       if (lock) this.note('lock-taken', name, `lock ${name} taken by ${h.key}`);
+      // The same proposal under a new key is the same candidate campaigning again (its lease was lost): a new term, not a change of leader.
+      else if (o && o.value === h.value) this.note('leader-elected', name, `election ${name}: ${h.value} leads again (new key ${h.key})`);
       else this.note(o ? 'leader-changed' : 'leader-elected', name, o ? `election ${name}: leader ${o.value} -> ${h.value}` : `election ${name}: ${h.value} leads`);
     }
     for (const [name, o] of this.holders) {

@@ -112,7 +112,7 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
     } catch (err) {
       const now = performance.now();
       const code = grpcStatus[(err as ServiceError).code ?? grpcStatus.UNKNOWN] ?? 'UNKNOWN';
-      // The first few failures are logged whole: the report only counts codes.
+      // The first few failures are logged whole (the report only counts codes); the rest are counted in one line at the end.
       if (logged++ < 5) log.warn({ event: 'load.call_failed', code: (err as ServiceError).code, details: (err as ServiceError).details ?? String(err) }, `call failed: ${String((err as Error).message ?? err).split('\n')[0]}`);
       const b = bucket(now);
       b.tick.failed++;
@@ -206,6 +206,7 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
     stoppedAt = Math.min(stoppedAt, performance.now());
   }
   clearTimeout(measuringTimer);
+  if (logged > 5) log.warn({ event: 'load.call_failed_unlogged', count: logged - 5 }, `${logged - 5} more failed calls not logged one by one (the report counts them by code)`);
   setPhase('done');
   if (tickTimer) clearTimeout(tickTimer);
   // The last partial second is not shown as a second of its own (it would

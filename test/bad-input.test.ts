@@ -148,6 +148,8 @@ describe('usage errors: exit 2, one line naming the problem', () => {
       [['client', '--count', '-5'], /--count.*out of range/],
       [['client', '--count', 'many'], /--count.*is not an integer/],
       [['client', '--count', '1e3'], /--count.*is not an integer/],
+      [['client', '--count', ' 3'], /--count.*" 3" is not an integer/],
+      [['server', '--port', '0', '--weight', '5 '], /--weight.*"5 " is not an integer/],
       [['client', '--interval', 'often'], /--interval.*is not a duration/],
       [['client', '--interval', '-1s'], /--interval.*is not a duration/],
       [['client', '--interval', '1x'], /--interval.*is not a duration/],
