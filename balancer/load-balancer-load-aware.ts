@@ -138,7 +138,11 @@ class LoadAwarePicker implements Picker {
         else if (code === grpc.status.RESOURCE_EXHAUSTED) load.end(token, now, FAILURE_PENALTY_MS);
         else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, NO_ANSWER_PENALTY_MS, false, false);
         else load.end(token, now);
-        lb.outstandingTotal--;
+        // Only a call that started counts, once (grpc-js may end one that never started on the subchannel).
+        if (token !== 0) {
+          lb.outstandingTotal--;
+          token = 0;
+        }
         observer?.outstanding?.(load.addr, -1);
         ended?.(code, details, metadata);
       },
