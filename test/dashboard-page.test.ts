@@ -162,7 +162,8 @@ describe('mesh dashboard', () => {
         const e = rows('elections');
         const l = rows('locks');
         const q = rows('queues');
-        return e.length && l.length && q.length ? { e, l, q, timeline: document.getElementById('timeline')!.textContent } : false;
+        // The claim is written after the items: wait for the page to have both (a CI run caught it between them).
+        return e.length && l.length && q.length && q[0][2] === '1' ? { e, l, q, timeline: document.getElementById('timeline')!.textContent } : false;
       },
       { timeout: 10_000, polling: 50 },
     );
