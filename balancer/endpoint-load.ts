@@ -19,6 +19,8 @@
 export class EndpointLoad {
   private ewma: number | undefined;
   private mean: number | undefined;
+  /** How many samples the mean stands on: each sample counts 1, decayed as the mean's weights are. */
+  private meanSamples = 0;
   private lastSampleAt = 0;
   /** When the backend last answered a call (any status it sent), and whether calls were sent to it since. */
   private lastAnswerAt = 0;
@@ -80,6 +82,7 @@ export class EndpointLoad {
     const w = this.mean === undefined ? 0 : Math.exp(-Math.max(0, now - this.lastSampleAt) / this.decayMs);
     const m = Math.max(0, meanSampleMs);
     this.mean = (this.mean ?? m) * w + m * (1 - w);
+    this.meanSamples = this.meanSamples * w + 1;
     this.ewma = this.ewma === undefined || s > this.ewma ? s : this.ewma * w + s * (1 - w);
     this.lastSampleAt = now;
   }
@@ -117,6 +120,16 @@ export class EndpointLoad {
     let est = neutralMs;
     if (this.ewma !== undefined && !ignorePeak) est = this.ewma <= neutralMs ? this.ewma : neutralMs + (this.ewma - neutralMs) * Math.exp(-Math.max(0, now - this.lastSampleAt) / this.decayMs);
     return Math.max(est, this.oldestAgeMs(now), this.stallMs(now));
+  }
+
+  /**
+   * How many samples the time-decayed mean stands on (each decayed with the
+   * mean's own weights): about rate x decayMs for a steady rate. A backend
+   * that gets a few calls a second (one of a thousand) has a mean of one or
+   * two calls, which a single GC pause can make look slow.
+   */
+  get meanSampleCount(): number {
+    return this.meanSamples;
   }
 
   /**

@@ -68,6 +68,7 @@ export class LoadAwareConfig implements grpc.experimental.TypedLoadBalancingConf
       probeIntervalMs: num('probeIntervalMs', DEFAULT_TUNING.probeIntervalMs),
       ejectRatio: num('ejectRatio', DEFAULT_TUNING.ejectRatio),
       ejectMinGapMs: num('ejectMinGapMs', DEFAULT_TUNING.ejectMinGapMs),
+      ejectPriorSamples: num('ejectPriorSamples', DEFAULT_TUNING.ejectPriorSamples),
       readmitRatio: num('readmitRatio', DEFAULT_TUNING.readmitRatio),
       warmupMs: num('warmupMs', DEFAULT_TUNING.warmupMs),
       baseEjectionMs: num('baseEjectionMs', DEFAULT_TUNING.baseEjectionMs),

@@ -23,7 +23,11 @@ import type { EndpointLoad } from './endpoint-load';
  *
  * Ejection (reviewEjections, on a timer): a backend whose mean latency
  * (oldest outstanding call's age included) exceeds `ejectRatio` times the
- * median of its peers, and by at least `ejectMinGapMs`, or that has been
+ * median of its peers, and by at least `ejectMinGapMs` (the mean is first
+ * shrunk towards the median as if `ejectPriorSamples` calls at the median
+ * had joined it: one slow answer among a thousand barely moves a busy
+ * backend's mean, but it is the whole mean of one that gets a few calls a
+ * second, as each of a thousand backends does), or that has been
  * silent (calls sent, none answered) for longer than `stallRatio` times the
  * median (and by `stallMinGapMs`), leaves the rotation and gets probes only;
  * it comes back once it answers and its mean falls under `readmitRatio`
@@ -39,6 +43,7 @@ export interface LoadAwareTuning {
   probeIntervalMs: number;
   ejectRatio: number;
   ejectMinGapMs: number;
+  ejectPriorSamples: number;
   readmitRatio: number;
   /** A backend is not ejected for its mean latency during its first warmupMs (a cold process is slow at first); silence still counts. */
   warmupMs: number;
@@ -59,6 +64,7 @@ export const DEFAULT_TUNING: LoadAwareTuning = {
   probeIntervalMs: 200,
   ejectRatio: 4,
   ejectMinGapMs: 10,
+  ejectPriorSamples: 3,
   readmitRatio: 1.5,
   warmupMs: 1_000,
   baseEjectionMs: 250,
@@ -226,6 +232,13 @@ export function reviewEjections(entries: PickEntry[], now: number, tuning: LoadA
     if (m !== undefined) lat.set(e, m);
   }
   const ref = lowerMedian([...lat.values()]);
+  // What a backend is judged on: its mean shrunk towards the median by the prior, never below its oldest call's age.
+  const evidence = (e: PickEntry) => {
+    const m = lat.get(e);
+    if (m === undefined) return undefined;
+    const n = e.load.meanSampleCount;
+    return Math.max((m * n + ref! * tuning.ejectPriorSamples) / (n + tuning.ejectPriorSamples), e.load.oldestAgeMs(now));
+  };
   if (ref === undefined) return { referenceMs: undefined, eject: [], readmit: [] };
   const stallLimit = Math.max(tuning.stallRatio * ref, ref + tuning.stallMinGapMs);
   const minOut = (e: PickEntry) => Math.min(tuning.maxEjectionMs, tuning.baseEjectionMs * e.ejections);
@@ -236,7 +249,12 @@ export function reviewEjections(entries: PickEntry[], now: number, tuning: LoadA
     room <= 0
       ? []
       : entries
-          .filter((e) => !e.ejected && ((now - e.since >= tuning.warmupMs && lat.has(e) && lat.get(e)! > tuning.ejectRatio * ref && lat.get(e)! > ref + tuning.ejectMinGapMs) || e.load.stallMs(now) > stallLimit))
+          .filter((e) => {
+            if (e.ejected) return false;
+            if (e.load.stallMs(now) > stallLimit) return true;
+            const x = now - e.since >= tuning.warmupMs ? evidence(e) : undefined;
+            return x !== undefined && x > tuning.ejectRatio * ref && x > ref + tuning.ejectMinGapMs;
+          })
           .sort((x, y) => Math.max(lat.get(y) ?? 0, y.load.stallMs(now)) - Math.max(lat.get(x) ?? 0, x.load.stallMs(now)))
           .slice(0, room);
   return { referenceMs: ref, eject, readmit };

@@ -18,34 +18,55 @@ const probes = new WeakMap<Etcd3, Promise<void>>();
 
 /**
  * Resolves once etcd answers one cheap request (Maintenance/Status) from a
- * member that knows a leader (a refusal counts too), probing with a 1 s
- * deadline and a jittered backoff. A member resumed with the rest of a
- * frozen cluster answers Status before the cluster has re-elected a leader,
- * and a grant sent then fails ("no leader") and backs off; so does a
- * request while etcd3's circuit breaker for the member is open
- * (BrokenCircuitError, which etcd3 does not count as recoverable): both
- * mean "not yet", not "give up probing". Every registration on the client that lost its lease
- * waits on the same probe, so an etcd that is stopped or unreachable sees
- * one request per client at a time instead of a grant per registration,
- * and no pile of grants is in flight when it comes back (each would wait
- * out its deadline, and etcd3 resets a member's channels on a timeout).
+ * member that knows a leader (a refusal counts too). Every registration on
+ * the client that lost its lease waits on the same probe, so an etcd that is
+ * stopped or unreachable sees about one request per client per second
+ * instead of a grant per registration, and no pile of grants is in flight
+ * when it comes back (each would wait out its deadline, and etcd3 resets a
+ * member's channels on a timeout).
+ *
+ * - A new attempt starts on a jittered backoff (100 ms doubling to 1 s)
+ *   whether or not the last one has answered: an attempt that hangs on a
+ *   member that is still coming back must not hold the whole client back,
+ *   so the client learns that etcd answers within about a second of it.
+ * - No explicit deadline: etcd3 retries a failed call on the next member
+ *   with the caller's deadline, and an expired one fails there at once,
+ *   resetting that member's channels and counting against its circuit
+ *   breaker; the client's default deadline is fresh for each try.
+ * - A member resumed with the rest of a frozen cluster answers Status before
+ *   the cluster has re-elected a leader (a grant sent then fails "no
+ *   leader"), and etcd3's open circuit breaker answers BrokenCircuitError
+ *   (not "recoverable" to etcd3): both mean "not yet".
+ *
  * Ends with the client: a closed client throws at once.
  */
 export function whenEtcdAnswers(client: Etcd3): Promise<void> {
   let p = probes.get(client);
   if (!p) {
-    p = (async () => {
+    p = new Promise<void>((resolve) => {
       const backoff = new Backoff(100, 1_000);
-      for (let i = 0; ; i++) {
-        try {
-          const status = await client.maintenance.status({ deadline: Date.now() + 1_000 });
-          if (status.leader && status.leader !== '0') return;
-        } catch (err) {
-          if (!isRecoverableError(err as Error) && !(err instanceof BrokenCircuitError)) return;
-        }
-        await new Promise((r) => setTimeout(r, backoff.next()));
-      }
-    })().finally(() => probes.delete(client));
+      let timer: NodeJS.Timeout | undefined;
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve();
+      };
+      const attempt = () => {
+        if (done) return;
+        client.maintenance.status().then(
+          (status) => {
+            if (status.leader && status.leader !== '0') finish();
+          },
+          (err: unknown) => {
+            if (!isRecoverableError(err as Error) && !(err instanceof BrokenCircuitError)) finish();
+          },
+        );
+        timer = setTimeout(attempt, backoff.next());
+      };
+      attempt();
+    }).finally(() => probes.delete(client));
     probes.set(client, p);
   }
   return p;
@@ -213,6 +234,11 @@ export class LeaseRegistration extends EventEmitter<RegistrationEvents> implemen
   private onLeaseLost(gen: number, err: unknown): void {
     if (gen !== this.generation || this.cell.is('CLOSED', 'GRANTING')) return;
     this.lease = undefined;
+    // The key goes with the lease; watching it until the next grant would only
+    // have etcd3 re-attach the watch on every reconnect while etcd is away and
+    // deliver the expiry's delete to nobody who can act on it.
+    this.ownKeyWatch?.close();
+    this.ownKeyWatch = undefined;
     this.cell.set('LOST', `lease lost: ${String(err)}`, { leaseId: this.currentLeaseId });
     this.currentLeaseId = undefined;
     // A fleet loses its leases together (an etcd outage longer than the TTL):

@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
 import { EndpointWatcher, type EndpointSnapshot } from './endpoint-watcher';
-import type { EndpointAttributes } from './endpoint-codec';
+import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { componentLogger, type Logger } from '../core/logger';
 import { createEtcdClient } from '../core/etcd-client';
 import { DEFAULT_ETCD_ENDPOINT, endpointsFromEnv } from '../core/etcd-config';
@@ -25,8 +25,8 @@ export const ETCD_CLIENT_OPTION = 'etcd_mesh.client';
 
 /**
  * Resolver attribute (grpc-js merges resolver attributes into the options it
- * hands the load balancer) carrying each endpoint's attributes from the
- * registry: a JSON string `{"host:port": {"weight": 100, "zone": ...}}`.
+ * hands the load balancer) carrying the weights from the registry that are
+ * not DEFAULT_WEIGHT: a JSON string `{"host:port": {"weight": 100}}`.
  * A string, so channel options stay comparable; the load-aware policy strips
  * it before creating subchannels.
  */
@@ -106,6 +106,8 @@ export class EtcdResolver implements grpc.experimental.Resolver {
   private readonly subset: { size: number; clientId: number } | undefined;
   /** The registry and the subset last delivered: nextSubset keeps held backends when others only leave. */
   private subsetState: { registry: string[]; held: string[] } | undefined;
+  /** The endpoints of the last delivery by address, handed over again while their address stays. */
+  private endpointCache = new Map<string, Endpoint>();
 
   constructor(
     private readonly target: GrpcUri,
@@ -161,17 +163,19 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     this.delivered = 0;
     this.everDelivered = false;
     this.subsetState = undefined;
+    this.endpointCache = new Map();
   }
 
   private onUpdate(snap: EndpointSnapshot): void {
-    const attrs: Record<string, EndpointAttributes> = {};
     // Two keys naming one address (hand-written duplicates): the last read wins.
-    for (const e of snap.endpoints) attrs[e.addr] = e.attributes;
-    const registered = Object.keys(attrs).length;
+    const byAddr = new Map<string, EndpointAttributes>();
+    for (const e of snap.endpoints) byAddr.set(e.addr, e.attributes);
+    const registered = byAddr.size;
+    let addrs: Iterable<string> = byAddr.keys();
     // Subsetting picks from the whole registry, so the held-back rule below
     // sees an empty subset only when the registry itself is empty.
     if (this.subset && registered > 0) {
-      const all = Object.keys(attrs);
+      const all = [...byAddr.keys()];
       const held = nextSubset(this.subsetState?.registry, this.subsetState?.held, all, this.subset.clientId, this.subset.size);
       const was = new Set(this.subsetState?.held ?? []);
       const added = held.filter((b) => !was.has(b));
@@ -180,18 +184,28 @@ export class EtcdResolver implements grpc.experimental.Resolver {
         this.log.info({ event: 'resolver.subset_change', revision: snap.revision, added, removed, size: held.length, registered }, `subset: +${added.length} -${removed.length}, ${held.length} of ${registered}`);
       }
       this.subsetState = { registry: all, held };
-      const keep = new Set(held);
-      for (const addr of all) if (!keep.has(addr)) delete attrs[addr];
+      addrs = held;
     }
-    const addrs = Object.keys(attrs);
-    if (addrs.length === 0 && this.delivered > 0) {
+    // Every delivery is the full set, but a delivery during a fleet's churn
+    // must not cost O(N) allocations per resolver: endpoints are reused from
+    // the last delivery, and only weights that differ from the default travel
+    // in the attributes option (the policy reads nothing else from it).
+    const cache = new Map<string, Endpoint>();
+    const weights: Record<string, Pick<EndpointAttributes, 'weight'>> = {};
+    for (const addr of addrs) {
+      cache.set(addr, this.endpointCache.get(addr) ?? toEndpoint(addr));
+      const weight = byAddr.get(addr)!.weight;
+      if (weight !== DEFAULT_WEIGHT) weights[addr] = { weight };
+    }
+    if (cache.size === 0 && this.delivered > 0) {
       this.log.warn({ event: 'resolver.empty_held', revision: snap.revision, keeping: this.delivered }, 'registry is empty; keeping the last endpoint set until a backend registers');
       return;
     }
-    this.delivered = addrs.length;
+    this.endpointCache = cache;
+    this.delivered = cache.size;
     this.everDelivered = true;
-    this.log.debug({ event: 'resolver.update', revision: snap.revision, endpoints: addrs, registered }, `resolved ${addrs.length} endpoints`);
-    meshObserver()?.resolverUpdate?.(this.keyPrefix, addrs.length);
-    this.listener(grpc.experimental.statusOrFromValue(addrs.map(toEndpoint)), { [ENDPOINT_ATTRIBUTES_OPTION]: JSON.stringify(attrs) }, null, `etcd revision ${snap.revision}`);
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ event: 'resolver.update', revision: snap.revision, endpoints: [...cache.keys()], registered }, `resolved ${cache.size} endpoints`);
+    meshObserver()?.resolverUpdate?.(this.keyPrefix, cache.size);
+    this.listener(grpc.experimental.statusOrFromValue([...cache.values()]), { [ENDPOINT_ATTRIBUTES_OPTION]: JSON.stringify(weights) }, null, `etcd revision ${snap.revision}`);
   }
 }

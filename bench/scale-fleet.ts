@@ -56,6 +56,9 @@ export interface FleetReport {
     registered: number;
     /** Per registration (or group), when it last became REGISTERED. */
     lastRegisteredAt: number[];
+    /** Per registration (or group), when it last began a grant (GRANTING), and when it last went LOST. */
+    lastGrantingAt: number[];
+    lastLostAt: number[];
     /** LOST transitions seen, all registrations together. */
     losses: number;
   };
@@ -78,6 +81,8 @@ export interface FleetReport {
 const clients: Etcd3[] = [];
 const regs: Array<LeaseRegistration | LeaseRegistrationGroup> = [];
 const regLastAt: number[] = [];
+const regGrantAt: number[] = [];
+const regLostAt: number[] = [];
 let regLosses = 0;
 interface Rec {
   resolver: EtcdResolver;
@@ -108,9 +113,15 @@ async function register(r: FleetRegisterRequest): Promise<{ ms: number }> {
   const pool: Etcd3[] = [];
   const track = (idx: number, reg: LeaseRegistration | LeaseRegistrationGroup) => {
     regLastAt[idx] = 0;
+    regGrantAt[idx] = 0;
+    regLostAt[idx] = 0;
     reg.on('state', (next: RegistrationState) => {
       if (next === 'REGISTERED') regLastAt[idx] = epochNow();
-      if (next === 'LOST') regLosses++;
+      if (next === 'GRANTING') regGrantAt[idx] = epochNow();
+      if (next === 'LOST') {
+        regLosses++;
+        regLostAt[idx] = epochNow();
+      }
     });
   };
   if (r.shared) {
@@ -135,6 +146,7 @@ async function resolve(r: FleetResolveRequest): Promise<{ ms: number }> {
   const t0 = performance.now();
   const pool: Etcd3[] = [];
   const expected = new Set(r.expected);
+  const checked = new WeakSet<Endpoint>();
   let pendingFull = r.count;
   let allFull: () => void = () => undefined;
   const done = new Promise<void>((res) => (allFull = res));
@@ -155,7 +167,11 @@ async function resolve(r: FleetResolveRequest): Promise<{ ms: number }> {
         }
         const eps = result.value;
         if (eps.length === 0) empties++;
+        // The resolver hands the same endpoint object again while its address
+        // stays: check each once, so the recording does not cost O(N) per delivery.
         for (const e of eps) {
+          if (checked.has(e)) continue;
+          checked.add(e);
           const a = e.addresses[0] as { host: string; port: number };
           if (!expected.has(`${a.host}:${a.port}`)) wrong++;
         }
@@ -186,6 +202,8 @@ function report(): FleetReport {
       count: regs.length,
       registered: regs.filter((g) => g.state === 'REGISTERED').length,
       lastRegisteredAt: regLastAt,
+      lastGrantingAt: regGrantAt,
+      lastLostAt: regLostAt,
       losses: regLosses,
     },
     resolvers: {

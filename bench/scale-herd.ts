@@ -193,6 +193,18 @@ export interface HerdResult {
   answerAfterContMs: number;
   /** etcd answering → the last registration REGISTERED again (and every key in etcd). */
   reregisteredMs: number;
+  /** etcd answering → a registration REGISTERED again: the median, and the 90th percentile. */
+  reregisteredP50Ms: number;
+  reregisteredP90Ms: number;
+  /** etcd answering → a registration's last grant began (the wait: probe and jitter): median, and the last. */
+  /** etcd answering → a registration went LOST (negative: during the outage): median, and the last. */
+  lostP50Ms: number;
+  lostMaxMs: number;
+  grantStartP50Ms: number;
+  grantStartMaxMs: number;
+  /** A registration's last grant began → it was REGISTERED (the grant, the put, the retries): median, and the longest. */
+  grantTookP50Ms: number;
+  grantTookMaxMs: number;
   /** Registrations that went LOST during the outage (all, with an outage of 3 TTL). */
   losses: number;
   /** etcd answering → the last resolver's set changed for the last time (it is then correct). */
@@ -206,6 +218,8 @@ export interface HerdResult {
   wrongAddresses: number;
   /** Smallest set any resolver delivered after its first full one. */
   minSetAfterFull: number;
+  /** Sets handed over per resolver, the whole run (the first full one included). */
+  deliveriesPerResolver: number;
   keysAfter: number;
   /** etcd messages/s before the outage; highest 200 ms rate in the 5 s after SIGCONT; messages in the first second after SIGCONT. */
   steadyPerS: number;
@@ -272,6 +286,11 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
     last = await report();
     sampler.stop();
     const lastBack = Math.max(...last.regs.flatMap((r) => r.registrations.lastRegisteredAt));
+    const backs = last.regs.flatMap((r) => r.registrations.lastRegisteredAt).map((t) => t - tAnswer);
+    const grantStarts = last.regs.flatMap((r) => r.registrations.lastGrantingAt).map((t) => t - tAnswer);
+    const losts = last.regs.flatMap((r) => r.registrations.lastLostAt).map((t) => t - tAnswer);
+    const grantTook = last.regs.flatMap((r) => r.registrations.lastRegisteredAt.map((t, i) => t - r.registrations.lastGrantingAt[i]));
+    const pct = (xs: number[], q: number) => round([...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))], 0);
     const lastChange = Math.max(...last.ress.flatMap((r) => r.resolvers.lastChangeAt));
     const before = sampler.lastAnsweredBefore(tStop);
     const afterOne = sampler.firstAnsweredAfter(tCont + 1_000);
@@ -283,6 +302,14 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
       outageMs,
       answerAfterContMs: round(tAnswer - tCont, 0),
       reregisteredMs: round(lastBack - tAnswer, 0),
+      reregisteredP50Ms: pct(backs, 0.5),
+      reregisteredP90Ms: pct(backs, 0.9),
+      lostP50Ms: pct(losts, 0.5),
+      lostMaxMs: pct(losts, 1),
+      grantStartP50Ms: pct(grantStarts, 0.5),
+      grantStartMaxMs: pct(grantStarts, 1),
+      grantTookP50Ms: pct(grantTook, 0.5),
+      grantTookMaxMs: pct(grantTook, 1),
       losses: last.regs.reduce((s, x) => s + x.registrations.losses, 0),
       resolversSettledMs: round(lastChange - tAnswer, 0),
       resolversAfterRegisteredMs: round(lastChange - lastBack, 0),
@@ -291,6 +318,7 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
       errorDeliveries: last.ress.reduce((s, x) => s + x.resolvers.errors, 0),
       wrongAddresses: last.ress.reduce((s, x) => s + x.resolvers.wrong, 0),
       minSetAfterFull: Math.min(...last.ress.flatMap((x) => x.resolvers.minSizeAfterFull)),
+      deliveriesPerResolver: round(last.ress.reduce((s, x) => s + x.resolvers.deliveries, 0) / o.resolvers, 1),
       keysAfter: await countKeys(o.client, keyPrefix),
       steadyPerS: round(steadyPerS, 0),
       peakPerS: round(peak, 0),
@@ -298,8 +326,8 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
     };
     if (!settled) progress(`  herd: NOT settled within 20 s of etcd answering`);
     progress(
-      `  herd: etcd answered ${r.answerAfterContMs} ms after SIGCONT; all ${r.registrations} registered again ${r.reregisteredMs} ms after that (${r.losses} leases lost); ` +
-        `resolvers settled ${r.resolversSettledMs} ms after it (${r.resolversCorrect}/${r.resolvers} correct); empty sets ${r.emptySets}, smallest set ${r.minSetAfterFull}; ` +
+      `  herd: etcd answered ${r.answerAfterContMs} ms after SIGCONT; all ${r.registrations} registered again ${r.reregisteredMs} ms after that (p50 ${r.reregisteredP50Ms}, p90 ${r.reregisteredP90Ms}; went LOST p50 ${r.lostP50Ms}, last ${r.lostMaxMs}; grants began p50 ${r.grantStartP50Ms}, last ${r.grantStartMaxMs}; a grant took p50 ${r.grantTookP50Ms}, max ${r.grantTookMaxMs}; ${r.losses} leases lost); ` +
+        `resolvers settled ${r.resolversSettledMs} ms after it (${r.resolversCorrect}/${r.resolvers} correct); empty sets ${r.emptySets}, smallest set ${r.minSetAfterFull}, ${r.deliveriesPerResolver} sets per resolver; ` +
         `etcd msgs/s steady ${r.steadyPerS}, peak ${r.peakPerS}, first second ${r.firstSecondMsgs}`,
     );
     return r;

@@ -215,6 +215,20 @@ describe('ejection', () => {
     expect(reviewEjections(es, 150, DEFAULT_TUNING).eject).toEqual([es[0]]);
   });
 
+  it('a backend that gets a few calls a second (one of a thousand) is not ejected for one slow answer; a run of them ejects it', () => {
+    // 1,000 backends at ~3 calls/s each: one answer every 300 ms, 3.5 ms as a rule.
+    const es = entries(...Array.from({ length: 1_000 }, () => 100));
+    for (let t = 0; t <= 3_000; t += 300) for (const e of es) e.load.observe(3.5, t);
+    // A 40 ms client pause lands on the calls of 16 of them.
+    for (const e of es.slice(0, 16)) e.load.observe(40, 3_300);
+    expect(reviewEjections(es, 3_300, DEFAULT_TUNING).eject).toEqual([]);
+    // Without the prior, that one answer is the mean: all 16 would go.
+    expect(reviewEjections(es, 3_300, { ...DEFAULT_TUNING, ejectPriorSamples: 1e-9 }).eject).toHaveLength(16);
+    // One of them answers slowly call after call: it goes.
+    for (const t of [3_600, 3_900, 4_200]) es[0].load.observe(40, t);
+    expect(reviewEjections(es, 4_200, DEFAULT_TUNING).eject).toEqual([es[0]]);
+  });
+
   it('a newcomer is not ejected for its (cold) mean latency during its warm-up; silence still ejects it', () => {
     const es = entries(100, 100, 100);
     for (const e of es.slice(1)) e.load.observe(2, 0);
