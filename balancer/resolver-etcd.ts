@@ -6,7 +6,7 @@ import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { componentLogger, type Logger } from '../core/logger';
 import { createEtcdClient } from '../core/etcd-client';
 import { DEFAULT_ETCD_ENDPOINT, endpointsFromEnv } from '../core/etcd-config';
-import { nextSubset, subsetOptionsOf } from './subset';
+import { AUTO_SUBSET_ABOVE, nextSubset, subsetOptionsOf, type SubsetChoice } from './subset';
 import { meshObserver } from '../core/mesh-observer';
 
 type GrpcUri = grpc.experimental.GrpcUri;
@@ -103,9 +103,11 @@ export class EtcdResolver implements grpc.experimental.Resolver {
   private readonly log: Logger;
   private everDelivered = false;
   /** Deterministic subsetting (subset.ts), from the channel options; undefined: every backend. */
-  private readonly subset: { size: number; clientId: number } | undefined;
+  private readonly subset: SubsetChoice | undefined;
   /** The registry and the subset last delivered: nextSubset keeps held backends when others only leave. */
   private subsetState: { registry: string[]; held: string[] } | undefined;
+  /** Whether `auto` subsetting is in force (the registry outgrew AUTO_SUBSET_ABOVE). */
+  private autoEngaged = false;
   /** The endpoints of the last delivery by address, handed over again while their address stays. */
   private endpointCache = new Map<string, Endpoint>();
 
@@ -117,7 +119,7 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     this.keyPrefix = keyPrefixOf(target);
     this.log = componentLogger('resolver', { target: grpc.experimental.uriToString(target) });
     this.subset = subsetOptionsOf(options);
-    if (this.subset) this.log.info({ event: 'resolver.subset', size: this.subset.size, clientId: this.subset.clientId }, `subsetting: ${this.subset.size} backends per client, client id ${this.subset.clientId}`);
+    if (this.subset && !this.subset.auto) this.log.info({ event: 'resolver.subset', size: this.subset.size, clientId: this.subset.clientId }, `subsetting: ${this.subset.size} backends per client, client id ${this.subset.clientId}`);
   }
 
   /** A valid host name for `:authority`: the service, i.e. the last path segment. */
@@ -163,6 +165,7 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     this.delivered = 0;
     this.everDelivered = false;
     this.subsetState = undefined;
+    this.autoEngaged = false;
     this.endpointCache = new Map();
   }
 
@@ -174,7 +177,18 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     let addrs: Iterable<string> = byAddr.keys();
     // Subsetting picks from the whole registry, so the held-back rule below
     // sees an empty subset only when the registry itself is empty.
-    if (this.subset && registered > 0) {
+    // `auto` subsets only a registry larger than AUTO_SUBSET_ABOVE; crossing
+    // back under it hands over every backend and forgets the subset held.
+    const subsetting = this.subset !== undefined && registered > 0 && (!this.subset.auto || registered > AUTO_SUBSET_ABOVE);
+    if (this.subset?.auto && subsetting !== this.autoEngaged) {
+      this.autoEngaged = subsetting;
+      if (!subsetting) this.subsetState = undefined;
+      this.log.info(
+        { event: 'resolver.subset_auto', engaged: subsetting, size: this.subset.size, clientId: this.subset.clientId, registered, above: AUTO_SUBSET_ABOVE },
+        subsetting ? `registry holds ${registered} backends (> ${AUTO_SUBSET_ABOVE}): subsetting to ${this.subset.size}, client id ${this.subset.clientId}` : `registry holds ${registered} backends: using every one`,
+      );
+    }
+    if (this.subset && subsetting) {
       const all = [...byAddr.keys()];
       const held = nextSubset(this.subsetState?.registry, this.subsetState?.held, all, this.subset.clientId, this.subset.size);
       const was = new Set(this.subsetState?.held ?? []);

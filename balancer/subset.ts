@@ -128,19 +128,41 @@ export function nextSubset(prevRegistry: readonly string[] | undefined, held: re
 }
 
 /**
- * Channel options the etcd resolver reads (numbers): with SUBSET_SIZE_OPTION
- * set to N >= 1 it hands grpc-js only subsetFor(registry, client id, N);
- * the client id is CLIENT_ID_OPTION, else defaultClientId(). Unset: every
- * registered backend (the default).
+ * Channel options the etcd resolver reads (numbers). SUBSET_SIZE_OPTION:
+ * N >= 1 hands grpc-js subsetFor(registry, client id, N); 0 turns
+ * subsetting off (every registered backend); unset is the default, `auto`:
+ * every backend while the registry holds at most AUTO_SUBSET_ABOVE of them,
+ * AUTO_SUBSET_SIZE above that. The client id is CLIENT_ID_OPTION, else
+ * defaultClientId().
  */
 export const SUBSET_SIZE_OPTION = 'etcd_mesh.subset_size';
 /** This client's id for subsetting (a number, 0..MAX_CLIENT_ID); see SUBSET_SIZE_OPTION. */
 export const CLIENT_ID_OPTION = 'etcd_mesh.client_id';
 
-/** The subsetting a channel's options ask for, or undefined for none. */
-export function subsetOptionsOf(options: Record<string, unknown>): { size: number; clientId: number } | undefined {
+/**
+ * Registries larger than this are subset by default. Below it a client's
+ * connections cost little (a few MB and ms/s idle each dozen); at 1,000
+ * backends a full mesh cost one client 70 MB, 3x the idle CPU and 12-28% of
+ * its throughput on the scale bench (docs/scale.md), and M clients hold
+ * M x S connections.
+ */
+export const AUTO_SUBSET_ABOVE = 100;
+/** The subset size `auto` uses over a large registry: about what --subset 10 measured, with room for ejections. */
+export const AUTO_SUBSET_SIZE = 20;
+
+/** What a channel's options ask for: `size` backends (auto: only over a registry larger than AUTO_SUBSET_ABOVE), or undefined for every backend. */
+export interface SubsetChoice {
+  size: number;
+  clientId: number;
+  auto: boolean;
+}
+
+/** The subsetting a channel's options ask for (see SUBSET_SIZE_OPTION), or undefined when it is off. */
+export function subsetOptionsOf(options: Record<string, unknown>): SubsetChoice | undefined {
   const size = options[SUBSET_SIZE_OPTION];
-  if (typeof size !== 'number' || !Number.isInteger(size) || size < 1) return undefined;
   const id = options[CLIENT_ID_OPTION];
-  return { size, clientId: typeof id === 'number' && Number.isInteger(id) && id >= 0 ? id : defaultClientId() };
+  const clientId = typeof id === 'number' && Number.isInteger(id) && id >= 0 ? id : defaultClientId();
+  if (size === undefined) return { size: AUTO_SUBSET_SIZE, clientId, auto: true };
+  if (typeof size !== 'number' || !Number.isInteger(size) || size < 1) return undefined;
+  return { size, clientId, auto: false };
 }

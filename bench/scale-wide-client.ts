@@ -25,7 +25,7 @@ export interface WideClientResult {
 async function run(r: { endpoints: string[]; target: string; subset?: number; concurrency: number; warmMs: number; durationMs: number; idleMs: number }): Promise<WideClientResult> {
   const t0 = performance.now();
   const etcd = createEtcdClient({ endpoints: r.endpoints });
-  const c = openGreeterClient(r.target, etcd, { name: 'wide', options: r.subset ? { [SUBSET_SIZE_OPTION]: r.subset, [CLIENT_ID_OPTION]: 0 } : {} });
+  const c = openGreeterClient(r.target, etcd, { name: 'wide', options: { [CLIENT_ID_OPTION]: 0, ...(r.subset !== undefined ? { [SUBSET_SIZE_OPTION]: r.subset } : {}) } });
   try {
     let firstCallMs = NaN;
     for (let i = 0; i < 200 && Number.isNaN(firstCallMs); i++) {

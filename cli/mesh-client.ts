@@ -2,7 +2,7 @@ import type { Etcd3 } from 'etcd3';
 import { Option, type Command } from 'commander';
 import { connectEtcd, UsageError, type EtcdFlags, type ServiceFlags } from './common';
 import { intIn } from './parse';
-import { CLIENT_ID_OPTION, MAX_CLIENT_ID, SUBSET_SIZE_OPTION } from '../balancer/subset';
+import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE, CLIENT_ID_OPTION, MAX_CLIENT_ID, SUBSET_SIZE_OPTION } from '../balancer/subset';
 import { clientCredentials, type ClientTlsFlags } from './tls';
 import { meshTarget, openGreeterClient, type GreeterClient } from '../services/greeter-client';
 import { servicePrefix } from '../balancer/endpoint-codec';
@@ -14,7 +14,7 @@ export interface MeshClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags
   target?: string;
   /** Load-balancing policy (`--lb`); default the mesh's. */
   lb?: LbPolicy;
-  /** `--subset N`: deterministic subsetting, N backends of the registry (balancer/subset.ts). */
+  /** `--subset N`: deterministic subsetting, N backends of the registry (balancer/subset.ts); 0: off; unset: auto. */
   subset?: number;
   /** `--client-id`: this client's index for subsetting; default a hash of host name and pid. */
   clientId?: number;
@@ -23,8 +23,10 @@ export interface MeshClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags
 /** `--subset` and `--client-id`, shared by `client` and `load`. */
 export function addSubsetOptions(cmd: Command): Command {
   return cmd
-    .addOption(new Option('--subset <n>', 'connect to only N of the registered backends, chosen by deterministic subsetting (default: all; see docs/cli.md for when to turn it on)').argParser(intIn(1, 100_000)))
-    .addOption(new Option('--client-id <id>', `this client's index for --subset, 0..${MAX_CLIENT_ID}; dense ids 0..M-1 balance exactly (default: a hash of host name and pid)`).argParser(intIn(0, MAX_CLIENT_ID)));
+    .addOption(
+      new Option('--subset <n>', `connect to only N of the registered backends, chosen by deterministic subsetting; 0: to every one (default: every one up to ${AUTO_SUBSET_ABOVE} registered, ${AUTO_SUBSET_SIZE} of them above that)`).argParser(intIn(0, 100_000)),
+    )
+    .addOption(new Option('--client-id <id>', `this client's index for subsetting, 0..${MAX_CLIENT_ID}; dense ids 0..M-1 balance exactly (default: a hash of host name and pid)`).argParser(intIn(0, MAX_CLIENT_ID)));
 }
 
 /** A Greeter client on the mesh channel, and the etcd client its resolver reads (none with --target). */
@@ -48,11 +50,12 @@ export interface MeshClient {
 export async function openMeshClient(flags: MeshClientFlags): Promise<MeshClient> {
   const target = flags.target ?? meshTarget(flags.prefix, flags.service);
   if (flags.target && flags.subset !== undefined) throw new UsageError('--subset picks from the etcd registry; it does not apply to --target');
-  if (flags.clientId !== undefined && flags.subset === undefined) throw new UsageError('--client-id only matters with --subset N');
+  if (flags.target && flags.clientId !== undefined) throw new UsageError('--client-id picks a subset of the etcd registry; it does not apply to --target');
+  if (flags.clientId !== undefined && flags.subset === 0) throw new UsageError('--client-id only matters when subsetting (--subset 0 turns it off)');
   const tls = clientCredentials(flags, target);
   const registry = flags.target ? undefined : servicePrefix(flags.prefix, flags.service);
   const etcd = registry ? await connectEtcd(flags, undefined, { readPrefix: registry }) : undefined;
-  const subsetOptions = flags.subset === undefined ? {} : { [SUBSET_SIZE_OPTION]: flags.subset, ...(flags.clientId !== undefined ? { [CLIENT_ID_OPTION]: flags.clientId } : {}) };
+  const subsetOptions = { ...(flags.subset !== undefined ? { [SUBSET_SIZE_OPTION]: flags.subset } : {}), ...(flags.clientId !== undefined ? { [CLIENT_ID_OPTION]: flags.clientId } : {}) };
   const channel = openGreeterClient(target, etcd, { credentials: tls.credentials, options: { ...tls.options, ...subsetOptions }, config: { lb: flags.lb } });
   let closed = false;
   return {

@@ -37,7 +37,8 @@ describe('server --advertise and client --subset (loopback)', () => {
       [['server', '--port', '0', '--advertise', '[::]'], /unspecified address/],
       [['server', '--port', '0', '--advertise', '10.0.0.1:99999'], /port "99999" is not 1\.\.65535/],
       [['load', '--subset', '2', '--target', 'ipv4:127.0.0.1:1'], /does not apply to --target/],
-      [['client', '--client-id', '3'], /only matters with --subset/],
+      [['client', '--client-id', '3', '--subset', '0'], /only matters when subsetting/],
+      [['client', '--client-id', '3', '--target', 'ipv4:127.0.0.1:1'], /does not apply to --target/],
     ];
     const results = await Promise.all(cases.map(([args]) => runMesh([...args, '--etcd', t.etcd!.endpoints], {}, 20_000)));
     results.forEach((r, i) => {

@@ -1,5 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { defaultClientId, fnv1a32, nextSubset, subsetFor } from '../balancer/subset';
+import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE, CLIENT_ID_OPTION, defaultClientId, fnv1a32, nextSubset, subsetFor, SUBSET_SIZE_OPTION } from '../balancer/subset';
+import { EtcdResolver } from '../balancer/resolver-etcd';
+import { decodeEndpoint, encodeEndpoint, type EndpointRecord } from '../balancer/endpoint-codec';
 
 /**
  * Deterministic subsetting (balancer/subset.ts), the math only: balance of
@@ -149,5 +151,38 @@ describe('deterministic subsetting', () => {
     expect(fnv1a32('a')).toBe(fnv1a32('a'));
     expect(() => subsetFor(b, -1, 5)).toThrow(RangeError);
     expect(() => subsetFor(b, 1, 0)).toThrow(RangeError);
+  });
+});
+
+describe('the resolver\'s default subsetting (auto)', () => {
+  /** Feed a resolver registry snapshots directly (no etcd needed for this part) and record the sizes it hands over. */
+  function resolverSizes(options: Record<string, unknown>, registrySizes: number[]): number[] {
+    const sizes: number[] = [];
+    const r = new EtcdResolver({ scheme: 'etcd', authority: '', path: 'auto/greeter' }, (res) => (res.ok && sizes.push(res.value.length), true), options);
+    const addr = (i: number) => `10.9.${i >> 8}.${i & 255}:80`;
+    for (const n of registrySizes) {
+      const endpoints = Array.from({ length: n }, (_, i) => decodeEndpoint(`auto/greeter/${addr(i)}`, encodeEndpoint(addr(i))) as EndpointRecord);
+      (r as unknown as { onUpdate(s: { endpoints: EndpointRecord[]; revision: string }): void }).onUpdate({ endpoints, revision: String(n) });
+    }
+    r.destroy();
+    return sizes;
+  }
+
+  it(`every backend up to ${AUTO_SUBSET_ABOVE} registered, ${AUTO_SUBSET_SIZE} above, every one again below; --subset 0 never subsets, --subset N always`, () => {
+    expect(resolverSizes({}, [3, AUTO_SUBSET_ABOVE, AUTO_SUBSET_ABOVE + 1, 1_000, AUTO_SUBSET_ABOVE])).toEqual([3, AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE, AUTO_SUBSET_SIZE, AUTO_SUBSET_ABOVE]);
+    expect(resolverSizes({ [SUBSET_SIZE_OPTION]: 0 }, [3, 1_000])).toEqual([3, 1_000]);
+    expect(resolverSizes({ [SUBSET_SIZE_OPTION]: 5 }, [3, 50, 1_000])).toEqual([3, 5, 5]);
+  });
+
+  it('auto picks the same subset as --subset 20 would for the same client id', () => {
+    const picked: string[][] = [];
+    for (const options of [{ [CLIENT_ID_OPTION]: 7 }, { [CLIENT_ID_OPTION]: 7, [SUBSET_SIZE_OPTION]: AUTO_SUBSET_SIZE }]) {
+      const r = new EtcdResolver({ scheme: 'etcd', authority: '', path: 'auto/greeter' }, (res) => (res.ok && picked.push(res.value.map((e) => `${(e.addresses[0] as { host: string }).host}`).sort()), true), options);
+      const endpoints = Array.from({ length: 500 }, (_, i) => decodeEndpoint(`auto/greeter/10.8.${i >> 8}.${i & 255}:80`, encodeEndpoint(`10.8.${i >> 8}.${i & 255}:80`)) as EndpointRecord);
+      (r as unknown as { onUpdate(s: { endpoints: EndpointRecord[]; revision: string }): void }).onUpdate({ endpoints, revision: '1' });
+      r.destroy();
+    }
+    expect(picked[0]).toHaveLength(AUTO_SUBSET_SIZE);
+    expect(picked[0]).toEqual(picked[1]);
   });
 });
