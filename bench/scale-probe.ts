@@ -13,6 +13,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
 import { createEtcdClient } from '../core/etcd-client';
 import { EtcdResolver, ETCD_CLIENT_OPTION, registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
+import { SUBSET_SIZE_OPTION } from '../balancer/subset';
 import { epochNow } from './bench-report';
 
 type Endpoint = grpc.experimental.Endpoint;
@@ -73,7 +74,8 @@ function openResolver(client: Etcd3, path: string, onSet: (eps: Endpoint[]) => v
       if (result.ok) onSet(result.value);
       return true;
     },
-    { [ETCD_CLIENT_OPTION]: name },
+    // The full set is what is measured: no subsetting (the default subsets over 100).
+    { [ETCD_CLIENT_OPTION]: name, [SUBSET_SIZE_OPTION]: 0 },
   );
   resolver.updateResolution();
   return { resolver, name };
