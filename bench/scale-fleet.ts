@@ -15,6 +15,7 @@ import { createEtcdClient } from '../core/etcd-client';
 import { LeaseRegistration } from '../balancer/registration-lease';
 import { LeaseRegistrationGroup } from '../balancer/registration-group';
 import { EtcdResolver, ETCD_CLIENT_OPTION, registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
+import { SUBSET_SIZE_OPTION } from '../balancer/subset';
 import type { RegistrationState } from '../balancer/registration';
 import { epochNow } from './bench-report';
 
@@ -185,7 +186,8 @@ async function resolve(r: FleetResolveRequest): Promise<{ ms: number }> {
         }
         return true;
       },
-      { [ETCD_CLIENT_OPTION]: name },
+      // Every resolver must see the whole registry (the herd checks each set against it): no auto-subset over 100.
+      { [ETCD_CLIENT_OPTION]: name, [SUBSET_SIZE_OPTION]: 0 },
     );
     recs.push(rec);
     rec.resolver.updateResolution();
