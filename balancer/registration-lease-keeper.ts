@@ -1,0 +1,272 @@
+import { EventEmitter } from 'node:events';
+import type { Etcd3, Lease } from 'etcd3';
+import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, isRecoverableError } from 'etcd3';
+import { BrokenCircuitError } from 'cockatiel';
+import type { RegistrationEvents, RegistrationState } from './registration';
+import { StateCell } from '../core/state-cell';
+import type { Logger } from '../core/logger';
+import { Backoff } from '../core/backoff';
+
+/** The probe loop of each etcd client, while one runs. */
+const probes = new WeakMap<Etcd3, Promise<void>>();
+
+/**
+ * Resolves once etcd answers one cheap request (Maintenance/Status) from a
+ * member that knows a leader (a refusal counts too). Every registration on
+ * the client that lost its lease waits on the same probe, so an etcd that is
+ * stopped or unreachable sees about one request per client per second
+ * instead of a grant per registration, and no pile of grants is in flight
+ * when it comes back (each would wait out its deadline, and etcd3 resets a
+ * member's channels on a timeout).
+ *
+ * - A new attempt starts on a jittered backoff (100 ms doubling to 1 s)
+ *   whether or not the last one has answered: an attempt that hangs on a
+ *   member that is still coming back must not hold the whole client back,
+ *   so the client learns that etcd answers within about a second of it.
+ * - No explicit deadline: etcd3 retries a failed call on the next member
+ *   with the caller's deadline, and an expired one fails there at once,
+ *   resetting that member's channels and counting against its circuit
+ *   breaker; the client's default deadline is fresh for each try.
+ * - A member resumed with the rest of a frozen cluster answers Status before
+ *   the cluster has re-elected a leader (a grant sent then fails "no
+ *   leader"), and etcd3's open circuit breaker answers BrokenCircuitError
+ *   (not "recoverable" to etcd3): both mean "not yet".
+ *
+ * Ends with the client: a closed client throws at once.
+ */
+export function whenEtcdAnswers(client: Etcd3): Promise<void> {
+  let p = probes.get(client);
+  if (!p) {
+    p = new Promise<void>((resolve) => {
+      const backoff = new Backoff(100, 1_000);
+      let timer: NodeJS.Timeout | undefined;
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve();
+      };
+      const attempt = () => {
+        if (done) return;
+        client.maintenance.status().then(
+          (status) => {
+            if (status.leader && status.leader !== '0') finish();
+          },
+          (err: unknown) => {
+            if (!isRecoverableError(err as Error) && !(err instanceof BrokenCircuitError)) finish();
+          },
+        );
+        timer = setTimeout(attempt, backoff.next());
+      };
+      attempt();
+    }).finally(() => probes.delete(client));
+    probes.set(client, p);
+  }
+  return p;
+}
+
+/** How a keeper names itself in logs and errors. */
+export interface LeaseKeeperOptions {
+  ttlSeconds: number;
+  /** A lost lease is granted again after a random delay in [0, this) ms (full jitter). */
+  regrantJitterMs: number;
+  /** Prefix of every log event: `registration`, `registration_group`. */
+  events: string;
+  /** What the lease holds, for log lines: `key`, `300 keys`. */
+  holds: string;
+  /** The error start() rejects with when closed before the first registration (and not refused). */
+  closedEarly: string;
+}
+
+/**
+ * Keeps keys registered under one etcd lease; subclasses say which keys
+ * (`writeKeys`) and may act when a lease is registered or gone.
+ *
+ * Contract (the states of registration.ts):
+ * - `start()` resolves on the first REGISTERED; it rejects on CLOSED, with
+ *   etcd's refusal if etcd refused the first registration (permission,
+ *   credentials: retrying cannot help) and retries nothing then.
+ * - A failed grant or write revokes its lease (if the write landed and only
+ *   the answer was lost, the orphan would hold keys for a TTL) and retries
+ *   on a full-jitter backoff capped at 500 ms, once etcd answers a probe.
+ * - etcd3's Lease emits `lost` and never re-grants: on LOST we wait for the
+ *   probe shared by every registration on the client (whenEtcdAnswers), then
+ *   a full-jitter delay (a fleet that lost etcd together does not grant in
+ *   one burst), then grant a fresh lease and write every key again.
+ * - etcd3's Lease judges "lost after 2xTTL without a keepalive" on the wall
+ *   clock; a client from createEtcdClient has that check on monotonic time
+ *   (patchEtcd3LeaseClock in etcd-client.ts). Nothing here reads the wall
+ *   clock for lease validity.
+ * - `close()` revokes the live lease or the one still being granted (its
+ *   writes may yet land); idempotent; no `state` event after it resolves.
+ */
+export abstract class LeaseKeeper extends EventEmitter<RegistrationEvents> {
+  protected readonly cell: StateCell<RegistrationState>;
+  /** The live lease while REGISTERED (and until a loss is noticed). */
+  protected lease: Lease | undefined;
+  /** The lease of a grant() in flight, until it is registered or abandoned. */
+  private pendingLease: Lease | undefined;
+  private currentLeaseId: string | undefined;
+  private readonly backoff = new Backoff(50, 500);
+  private retryTimer: NodeJS.Timeout | undefined;
+  private firstRegistered: Promise<void> | undefined;
+  /** Set once the keys were first written; before that, a refusal by etcd fails start(). */
+  private registeredOnce = false;
+  /** Why etcd refused the first registration: start() rejects with it. */
+  private refusal: Error | undefined;
+  private closing: Promise<void> | undefined;
+  private gen = 0;
+
+  constructor(
+    protected readonly client: Etcd3,
+    protected readonly log: Logger,
+    private readonly keeper: LeaseKeeperOptions,
+  ) {
+    super();
+    this.cell = new StateCell<RegistrationState>('IDLE', log, keeper.events);
+    this.cell.on('change', (next: RegistrationState, prev: RegistrationState) => {
+      this.stateChanged(next, prev);
+      this.emit('state', next, prev);
+    });
+  }
+
+  /**
+   * Write every key under `lease` (granted or being granted); resolves with
+   * the revision of the last write. Stop early once `isCurrent()` is false
+   * (close() or a newer grant overtook this one: the lease gets revoked).
+   */
+  protected abstract writeKeys(lease: Lease, isCurrent: () => boolean): Promise<bigint>;
+
+  /** Keys written at `revision` under a fresh live lease, just before REGISTERED. */
+  protected onRegistered(_revision: bigint): void {}
+
+  /** The lease was lost or the keeper is closing, just before LOST / CLOSED. */
+  protected onLeaseGone(): void {}
+
+  /** Every state change, before the `state` event. */
+  protected stateChanged(_next: RegistrationState, _prev: RegistrationState): void {}
+
+  get state(): RegistrationState {
+    return this.cell.value;
+  }
+
+  /** The lease holding the keys (decimal string), if any. */
+  get leaseId(): string | undefined {
+    return this.currentLeaseId;
+  }
+
+  /** Bumped on every grant attempt and on close: a callback of an older one does nothing. */
+  protected get generation(): number {
+    return this.gen;
+  }
+
+  start(): Promise<void> {
+    if (!this.firstRegistered) {
+      this.firstRegistered = new Promise<void>((resolve, reject) => {
+        const onState = (next: RegistrationState) => {
+          if (next === 'REGISTERED') {
+            this.off('state', onState);
+            resolve();
+          } else if (next === 'CLOSED') {
+            this.off('state', onState);
+            reject(this.refusal ?? new Error(this.keeper.closedEarly));
+          }
+        };
+        this.on('state', onState);
+      });
+      void this.grant('start');
+    }
+    return this.firstRegistered;
+  }
+
+  close(): Promise<void> {
+    if (!this.closing) this.closing = this.doClose();
+    return this.closing;
+  }
+
+  private async doClose(): Promise<void> {
+    // A grant still in flight is revoked too: its put may yet land, and the
+    // keys must not outlive us by a TTL. etcd3's revoke waits for the grant.
+    const lease = this.lease ?? this.pendingLease;
+    this.lease = undefined;
+    this.pendingLease = undefined;
+    this.gen++;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.onLeaseGone();
+    this.cell.set('CLOSED', 'close() called', { leaseId: this.currentLeaseId });
+    // Revoke first: it is what removes the keys, and what clients are waiting for.
+    if (lease) {
+      const t0 = process.hrtime.bigint();
+      try {
+        await lease.revoke();
+        this.log.info({ event: `${this.keeper.events}.revoked`, leaseId: this.currentLeaseId, ms: Number(process.hrtime.bigint() - t0) / 1e6 }, `lease revoked; ${this.keeper.holds} deleted`);
+      } catch (err) {
+        this.log.warn({ event: `${this.keeper.events}.revoke_failed`, err: String(err) }, `revoke failed; ${this.keeper.holds} will expire with the lease`);
+      }
+    }
+    this.removeAllListeners('state');
+  }
+
+  /** One attempt at a fresh lease + keys; on failure, schedules the next. */
+  protected async grant(reason: string): Promise<void> {
+    if (this.cell.is('CLOSED')) return;
+    const gen = ++this.gen;
+    const isCurrent = () => gen === this.gen;
+    this.cell.set('GRANTING', reason);
+    const lease = this.client.lease(this.keeper.ttlSeconds);
+    this.pendingLease = lease;
+    lease.on('lost', (err) => this.onLeaseLost(gen, err));
+    try {
+      const revision = await this.writeKeys(lease, isCurrent);
+      const id = await lease.grant();
+      if (!isCurrent()) {
+        // close() (or a newer attempt) overtook us: this lease must not linger.
+        await lease.revoke().catch(() => undefined);
+        return;
+      }
+      this.pendingLease = undefined;
+      this.lease = lease;
+      this.currentLeaseId = id;
+      this.backoff.reset();
+      this.registeredOnce = true;
+      this.onRegistered(revision);
+      this.cell.set('REGISTERED', `${this.keeper.holds} written under a live lease`, { leaseId: id, ttl: this.keeper.ttlSeconds });
+    } catch (err) {
+      void lease.revoke().catch(() => undefined);
+      if (this.pendingLease === lease) this.pendingLease = undefined;
+      if (!isCurrent()) return;
+      // Once registered, the same refusal (a role revoked later) is retried like any failure.
+      if (!this.registeredOnce && (err instanceof EtcdPermissionDeniedError || err instanceof EtcdAuthenticationFailedError || err instanceof EtcdUserNotFoundError)) {
+        this.refusal = err;
+        this.log.warn({ event: `${this.keeper.events}.refused`, err: String(err) }, 'etcd refused the registration; giving up');
+        void this.close();
+        return;
+      }
+      const delay = this.backoff.next();
+      this.log.warn({ event: `${this.keeper.events}.grant_failed`, err: String(err), retryInMs: delay }, 'could not register; retrying');
+      this.retryTimer = setTimeout(() => void whenEtcdAnswers(this.client).then(() => isCurrent() && void this.grant('retry after failure')), delay);
+    }
+  }
+
+  /** The live lease failed a write of ours (not through `lost`): drop it and grant anew at once. */
+  protected leaseFailed(lease: Lease, reason: string, grantReason: string): void {
+    this.lease = undefined;
+    lease.release();
+    this.cell.set('LOST', reason);
+    void this.grant(grantReason);
+  }
+
+  private onLeaseLost(gen: number, err: unknown): void {
+    if (gen !== this.gen || this.cell.is('CLOSED', 'GRANTING')) return;
+    this.lease = undefined;
+    this.onLeaseGone();
+    this.cell.set('LOST', `lease lost: ${String(err)}`, { leaseId: this.currentLeaseId });
+    this.currentLeaseId = undefined;
+    void whenEtcdAnswers(this.client).then(() => {
+      if (gen !== this.gen || !this.cell.is('LOST')) return;
+      const delay = Math.random() * this.keeper.regrantJitterMs;
+      this.retryTimer = setTimeout(() => void this.grant('lease lost'), delay);
+    });
+  }
+}
