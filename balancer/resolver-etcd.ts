@@ -174,7 +174,6 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     const byAddr = new Map<string, EndpointAttributes>();
     for (const e of snap.endpoints) byAddr.set(e.addr, e.attributes);
     const registered = byAddr.size;
-    let addrs: Iterable<string> = byAddr.keys();
     // Subsetting picks from the whole registry, so the held-back rule below
     // sees an empty subset only when the registry itself is empty.
     // `auto` subsets only a registry larger than AUTO_SUBSET_ABOVE; crossing
@@ -188,6 +187,7 @@ export class EtcdResolver implements grpc.experimental.Resolver {
         subsetting ? `registry holds ${registered} backends (> ${AUTO_SUBSET_ABOVE}): subsetting to ${this.subset.size}, client id ${this.subset.clientId}` : `registry holds ${registered} backends: using every one`,
       );
     }
+    let addrs: Iterable<string> = byAddr.keys();
     if (this.subset && subsetting) {
       const all = [...byAddr.keys()];
       const held = nextSubset(this.subsetState?.registry, this.subsetState?.held, all, this.subset.clientId, this.subset.size);
@@ -200,26 +200,31 @@ export class EtcdResolver implements grpc.experimental.Resolver {
       this.subsetState = { registry: all, held };
       addrs = held;
     }
-    // Every delivery is the full set, but a delivery during a fleet's churn
-    // must not cost O(N) allocations per resolver: endpoints are reused from
-    // the last delivery, and only weights that differ from the default travel
-    // in the attributes option (the policy reads nothing else from it).
+    // Every delivery is the full set, but one during a fleet's churn must not
+    // cost an allocation per endpoint per resolver: endpoint objects are
+    // reused from the last delivery, and only weights that differ from the
+    // default travel in the attributes option (the policy reads nothing else
+    // from it), written as JSON text directly rather than through an object
+    // of N keys.
     const cache = new Map<string, Endpoint>();
-    const weights: Record<string, Pick<EndpointAttributes, 'weight'>> = {};
+    const endpoints: Endpoint[] = [];
+    let weights = '';
     for (const addr of addrs) {
-      cache.set(addr, this.endpointCache.get(addr) ?? toEndpoint(addr));
+      const ep = this.endpointCache.get(addr) ?? toEndpoint(addr);
+      cache.set(addr, ep);
+      endpoints.push(ep);
       const weight = byAddr.get(addr)!.weight;
-      if (weight !== DEFAULT_WEIGHT) weights[addr] = { weight };
+      if (weight !== DEFAULT_WEIGHT) weights += `${weights ? ',' : ''}${JSON.stringify(addr)}:{"weight":${weight}}`;
     }
-    if (cache.size === 0 && this.delivered > 0) {
+    if (endpoints.length === 0 && this.delivered > 0) {
       this.log.warn({ event: 'resolver.empty_held', revision: snap.revision, keeping: this.delivered }, 'registry is empty; keeping the last endpoint set until a backend registers');
       return;
     }
     this.endpointCache = cache;
-    this.delivered = cache.size;
+    this.delivered = endpoints.length;
     this.everDelivered = true;
-    if (this.log.isLevelEnabled('debug')) this.log.debug({ event: 'resolver.update', revision: snap.revision, endpoints: [...cache.keys()], registered }, `resolved ${cache.size} endpoints`);
-    meshObserver()?.resolverUpdate?.(this.keyPrefix, cache.size);
-    this.listener(grpc.experimental.statusOrFromValue([...cache.values()]), { [ENDPOINT_ATTRIBUTES_OPTION]: JSON.stringify(weights) }, null, `etcd revision ${snap.revision}`);
+    if (this.log.isLevelEnabled('debug')) this.log.debug({ event: 'resolver.update', revision: snap.revision, endpoints: [...cache.keys()], registered }, `resolved ${endpoints.length} endpoints`);
+    meshObserver()?.resolverUpdate?.(this.keyPrefix, endpoints.length);
+    this.listener(grpc.experimental.statusOrFromValue(endpoints), { [ENDPOINT_ATTRIBUTES_OPTION]: `{${weights}}` }, null, `etcd revision ${snap.revision}`);
   }
 }

@@ -1,9 +1,8 @@
-import { fork, type ChildProcess } from 'node:child_process';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import * as path from 'node:path';
 import type { Etcd3, Lease } from 'etcd3';
 import { encodeEndpoint, servicePrefix } from '../balancer/endpoint-codec';
-import type { ProbeDelivery, ProbeMem, ProbeRequest } from './scale-probe';
+import type { ProbeDelivery, ProbeMem } from './scale-probe';
+import { FleetProcess } from './scale-herd';
 import { dist, epochNow, round, type Dist } from './bench-report';
 import { sleep } from './bench-processes';
 
@@ -76,66 +75,8 @@ function valueOf(addr: string, i: number): string {
   return encodeEndpoint(addr, { weight: 1, zone: `zone-${i % 3}`, version: '0.1.0', pid: 10_000 + (i % 50_000), startedAt: '2025-01-01T00:00:00.000Z' });
 }
 
-class Probe {
-  private readonly proc: ChildProcess;
-  private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  readonly exited: Promise<void>;
-
-  constructor() {
-    this.proc = fork(path.join(__dirname, 'scale-probe.js'), [], {
-      execArgv: ['--expose-gc'],
-      env: { ...process.env, MESH_LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    Probe.all.add(this.proc);
-    this.proc.on('message', (m: { id: number; result?: unknown; error?: string }) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (m.error !== undefined) p.reject(new Error(`scale probe: ${m.error}`));
-      else p.resolve(m.result);
-    });
-    this.exited = new Promise((r) =>
-      this.proc.once('exit', () => {
-        Probe.all.delete(this.proc);
-        for (const p of this.pending.values()) p.reject(new Error('scale probe exited'));
-        this.pending.clear();
-        r();
-      }),
-    );
-  }
-
-  static readonly all = new Set<ChildProcess>();
-
-  call<T>(req: Omit<ProbeRequest, 'id'>, timeoutMs = 60_000): Promise<T> {
-    const id = ++this.nextId;
-    return new Promise<T>((resolve, reject) => {
-      const t = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`scale probe: ${req.cmd} timed out`));
-      }, timeoutMs);
-      this.pending.set(id, {
-        resolve: (v) => (clearTimeout(t), resolve(v as T)),
-        reject: (e) => (clearTimeout(t), reject(e)),
-      });
-      this.proc.send({ ...req, id });
-    });
-  }
-
-  async stop(): Promise<void> {
-    await this.call({ cmd: 'stop' }, 5_000).catch(() => undefined);
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), 3_000);
-    await this.exited;
-    clearTimeout(t);
-  }
-
-  static killAllNow(): void {
-    for (const p of Probe.all) p.kill('SIGKILL');
-  }
-}
-
-export const killProbesNow = () => Probe.killAllNow();
+/** The resolver's own process (scale-probe.ts), with --expose-gc for its memory figures. */
+const newProbe = () => new FleetProcess('scale-probe.js', { execArgv: ['--expose-gc'], logLevel: 'warn' });
 
 /** Write keys [from, to) under the leases, 128 puts per transaction (etcd's default --max-txn-ops), a few transactions in flight. */
 async function writeBase(client: Etcd3, keyPrefix: string, leaseIds: string[], from: number, to: number): Promise<void> {
@@ -170,7 +111,7 @@ export async function benchScale(o: ScaleOptions, progress: (s: string) => void)
   const leases: Lease[] = [];
   // First-set trials in one probe process, the live resolver in a fresh one:
   // its baseline memory is then a clean process with an etcd client, nothing else.
-  let probe = new Probe();
+  let probe = newProbe();
   try {
     for (let i = 0; i < o.leases; i++) leases.push(o.client.lease(300));
     const leaseIds = await Promise.all(leases.map((l) => l.grant()));
@@ -196,7 +137,7 @@ export async function benchScale(o: ScaleOptions, progress: (s: string) => void)
 
     // Live resolver on the largest set, in a fresh process.
     await probe.stop();
-    probe = new Probe();
+    probe = newProbe();
     const w = await probe.call<{ firstSetMs: number; count: number; before: ProbeMem; after: ProbeMem }>({ cmd: 'watch', endpoints: o.etcdEndpoints, path });
     progress(`  live resolver: ${w.count} endpoints, rss ${(w.after.rss / 2 ** 20).toFixed(1)} MB (baseline ${(w.before.rss / 2 ** 20).toFixed(1)} MB), heap used ${(w.after.heapUsed / 2 ** 20).toFixed(1)} MB`);
     await sleep(300);

@@ -22,7 +22,7 @@ import { RegistryObserver } from './bench-observer';
 import { TrafficLoop } from './bench-traffic';
 import { benchJoin, type JoinResult } from './bench-time-to-traffic';
 import { benchLeave, type LeaveResult } from './bench-time-to-leave';
-import { benchScale, killProbesNow, type ScaleResult } from './bench-scale';
+import { benchScale, type ScaleResult } from './bench-scale';
 import { benchHerd, benchRegistrations, killFleetNow, type HerdResult, type RegistrationsResult } from './scale-herd';
 import { benchWide, type WideResult } from './scale-wide';
 import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE } from '../balancer/subset';
@@ -85,7 +85,6 @@ function cleanup(): Promise<void> {
         }
       }
       ServerProcess.killAllNow();
-      killProbesNow();
       killFleetNow();
     })();
   }
@@ -104,7 +103,6 @@ async function main(flags: Flags): Promise<void> {
   // Last resort if the process dies without running cleanup: nothing may outlive the bench.
   process.on('exit', () => {
     ServerProcess.killAllNow();
-    killProbesNow();
     killFleetNow();
     for (const m of cluster.members) m.proc?.kill('SIGKILL');
   });

@@ -17,11 +17,12 @@ export class FleetProcess {
   private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   readonly exited: Promise<void>;
 
-  constructor(script = 'scale-fleet.js') {
+  constructor(script = 'scale-fleet.js', opts: { execArgv?: string[]; logLevel?: string } = {}) {
     // Run from dist/bench (the bench) or from the TypeScript source (vitest): the child is always the built one.
     const built = path.join(__dirname, script);
     this.proc = fork(existsSync(built) ? built : path.resolve(__dirname, '../dist/bench', script), [], {
-      env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_FLEET_LOG_LEVEL ?? 'error' },
+      execArgv: opts.execArgv ?? process.execArgv,
+      env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_FLEET_LOG_LEVEL ?? opts.logLevel ?? 'error' },
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     FleetProcess.all.add(this.proc);
