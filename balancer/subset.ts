@@ -142,9 +142,9 @@ export const CLIENT_ID_OPTION = 'etcd_mesh.client_id';
 /**
  * Registries larger than this are subset by default. Below it a client's
  * connections cost little (a few MB and ms/s idle each dozen); at 1,000
- * backends a full mesh cost one client 70 MB, 3x the idle CPU and 12-28% of
- * its throughput on the scale bench (docs/scale.md), and M clients hold
- * M x S connections.
+ * backends a full mesh cost one client 65 MB, 2-3x the idle CPU and about a
+ * third of its throughput on the scale bench (docs/scale.md), and M clients
+ * hold M x S connections.
  */
 export const AUTO_SUBSET_ABOVE = 100;
 /** The subset size `auto` uses over a large registry: about what --subset 10 measured, with room for ejections. */
