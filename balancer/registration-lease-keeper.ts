@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Etcd3, Lease } from 'etcd3';
-import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, isRecoverableError } from 'etcd3';
+import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, isRecoverableError } from 'etcd3/lib/errors';
 import { BrokenCircuitError } from 'cockatiel';
 import type { RegistrationEvents, RegistrationState } from './registration';
 import { StateCell } from '../core/state-cell';

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { EtcdPermissionDeniedError } from 'etcd3';
+import { EtcdPermissionDeniedError } from 'etcd3/lib/errors';
 import { addEtcdOptions, addServiceOptions, CommandFailure, connectEtcd, errorText, UsageError, type EtcdFlags, type ServiceFlags } from './common';
 import { servicePrefix } from '../balancer/endpoint-codec';
 import { splitUser } from '../core/etcd-config';

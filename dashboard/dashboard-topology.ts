@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { EtcdPermissionDeniedError, type Etcd3, type IEvent, type IKeyValue } from 'etcd3';
+import type { Etcd3, IEvent, IKeyValue } from 'etcd3';
+import { EtcdPermissionDeniedError } from 'etcd3/lib/errors';
 import { ListWatch, isDelete, type ListWatchState } from '../core/list-watch';
 import { prefixRange } from '../core/resumable-watch';
 import { errorText } from '../core/etcd-errors';
