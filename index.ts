@@ -11,6 +11,15 @@
  * internal and may change. The CLI (`mesh`) is built on exactly this.
  */
 
+// --- logging ---------------------------------------------------------------
+
+/**
+ * Where the library logs: by default warnings and errors only, as JSON on
+ * stderr; `setMeshLogger(yourPino)` (or any object with level methods) routes
+ * every component made afterwards to the host's logger.
+ */
+export { setMeshLogger, type LevelLogger, type SetLoggerOptions } from './core/logger';
+
 // --- etcd itself -----------------------------------------------------------
 
 /** Build an etcd3 client tuned for a mesh that must keep working while members die. */

@@ -11,6 +11,7 @@ import { coordinationCommands } from './commands-coordination';
 import { observeCommands } from './commands-observe';
 import { CommandFailure, errorText } from './common';
 import { losslessArgv } from './argv-bytes';
+import { useCliLogging } from '../core/logger';
 
 /** package.json's version, found from both cli/ (sources) and dist/cli/. */
 function packageVersion(): string {
@@ -76,6 +77,8 @@ export async function checkArgs(args: string[]): Promise<string | undefined> {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // The CLI's own logs (info, pretty on a terminal); the library's default is quieter.
+  useCliLogging();
   // grpc-js logs its own errors to stderr (e.g. a port already taken), which
   // would double our one-line errors; GRPC_VERBOSITY still turns them on.
   if (process.env.GRPC_VERBOSITY === undefined) grpc.setLogVerbosity(grpc.logVerbosity.NONE);
