@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # validate docker-compose.yml (`config -q` needs no engine) and the interop
 # peers (test/peers): gRPC's C core for Python, and Go with etcd's naming
 # packages and grpc-go as GOPATH sources; chromium, to open the load report
-# in the tests. grpcio is checked with Debian's
+# in the tests; faketime, iproute2 and iptables for the lock's clock-step
+# and the cross-host tests. grpcio is checked with Debian's
 # own interpreter: `python3` on PATH may be another one (pyenv, venv).
 missing=()
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
@@ -20,6 +21,11 @@ if [ "${MESH_SETUP_DEMO_ONLY:-}" != 1 ]; then
   [ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3/naming/resolver ] || missing+=(golang-etcd-server-dev)
   [ -d /usr/share/gocode/src/google.golang.org/grpc/resolver ] || missing+=(golang-google-grpc-dev)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  # The lock's wall-clock-step tests (test/coordination-lock-pause) and the
+  # cross-host test in network namespaces (test/scale-advertise).
+  [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(faketime)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || missing+=(iptables)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]} from Debian" >&2

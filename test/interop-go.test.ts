@@ -6,6 +6,7 @@ import { PeerProcess, type PeerEvent } from './harness/peer-process';
 import { buildGoPeers, ensureGoToolchain, type GoPeers } from './harness/peer-go';
 import type { PeerAvailability } from './harness/peer-debian';
 import type { LoadReport } from '../services/load-generator';
+import { needTool } from './harness/need-tool';
 
 /**
  * Requirement 7: Go peers on etcd's own naming packages (Debian's
@@ -40,7 +41,7 @@ beforeAll(async () => {
 
 /** Skip (with the reason as the note) when the Go toolchain or etcd's Go sources cannot be had. */
 function needGo(ctx: TestContext): void {
-  if (!toolchain.ok) ctx.skip(`Go peers unavailable: ${toolchain.reason}`);
+  needTool(ctx, toolchain, 'golang-go golang-etcd-server-dev golang-google-grpc-dev');
 }
 
 afterAll(async () => {

@@ -7,6 +7,7 @@ import { ensurePythonGrpc, PythonGreeter } from './harness/peer-python';
 import type { PeerAvailability } from './harness/peer-debian';
 import { EtcdctlRegistration } from './harness/peer-etcdctl';
 import type { LoadReport } from '../services/load-generator';
+import { needTool } from './harness/need-tool';
 
 /**
  * Requirement 3: a standard gRPC server, helloworld on gRPC's C core
@@ -31,7 +32,7 @@ beforeAll(async () => {
 
 /** Skip (with the reason as the note) when the C-core peer cannot be had. */
 function needPython(ctx: TestContext): void {
-  if (!python.ok) ctx.skip(`python3-grpcio unavailable: ${python.reason}`);
+  needTool(ctx, python, 'python3-grpcio');
 }
 
 afterAll(async () => {
