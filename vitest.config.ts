@@ -1,20 +1,60 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * Files run one at a time: they start real etcd clusters and processes, and
- * on a 2-core machine two at a time were no faster (measured 2026-11-30:
- * the files that could share the machine took 360 s either way, each twice
- * as long, because most of their time is CPU: mesh CLI start-ups, etcd)
- * while files with timing bounds under faults need the cores to themselves.
+ * Two groups of files, one after the other:
+ * - `shared`: files whose assertions hold on a busy machine (usage errors,
+ *   etcdctl parity, coordination semantics, peers that mostly wait): two at
+ *   a time, so one file's waiting (TTL expiries, a 30 s connection watch)
+ *   overlaps another's work.
+ * - `alone`: files with timing bounds under faults or load (rebalancing
+ *   within a second, shares within points, open-loop rates), and any file
+ *   not named below: one at a time, with the cores to themselves.
+ * Every file starts its own etcd on free ports with its own data dir, so
+ * files never share state.
  */
+const SHARED = [
+  'bad-input',
+  'bytes-argv',
+  'bytes-pubsub-progress',
+  'compose',
+  'coordination-barrier',
+  'coordination-election',
+  'coordination-lock',
+  'coordination-progress',
+  'coordination-pubsub',
+  'coordination-queue',
+  'coordination-queue-guarantees',
+  'dashboard-prom-text',
+  'demo-bin',
+  'demo-secrets',
+  'demo-signals',
+  'endpoint-codec',
+  'interop-python',
+  'kv-etcdctl',
+  'layout',
+  'lb-pick-math',
+  'library',
+  'load-report',
+  'metrics-histogram',
+  'monitor',
+  'package-install',
+  'scale-subset',
+  'security',
+].map((name) => `test/${name}.test.ts`);
+
+const common = {
+  testTimeout: 60_000,
+  hookTimeout: 60_000,
+  // In-process mesh components log warnings only; child processes log at info (see harness).
+  env: { MESH_LOG_LEVEL: 'warn' },
+};
+
 export default defineConfig({
   test: {
-    testTimeout: 60_000,
-    hookTimeout: 60_000,
     reporters: ['default'],
-    // In-process mesh components log warnings only; child processes log at info (see harness).
-    env: { MESH_LOG_LEVEL: 'warn' },
-    include: ['test/**/*.test.ts'],
-    fileParallelism: false,
+    projects: [
+      { test: { ...common, name: 'shared', include: SHARED, maxWorkers: 2, sequence: { groupOrder: 0 } } },
+      { test: { ...common, name: 'alone', include: ['test/**/*.test.ts'], exclude: SHARED, fileParallelism: false, sequence: { groupOrder: 1 } } },
+    ],
   },
 });
