@@ -15,6 +15,6 @@ npx vitest run --reporter=default --reporter=json --outputFile.json=.tmp/vitest.
 # One plain closing line that any CI reader understands.
 node -e '
   const r = require("./.tmp/vitest.json");
-  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
+  console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped; vitest ${Math.round((Date.now() - r.startTime) / 1000)} s`);
 ' 2>/dev/null || true
 exit $rc

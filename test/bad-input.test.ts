@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import { EtcdCluster } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
+import { runMeshInProcess } from './harness/mesh-inprocess';
 import { freePort, waitFor } from './harness/ports';
 import { createEtcdClient } from '../core/etcd-client';
 import { encodeEndpoint } from '../balancer/endpoint-codec';
@@ -41,18 +42,30 @@ async function pool<T, R>(items: T[], width: number, fn: (item: T) => Promise<R>
 
 type Case = [args: string[], problem: RegExp, env?: Record<string, string>];
 
-/** Every case must exit 2 with exactly one stderr line that matches `problem`; mismatches are listed together. */
+/**
+ * Every case must exit 2 with exactly one stderr line that matches `problem`;
+ * mismatches are listed together. Each case runs through the CLI's own
+ * main() in this process (harness/mesh-inprocess.ts); every REAL_EVERY-th
+ * case also runs as a real `mesh` process, which must say the same.
+ */
+const REAL_EVERY = 8;
 async function expectUsageErrors(cases: Case[]): Promise<void> {
-  const results = await pool(cases, 4, async ([args, , env]) => {
-    const t0 = Date.now();
-    // A closed port as the default etcd: a case that is valid by mistake fails fast instead of reaching some etcd.
-    const r = await runMesh(args, { ETCD_ENDPOINTS: closedEndpoint, ...env }, 20_000);
-    return { ...r, ms: Date.now() - t0 };
-  });
+  // A closed port as the default etcd: a case that is valid by mistake fails fast instead of reaching some etcd.
+  const envOf = (env?: Record<string, string>) => ({ ETCD_ENDPOINTS: closedEndpoint, ...env });
+  const results: { code: number | null; stderr: string[] }[] = [];
+  for (const [args, , env] of cases) results.push(await runMeshInProcess(args, envOf(env)));
+  const sampled = cases.map((c, i) => ({ c, i })).filter(({ i }) => i % REAL_EVERY === 0);
+  const real = await pool(sampled, 4, ({ c: [args, , env] }) => runMesh(args, envOf(env), 20_000));
   const wrong = results
     .map((r, i) => ({ r, c: cases[i] }))
     .filter(({ r, c }) => r.code !== 2 || r.stderr.length !== 1 || !/^mesh: /.test(r.stderr[0]) || !c[1].test(r.stderr[0]))
     .map(({ r, c }) => `mesh ${c[0].map((a) => JSON.stringify(a)).join(' ')} -> exit ${r.code}, stderr ${JSON.stringify(r.stderr)} (wanted ${c[1]})`);
+  sampled.forEach(({ c, i }, k) => {
+    const [a, b] = [results[i], real[k]];
+    if (a.code !== b.code || JSON.stringify(a.stderr) !== JSON.stringify(b.stderr)) {
+      wrong.push(`mesh ${c[0].map((x) => JSON.stringify(x)).join(' ')}: in-process exit ${a.code} ${JSON.stringify(a.stderr)}, real process exit ${b.code} ${JSON.stringify(b.stderr)}`);
+    }
+  });
   expect(wrong, wrong.join('\n')).toEqual([]);
 }
 
@@ -211,7 +224,7 @@ describe('usage errors: exit 2, one line naming the problem', () => {
   });
 
   it('the mesh command itself, and every other command as far as it exists', async () => {
-    const top = await runMesh(['--help']);
+    const top = await runMesh(['--help']); // one real process; the rest of the sweep in-process
     expect(top.code).toBe(0);
     const commands = top.stdout.map((l) => /^ {2}([a-z]+) /.exec(l)?.[1]).filter((c): c is string => Boolean(c) && c !== 'help');
     expect(commands).toEqual(expect.arrayContaining(['server', 'client', 'load', 'demo']));
@@ -222,14 +235,16 @@ describe('usage errors: exit 2, one line naming the problem', () => {
     ];
     // Every command (and sub-command): --help works; an unknown flag and a malformed endpoint are usage errors.
     const leaves: string[][] = [];
-    const helps = await pool(commands, 4, (c) => runMesh([c, '--help']));
+    const helps: Awaited<ReturnType<typeof runMeshInProcess>>[] = [];
+    for (const c of commands) helps.push(await runMeshInProcess([c, '--help']));
     helps.forEach((help, i) => {
       expect(help.code, `mesh ${commands[i]} --help`).toBe(0);
       const subs = help.stdout.map((l) => /^ {2}([a-z]+) /.exec(l)?.[1]).filter((s): s is string => Boolean(s) && s !== 'help');
       if (help.stdout.some((l) => l.startsWith('Commands:'))) for (const s of subs) leaves.push([commands[i], s]);
       else leaves.push([commands[i]]);
     });
-    const leafHelps = await pool(leaves.filter((l) => l.length > 1), 4, (leaf) => runMesh([...leaf, '--help']));
+    const leafHelps: Awaited<ReturnType<typeof runMeshInProcess>>[] = [];
+    for (const leaf of leaves.filter((l) => l.length > 1)) leafHelps.push(await runMeshInProcess([...leaf, '--help']));
     for (const h of leafHelps) expect(h.code).toBe(0);
     const takesEtcd = new Map(leaves.filter((l) => l.length > 1).map((l, i) => [l.join(' '), leafHelps[i].stdout.some((x) => x.includes('--etcd'))]));
     helps.forEach((h, i) => takesEtcd.set(commands[i], takesEtcd.get(commands[i]) ?? h.stdout.some((x) => x.includes('--etcd'))));
