@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { defineConfig } from 'vitest/config';
 
 /**
@@ -46,7 +47,8 @@ const common = {
   testTimeout: 60_000,
   hookTimeout: 60_000,
   // In-process mesh components log warnings only; child processes log at info (see harness).
-  env: { MESH_LOG_LEVEL: 'warn' },
+  // Test etcd data dirs on tmpfs where there is one: etcd fsyncs every write (3.5 vs 6 ms a put here).
+  env: { MESH_LOG_LEVEL: 'warn', ...(existsSync('/dev/shm') ? { MESH_ETCD_DATA_ROOT: '/dev/shm' } : {}) },
 };
 
 export default defineConfig({
