@@ -58,7 +58,7 @@ export function meshChannelOptions(cfg: MeshChannelConfig): ChannelOptions {
  * Everything a generated client's constructor should get: the channel
  * options above plus the hedging interceptor, with one retry budget per client.
  */
-export function meshClientOptions(cfg: MeshChannelConfig): grpc.ClientOptions {
+export function meshClientOptions(cfg: MeshChannelConfig = { idempotentServices: [] }): grpc.ClientOptions {
   const budget = new RetryBudget(cfg.retryBudget);
   return {
     ...meshChannelOptions(cfg),
