@@ -26,6 +26,9 @@ function loadAssets(): Map<string, Asset> {
     ['/app.css', path.join(dir, 'app.css'), 'text/css; charset=utf-8'],
     ['/uplot.js', path.join(uplot, 'uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
     ['/uplot.css', path.join(uplot, 'uPlot.min.css'), 'text/css; charset=utf-8'],
+    // The page links /favicon.svg; /favicon.ico is what browsers (and tools) ask for unprompted: both answer, so nothing 404s.
+    ['/favicon.svg', path.join(dir, 'favicon.svg'), 'image/svg+xml'],
+    ['/favicon.ico', path.join(dir, 'favicon.svg'), 'image/svg+xml'],
   ];
   return new Map(files.map(([url, file, type]) => [url, { type, body: readFileSync(file) }]));
 }
@@ -162,10 +165,15 @@ export class DashboardHttp {
   }
 }
 
-/** A Host header (or bind address) naming this machine only: localhost, 127.x.x.x, ::1, with or without a port. */
+/**
+ * A Host header (or bind address) naming this machine only: localhost,
+ * 127.x.x.x, ::1, with or without a port. Host names compare without case
+ * (RFC 9110 4.2.3): `LOCALHOST:8080` is this machine too.
+ */
 export function isLoopbackHost(host: string | undefined): boolean {
   if (!host) return false;
-  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.includes(':') && host.indexOf(':') === host.lastIndexOf(':') ? host.slice(0, host.indexOf(':')) : host;
+  const h = host.toLowerCase();
+  const name = h.startsWith('[') ? h.slice(1, h.indexOf(']')) : h.includes(':') && h.indexOf(':') === h.lastIndexOf(':') ? h.slice(0, h.indexOf(':')) : h;
   return name === 'localhost' || name === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
 }
 

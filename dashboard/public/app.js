@@ -24,6 +24,13 @@
     if (cls) e.className = cls;
     return e;
   }
+  // Text from etcd can be any length: shown cut (with an ellipsis), whole in the title (on hover).
+  var CUT = 300;
+  function cut(text) { return text.length > CUT ? text.slice(0, CUT) + '…' : text; }
+  function titled(e, text) {
+    if (e.title !== text) e.title = text;
+    return e;
+  }
   function serverNow() { return Date.now() + state.offset; }
   function schedule() {
     if (!frame) frame = requestAnimationFrame(render);
@@ -46,6 +53,7 @@
     for (var i = 0; i < values.length; i++) {
       var td = tr.children[i] || tr.appendChild(el('span'));
       if (td.textContent !== values[i]) td.textContent = values[i];
+      if (i !== 5) titled(td, values[i]);
     }
   }
 
@@ -67,7 +75,11 @@
           var tr = el('div', null, 'row endpoint');
           tr.dataset.key = e.key;
           tr.dataset.addr = e.addr;
-          for (var i = 0; i < vals.length; i++) tr.appendChild(el('span', vals[i], i === 2 || i === 5 ? 'num' + (i === 5 ? ' ttl' : '') : undefined));
+          // Every cell but the TTL (which counts down) carries its whole text as its title.
+          for (var i = 0; i < vals.length; i++) {
+            var cell = tr.appendChild(el('span', vals[i], i === 2 || i === 5 ? 'num' + (i === 5 ? ' ttl' : '') : undefined));
+            if (i !== 5) cell.title = vals[i];
+          }
           r = { tr: tr, sig: sig, ttlCell: tr.children[5], lease: e.lease };
           rows.set(e.key, r);
           if (perf.firstRenderAt !== null) {
@@ -97,7 +109,9 @@
       tbody.appendChild(frag);
     }
     $('endpoint-count').textContent = count + ' endpoint' + (count === 1 ? '' : 's') + ' in ' + topo.services.length + ' service' + (topo.services.length === 1 ? '' : 's') + ' under ' + topo.prefix + '/' + (topo.service ? topo.service + '/' : '');
-    $('invalid').textContent = topo.invalid.length ? topo.invalid.length + ' registry record(s) skipped: ' + topo.invalid.slice(0, 5).map(function (i) { return i.key + ' (' + i.reason + ')'; }).join('; ') : '';
+    var invalid = topo.invalid.length ? topo.invalid.length + ' registry record(s) skipped: ' + topo.invalid.slice(0, 5).map(function (i) { return i.key + ' (' + i.reason + ')'; }).join('; ') : '';
+    $('invalid').textContent = cut(invalid);
+    titled($('invalid'), invalid);
   }
 
   function fillTable(id, list, cells) {
@@ -105,7 +119,7 @@
     var frag = document.createDocumentFragment();
     list.forEach(function (x) {
       var tr = el('tr');
-      cells(x).forEach(function (c, i) { tr.appendChild(el('td', c, typeof c === 'number' || i === 3 ? 'num' : undefined)); });
+      cells(x).forEach(function (c, i) { tr.appendChild(el('td', c, typeof c === 'number' || i === 3 ? 'num' : undefined)).title = String(c); });
       frag.appendChild(tr);
     });
     tbody.replaceChildren(frag);
@@ -162,7 +176,8 @@
     items.forEach(function (ev) {
       var li = el('li', null, 'k-' + ev.kind);
       li.appendChild(el('time', new Date(ev.at - state.offset).toLocaleTimeString()));
-      li.appendChild(document.createTextNode(ev.text));
+      li.appendChild(document.createTextNode(cut(ev.text)));
+      li.title = ev.text;
       frag.appendChild(li);
     });
     ol.replaceChildren(frag);
