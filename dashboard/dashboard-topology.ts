@@ -5,10 +5,12 @@ import { componentLogger, type Logger } from '../core/logger';
 import { DashboardLeases, type LeaseTtl } from './dashboard-leases';
 import { DashboardTimeline, type TimelineEvent } from './dashboard-timeline';
 import { DashboardRegistryView, type EndpointEntry } from './dashboard-registry-view';
+import { DashboardRegistryHealth, type RegistryHealth, type RegistryHealthOptions } from './dashboard-registry-health';
 import { DashboardCoordinationView, type CoordinationWatchState, type HolderEntry, type QueueEntry } from './dashboard-coordination-view';
 
 export type { EndpointEntry } from './dashboard-registry-view';
 export type { CoordinationWatchState, HolderEntry, QueueEntry } from './dashboard-coordination-view';
+export type { RegistryHealth } from './dashboard-registry-health';
 
 export interface TopologyOptions {
   /** Registry prefix (`services`). */
@@ -21,6 +23,8 @@ export interface TopologyOptions {
    * part of the page (`watches.coordination` = DENIED).
    */
   coordinationPrefix?: string;
+  /** How often, and how patiently, etcd is asked whether it still answers (see DashboardRegistryHealth). */
+  health?: RegistryHealthOptions;
 }
 
 /** What `/api/topology` returns and the page shows (traffic is added by the server). */
@@ -37,12 +41,15 @@ export interface TopologySnapshot {
   invalid: { key: string; reason: string }[];
   leases: Record<string, LeaseTtl>;
   watches: { registry: ListWatchState; coordination: CoordinationWatchState };
+  /** Whether etcd answers, so whether the rest is current (a silent watch looks the same either way). */
+  registry: RegistryHealth;
 }
 
 /**
  * The mesh as etcd holds it: the registry view and the coordination view
- * (each kept from its own ListWatch), the TTLs of the leases they name, and
- * the timeline of what changed. Read-only (Range, Watch and
+ * (each kept from its own ListWatch), the TTLs of the leases they name, the
+ * timeline of what changed, and whether etcd still answers (registry
+ * health: live, or stale since when). Read-only (Range, Watch and
  * LeaseTimeToLive, nothing else), so it works with a role that may only
  * read.
  *
@@ -54,6 +61,7 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
   readonly timeline = new DashboardTimeline();
   readonly registry: DashboardRegistryView;
   readonly coordination: DashboardCoordinationView;
+  readonly health: DashboardRegistryHealth;
   private readonly log: Logger;
   private readonly leases: DashboardLeases;
   private revision = '0';
@@ -78,7 +86,10 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
       },
     };
     this.leases = new DashboardLeases(client, this.log);
-    this.registry = new DashboardRegistryView(client, root, opts.service ? `${root}${opts.service}/` : root, this.log, host);
+    const range = opts.service ? `${root}${opts.service}/` : root;
+    this.registry = new DashboardRegistryView(client, root, range, this.log, host);
+    this.health = new DashboardRegistryHealth(client, range, this.log, opts.health);
+    this.health.on('change', () => this.changed());
     this.coordination = new DashboardCoordinationView(client, opts.coordinationPrefix, root, this.log, host);
     this.leases.on('change', (changed) => this.emit('leases', Object.fromEntries(changed)));
   }
@@ -86,6 +97,7 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
   start(): this {
     this.registry.start();
     this.coordination.start();
+    this.health.start();
     return this;
   }
 
@@ -102,6 +114,7 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
       invalid: this.registry.invalidRecords(),
       leases: this.leases.snapshot(),
       watches: { registry: this.registry.state, coordination: this.coordination.state },
+      registry: this.health.current,
     };
   }
 
@@ -110,6 +123,7 @@ export class DashboardTopology extends EventEmitter<{ change: []; leases: [chang
     this.closed = true;
     this.registry.close();
     this.coordination.close();
+    this.health.close();
     this.leases.close();
     this.removeAllListeners();
   }

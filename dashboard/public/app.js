@@ -9,7 +9,7 @@
  */
 (function () {
   'use strict';
-  var state = { topo: null, leases: {}, traffic: null, timeline: [], offset: 0 };
+  var state = { topo: null, leases: {}, traffic: null, timeline: [], offset: 0, connected: false };
   var dirty = { topo: false, traffic: false, timeline: false };
   var rows = new Map(); // endpoint key -> { tr, sig, ttlCell, lease }
   var charts = { rps: null, p99: null, names: '' };
@@ -133,6 +133,24 @@
     var w = t.watches;
     $('coordination-note').textContent = w.coordination === 'DENIED' ? 'elections, locks and queues: this etcd user may not read them' : w.coordination !== 'WATCHING' ? 'coordination watch: ' + w.coordination : '';
     $('meta').textContent = 'revision ' + t.revision + ' · registry watch ' + w.registry;
+    renderStatus();
+  }
+
+  // The header says whether what is shown is current: the page's stream to the dashboard, then the dashboard's to etcd.
+  function renderStatus() {
+    var status = $('status');
+    var reg = state.topo && state.topo.registry;
+    var text = 'live';
+    var cls = 'status live';
+    if (!state.connected) {
+      text = 'reconnecting…';
+      cls = 'status down';
+    } else if (reg && reg.state === 'stale') {
+      text = 'stale: etcd has not answered since ' + new Date(reg.staleSince - state.offset).toLocaleTimeString() + (reg.error ? ' (' + reg.error + ')' : '') + '; showing the registry as it was';
+      cls = 'status stale';
+    }
+    if (status.textContent !== text) status.textContent = text;
+    if (status.className !== cls) status.className = cls;
   }
 
   var palette = ['#0f62fe', '#24a148', '#da1e28', '#8a3ffc', '#ff832b', '#007d79', '#d02670', '#6f6f6f', '#b28600', '#1192e8'];
@@ -227,9 +245,8 @@
 
   function connect() {
     var es = new EventSource('/api/events');
-    var status = $('status');
-    es.onopen = function () { status.textContent = 'live'; status.className = 'status live'; };
-    es.onerror = function () { status.textContent = 'reconnecting…'; status.className = 'status down'; };
+    es.onopen = function () { state.connected = true; renderStatus(); };
+    es.onerror = function () { state.connected = false; renderStatus(); };
     es.addEventListener('topology', function (m) {
       if (perf.firstDataAt === null) perf.firstDataAt = performance.now();
       var t = JSON.parse(m.data);
