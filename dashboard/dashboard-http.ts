@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../core/logger';
+import { isLoopbackHost } from './dashboard-loopback';
 
 /** Where the page's own files are: dashboard/public/ of the package, from sources (dashboard/) and from dist/dashboard/ alike. */
 export function publicDir(): string {
@@ -163,18 +164,6 @@ export class DashboardHttp {
     }
     res.writeHead(404, { ...common, 'content-type': 'text/plain' }).end('not found\n');
   }
-}
-
-/**
- * A Host header (or bind address) naming this machine only: localhost,
- * 127.x.x.x, ::1, with or without a port. Host names compare without case
- * (RFC 9110 4.2.3): `LOCALHOST:8080` is this machine too.
- */
-export function isLoopbackHost(host: string | undefined): boolean {
-  if (!host) return false;
-  const h = host.toLowerCase();
-  const name = h.startsWith('[') ? h.slice(1, h.indexOf(']')) : h.includes(':') && h.indexOf(':') === h.lastIndexOf(':') ? h.slice(0, h.indexOf(':')) : h;
-  return name === 'localhost' || name === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
 }
 
 function sseFrame(ev: PushedEvent): string {

@@ -182,9 +182,25 @@
       return [b.backend, (b.share * 100).toFixed(1) + '%', b.rps.toFixed(1), b.p50Ms === null ? '-' : b.p50Ms.toFixed(2), b.p99Ms === null ? '-' : b.p99Ms.toFixed(2)];
     });
     $('traffic-note').textContent = 'last ' + tr.summaryS + ' s in the table, ' + tr.windowS + ' s in the charts';
-    $('targets').textContent = tr.targets.length
-      ? 'scraping: ' + tr.targets.map(function (t) { return t.addr + ' (' + t.kind + (t.ok ? '' : ', failing: ' + t.error) + ')'; }).join(', ')
+    $('targets').textContent = targetsNote(tr);
+  }
+
+  // Which /metrics are read, the failing ones first (at most 20 named), and what the limits left out.
+  var SHOWN_TARGETS = 20;
+  function targetsNote(tr) {
+    var list = tr.targets.slice().sort(function (a, b) { return (a.ok === b.ok ? 0 : a.ok ? 1 : -1); });
+    var failing = list.filter(function (t) { return !t.ok; }).length;
+    var text = list.length
+      ? 'scraping ' + list.length + ' /metrics' + (failing ? ' (' + failing + ' failing, retried with back-off)' : '') + ': ' +
+        list.slice(0, SHOWN_TARGETS).map(function (t) { return t.addr + ' (' + t.kind + (t.ok ? '' : ', failing: ' + t.error) + ')'; }).join(', ') +
+        (list.length > SHOWN_TARGETS ? ', … ' + (list.length - SHOWN_TARGETS) + ' more' : '')
       : 'no /metrics to scrape: start servers with --metrics, or pass --scrape HOST:PORT';
+    var n = tr.notScraped;
+    var left = [];
+    if (n && n.overCap) left.push(n.overCap + ' over the cap of ' + tr.limits.maxTargets);
+    if (n && n.byPolicy) left.push(n.byPolicy + ' refused by --scrape-registry ' + tr.limits.registry);
+    if (n && n.invalid) left.push(n.invalid + ' not host:port');
+    return text + (left.length ? '. Not scraped, of those the registry names: ' + left.join(', ') + '.' : '');
   }
 
   function renderTimeline() {
