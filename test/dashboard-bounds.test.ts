@@ -17,7 +17,8 @@ import { encodeEndpoint } from '../balancer/endpoint-codec';
  *   refuses others, off reads none, the operator's --scrape always;
  * - a registration whose Metadata names a /metrics answering a 100 MB
  *   body: the target fails with `body over 4194304 bytes`, the process's
- *   peak RSS stays under 300 MB and /api/topology keeps answering;
+ *   peak RSS stays under 300 MB and /api/topology keeps answering; one
+ *   that trickles a byte every 100 ms fails with `timed out after 1000 ms`;
  * - 2,000 registrations naming closed loopback ports: 256 are scraped (the
  *   cap; the rest are counted and logged once), failing ones back off, and
  *   after the first seconds the process uses at most 10% of a core (utime
@@ -92,7 +93,14 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  await stopTestEtcd(t, () => Promise.all(servers.map((s) => new Promise((r) => s.close(r)))));
+  await stopTestEtcd(t, () =>
+    Promise.all(
+      servers.map((s) => {
+        s.closeAllConnections();
+        return new Promise((r) => s.close(r));
+      }),
+    ),
+  );
 });
 
 describe('mesh dashboard bounds what the registry can make it do', () => {
@@ -134,7 +142,7 @@ describe('mesh dashboard bounds what the registry can make it do', () => {
     expect(await off.proc.exitWithin(10_000)).toBe(0);
   });
 
-  it('a /metrics answering 100 MB: the target fails with "body over 4194304 bytes", RSS stays under 300 MB, /api/topology keeps answering', async () => {
+  it('a /metrics answering 100 MB: the target fails with "body over 4194304 bytes", RSS stays under 300 MB, /api/topology keeps answering; a trickling one times out', async () => {
     // Lines the scraper looks for, 100 MB of them, sent as fast as the socket takes them, without a Content-Length.
     const line = 'grpc_server_handled_total{grpc_code="OK",grpc_method="SayHello",grpc_service="helloworld.Greeter",grpc_type="unary"} 1\n';
     const chunk = Buffer.from(line.repeat(Math.floor(MiB / line.length)));
@@ -152,13 +160,26 @@ describe('mesh dashboard bounds what the registry can make it do', () => {
       res.on('error', () => undefined);
       write();
     });
-    await putAll([[`bbig/greeter/10.4.0.1:50051`, encodeEndpoint('10.4.0.1:50051', { metrics: big.addr })]]);
+    // And one that never finishes: a byte every 100 ms.
+    const trickles: NodeJS.Timeout[] = [];
+    const slow = await metricsServer((res) => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      const tm = setInterval(() => res.write('#'), 100);
+      trickles.push(tm);
+      res.on('close', () => clearInterval(tm));
+    });
+    await putAll([
+      [`bbig/greeter/10.4.0.1:50051`, encodeEndpoint('10.4.0.1:50051', { metrics: big.addr })],
+      [`bbig/greeter/10.4.0.2:50051`, encodeEndpoint('10.4.0.2:50051', { metrics: slow.addr })],
+    ]);
     const { proc, url } = await startDashboard('bbig');
-    const failing = await waitFor('the big target failing', async () => {
+    const [failing, hung] = await waitFor('the big and the slow target failing', async () => {
       const x = await topology(url);
-      return x.traffic.targets.find((s) => s.addr === big.addr && !s.ok);
+      const f = (addr: string) => x.traffic.targets.find((s) => s.addr === addr && !s.ok);
+      return f(big.addr) && f(slow.addr) ? [f(big.addr)!, f(slow.addr)!] : undefined;
     }, 10_000, 50);
     expect(failing.error).toBe('body over 4194304 bytes');
+    expect(hung.error).toBe('timed out after 1000 ms');
     // Keep asking while it is scraped again (its back-off: about 1, 2, 4 s).
     const started = Date.now();
     let slowest = 0;
@@ -167,7 +188,7 @@ describe('mesh dashboard bounds what the registry can make it do', () => {
       const t0 = Date.now();
       const x = await topology(url);
       slowest = Math.max(slowest, Date.now() - t0);
-      if (x.services[0].endpoints.length === 1) answers++;
+      if (x.services[0].endpoints.length === 2) answers++;
       await new Promise((r) => setTimeout(r, 100));
       if (Date.now() - started > 15_000) break;
     }
@@ -180,6 +201,7 @@ describe('mesh dashboard bounds what the registry can make it do', () => {
     expect(slowest).toBeLessThan(1_000);
     proc.kill('SIGTERM');
     expect(await proc.exitWithin(10_000)).toBe(0);
+    for (const tm of trickles) clearInterval(tm);
   });
 
   it('2,000 registrations naming closed loopback ports: 256 scraped, backing off; at most 10% of a core and under 200 MB after the first seconds', async () => {
