@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Logger } from '../core/logger';
+import { isLoopbackHost } from './dashboard-loopback';
 
 /** Where the page's own files are: dashboard/public/ of the package, from sources (dashboard/) and from dist/dashboard/ alike. */
 export function publicDir(): string {
@@ -26,6 +27,9 @@ function loadAssets(): Map<string, Asset> {
     ['/app.css', path.join(dir, 'app.css'), 'text/css; charset=utf-8'],
     ['/uplot.js', path.join(uplot, 'uPlot.iife.min.js'), 'text/javascript; charset=utf-8'],
     ['/uplot.css', path.join(uplot, 'uPlot.min.css'), 'text/css; charset=utf-8'],
+    // The page links /favicon.svg; /favicon.ico is what browsers (and tools) ask for unprompted: both answer, so nothing 404s.
+    ['/favicon.svg', path.join(dir, 'favicon.svg'), 'image/svg+xml'],
+    ['/favicon.ico', path.join(dir, 'favicon.svg'), 'image/svg+xml'],
   ];
   return new Map(files.map(([url, file, type]) => [url, { type, body: readFileSync(file) }]));
 }
@@ -160,13 +164,6 @@ export class DashboardHttp {
     }
     res.writeHead(404, { ...common, 'content-type': 'text/plain' }).end('not found\n');
   }
-}
-
-/** A Host header (or bind address) naming this machine only: localhost, 127.x.x.x, ::1, with or without a port. */
-export function isLoopbackHost(host: string | undefined): boolean {
-  if (!host) return false;
-  const name = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.includes(':') && host.indexOf(':') === host.lastIndexOf(':') ? host.slice(0, host.indexOf(':')) : host;
-  return name === 'localhost' || name === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(name);
 }
 
 function sseFrame(ev: PushedEvent): string {

@@ -27,8 +27,11 @@ const PARALLEL = 16;
  * seen running out (etcd gives whole seconds). Emits `change(hex ->
  * LeaseTtl)` with what changed.
  *
- * A failed lookup is logged and retried on a later tick; the last value
- * stands meanwhile. No event after close().
+ * A failed lookup is retried on a later tick; the last value stands
+ * meanwhile. Failures are logged when they start (and counted until
+ * lookups work again, which is logged too), not once per lease per tick:
+ * with etcd down, a registry of 1,000 leases would otherwise log hundreds
+ * of lines a second. No event after close().
  */
 export class DashboardLeases extends EventEmitter<{ change: [changed: Map<string, LeaseTtl>] }> {
   private readonly known = new Map<string, LeaseTtl>();
@@ -37,6 +40,8 @@ export class DashboardLeases extends EventEmitter<{ change: [changed: Map<string
   private readonly inFlight = new Set<string>();
   private readonly timer: NodeJS.Timeout;
   private closed = false;
+  /** Lookups failed since the last one that worked (0: all is well). */
+  private failed = 0;
 
   constructor(
     private readonly client: Etcd3,
@@ -108,11 +113,13 @@ export class DashboardLeases extends EventEmitter<{ change: [changed: Map<string
         try {
           const res = await this.client.leaseClient.leaseTimeToLive({ ID: BigInt(`0x${h}`).toString() });
           if (this.closed || !this.wanted.has(h)) continue;
+          if (this.failed) this.log.info({ event: 'dashboard.lease_ttl_recovered', failed: this.failed }, `TimeToLive works again (${this.failed} lookups had failed)`);
+          this.failed = 0;
           const v: LeaseTtl = { ttl: Number(res.TTL), granted: Number(res.grantedTTL), at: Date.now() };
           this.known.set(h, v);
           changed.set(h, v);
         } catch (err) {
-          if (!this.closed) this.log.warn({ event: 'dashboard.lease_ttl_failed', lease: h, err: errorText(err) }, `TimeToLive of lease ${h} failed; retrying later`);
+          if (!this.closed && this.failed++ === 0) this.log.warn({ event: 'dashboard.lease_ttl_failed', lease: h, err: errorText(err) }, `TimeToLive of lease ${h} failed; retrying later (further failures are counted, not logged, until a lookup works)`);
         } finally {
           this.inFlight.delete(h);
         }

@@ -1,14 +1,11 @@
 import { EventEmitter } from 'node:events';
+import type { Agent } from 'node:http';
 import type { Logger } from '../core/logger';
 import { histogramQuantile, parsePromText, type Buckets } from './dashboard-prom-text';
+import { DEFAULT_MAX_SCRAPE_BYTES, readMetrics, scrapeAgent } from './dashboard-scrape-read';
+import type { DashboardScrapeTargets, NotScraped, ScrapeRegistryPolicy, ScrapeTarget } from './dashboard-scrape-targets';
 
-/** A /metrics to read, and the backend it speaks for when it is a registered server. */
-export interface ScrapeTarget {
-  /** host:port of its /metrics. */
-  addr: string;
-  /** The registry address of the server behind it, when the registry names it (Metadata `metrics`). */
-  backend?: string;
-}
+export type { ScrapeTarget } from './dashboard-scrape-targets';
 
 export interface TargetStatus {
   addr: string;
@@ -16,6 +13,10 @@ export interface TargetStatus {
   kind: 'server' | 'client' | 'both' | 'unknown';
   ok: boolean;
   error?: string;
+  /** Failed scrapes in a row (while failing). */
+  failures?: number;
+  /** Date.now() before which a failing target is not scraped again (its back-off). */
+  retryAt?: number;
 }
 
 export interface BackendTraffic {
@@ -38,6 +39,22 @@ export interface TrafficView {
   backends: BackendTraffic[];
   series: { t: number[]; backends: string[]; rps: (number | null)[][]; p99Ms: (number | null)[][] };
   targets: TargetStatus[];
+  /** Registry-named /metrics left out, by reason. */
+  notScraped: NotScraped;
+  /** What bounds the scraping (so the page can say it). */
+  limits: { registry: ScrapeRegistryPolicy; maxTargets: number; maxBodyBytes: number; timeoutMs: number; maxBackoffMs: number };
+}
+
+export interface ScraperOptions {
+  intervalMs?: number;
+  /** One read (connect, headers, body) at most this long (default: the interval, at most 2 s). */
+  timeoutMs?: number;
+  /** A /metrics body over this is not read (the connection is dropped): the target fails with `body over N bytes`. */
+  maxBodyBytes?: number;
+  /** A failing target is retried after the interval, then twice that, ... up to this (ms), until it answers. */
+  maxBackoffMs?: number;
+  windowS?: number;
+  summaryS?: number;
 }
 
 interface Sample {
@@ -59,6 +76,9 @@ interface Tick {
 const HANDLED = 'grpc_server_handled_total';
 const SECONDS_BUCKET = 'grpc_server_handling_seconds_bucket';
 const PICKS = 'mesh_lb_picks_total';
+const WANTED = new Set([HANDLED, SECONDS_BUCKET, PICKS]);
+/** Reads in flight at once: bounds the memory a round can take (each read holds at most maxBodyBytes). */
+const PARALLEL = 16;
 
 /** A counter's increase, Prometheus style: a drop means the process restarted, so the new value is the increase. */
 function increase(now: number, before: number): number {
@@ -66,14 +86,21 @@ function increase(now: number, before: number): number {
 }
 
 /**
- * Reads every target's /metrics each `intervalMs` (each read bounded by
- * the interval, at most 2 s) and keeps, per scrape, the calls and latency
- * buckets per backend for the last `windowS` seconds. Calls per backend
- * come from the backend's own server (grpc_server_handled_total) when its
- * /metrics is scraped, else from the clients' picks (mesh_lb_picks_total
- * {backend}); latency only from servers (grpc_server_handling_seconds).
- * Emits `update(TrafficView)` after each scrape. A target that fails is
- * reported in `targets` (and logged when it starts failing), never fatal.
+ * Reads the targets' /metrics each `intervalMs` and keeps, per scrape, the
+ * calls and latency buckets per backend for the last `windowS` seconds.
+ * Calls per backend come from the backend's own server
+ * (grpc_server_handled_total) when its /metrics is scraped, else from the
+ * clients' picks (mesh_lb_picks_total{backend}); latency only from servers
+ * (grpc_server_handling_seconds). Emits `update(TrafficView)` after each
+ * scrape.
+ *
+ * What it reads is chosen by DashboardScrapeTargets (policy, cap), and each
+ * read is bounded in time, size and concurrency (PARALLEL), since the
+ * registry names most targets. A target that fails is reported in
+ * `targets` (logged when it starts failing and when it recovers), never
+ * fatal, and backs off exponentially (the interval, twice that, ... up to
+ * `maxBackoffMs`, jittered; reset by a success), so a registry naming
+ * thousands of dead ports costs a few connection attempts a second.
  */
 export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView] }> {
   private readonly last = new Map<string, Sample>();
@@ -83,15 +110,30 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
   private running = false;
   private closed = false;
   private view: TrafficView;
+  private notScraped: NotScraped = { overCap: 0, byPolicy: 0, invalid: 0 };
+  private readonly agent: Agent;
+  private readonly intervalMs: number;
+  private readonly timeoutMs: number;
+  private readonly maxBodyBytes: number;
+  private readonly maxBackoffMs: number;
+  private readonly windowS: number;
+  private readonly summaryS: number;
 
   constructor(
-    private readonly targets: () => ScrapeTarget[],
+    private readonly chooser: DashboardScrapeTargets,
+    /** The registry's endpoints now (their Metadata `metrics` and address). */
+    private readonly registry: () => Iterable<{ metrics?: string; addr: string }>,
     private readonly log: Logger,
-    private readonly intervalMs = 1_000,
-    private readonly windowS = 300,
-    private readonly summaryS = 60,
+    opts: ScraperOptions = {},
   ) {
     super();
+    this.intervalMs = opts.intervalMs ?? 1_000;
+    this.timeoutMs = opts.timeoutMs ?? Math.min(this.intervalMs, 2_000);
+    this.maxBodyBytes = opts.maxBodyBytes ?? DEFAULT_MAX_SCRAPE_BYTES;
+    this.maxBackoffMs = opts.maxBackoffMs ?? 60_000;
+    this.windowS = opts.windowS ?? 300;
+    this.summaryS = opts.summaryS ?? 60;
+    this.agent = scrapeAgent(chooser.maxTargets);
     this.view = this.build([]);
   }
 
@@ -109,13 +151,13 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
     if (this.closed) return;
     this.closed = true;
     if (this.timer) clearInterval(this.timer);
+    this.agent.destroy();
     this.removeAllListeners();
   }
 
   private async read(addr: string): Promise<Sample> {
-    const res = await fetch(`http://${addr}/metrics`, { signal: AbortSignal.timeout(Math.min(this.intervalMs, 2_000)) });
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    const { samples } = parsePromText(await res.text());
+    const text = await readMetrics(addr, { timeoutMs: this.timeoutMs, maxBytes: this.maxBodyBytes, agent: this.agent });
+    const { samples } = parsePromText(text, WANTED);
     const s: Sample = { at: Date.now(), server: false, client: false, handled: 0, buckets: new Map(), picks: new Map() };
     for (const m of samples) {
       if (m.name === HANDLED) {
@@ -137,37 +179,49 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
     if (this.running || this.closed) return;
     this.running = true;
     try {
-      const targets = this.targets();
+      const plan = this.chooser.plan(this.registry());
+      const targets = plan.targets;
+      this.notScraped = plan.notScraped;
       const serverCalls = new Map<string, { calls: number; dt: number; buckets: Buckets }>();
       const pickCalls = new Map<string, { calls: number; dt: number }>();
-      await Promise.all(
-        targets.map(async (t) => {
-          let s: Sample;
-          try {
-            s = await this.read(t.addr);
-          } catch (err) {
-            const error = err instanceof Error ? (err.name === 'TimeoutError' ? 'timed out' : (err.cause as Error | undefined)?.message ?? err.message) : String(err);
-            if (this.status.get(t.addr)?.ok !== false) this.log.warn({ event: 'dashboard.scrape_failed', target: t.addr, err: error }, `scraping http://${t.addr}/metrics failed: ${error}`);
-            this.status.set(t.addr, { addr: t.addr, kind: this.status.get(t.addr)?.kind ?? 'unknown', ok: false, error });
-            return;
-          }
-          this.status.set(t.addr, { addr: t.addr, kind: s.server && s.client ? 'both' : s.server ? 'server' : s.client ? 'client' : 'unknown', ok: true });
-          const prev = this.last.get(t.addr);
-          this.last.set(t.addr, s);
-          if (!prev) return;
-          const dt = Math.max(0.001, (s.at - prev.at) / 1000);
-          if (s.server) {
-            const buckets: Buckets = new Map();
-            for (const [le, c] of s.buckets) buckets.set(le, increase(c, prev.buckets.get(le) ?? 0));
-            serverCalls.set(t.backend ?? t.addr, { calls: increase(s.handled, prev.handled), dt, buckets });
-          }
-          for (const [b, c] of s.picks) {
-            const p = pickCalls.get(b) ?? { calls: 0, dt };
-            p.calls += increase(c, prev.picks.get(b) ?? 0);
-            pickCalls.set(b, p);
-          }
-        }),
-      );
+      const now = Date.now();
+      const due = targets.filter((t) => (this.status.get(t.addr)?.retryAt ?? 0) <= now);
+      const one = async (t: ScrapeTarget) => {
+        let s: Sample;
+        const before = this.status.get(t.addr);
+        try {
+          s = await this.read(t.addr);
+        } catch (err) {
+          const error = err instanceof Error ? err.message : String(err);
+          const failures = (before?.failures ?? 0) + 1;
+          // Jittered so that targets that failed together are not retried together.
+          const backoff = Math.min(this.maxBackoffMs, this.intervalMs * 2 ** Math.min(failures - 1, 20)) * (0.5 + Math.random() / 2);
+          if (before?.ok !== false) this.log.warn({ event: 'dashboard.scrape_failed', target: t.addr, err: error }, `scraping http://${t.addr}/metrics failed: ${error}; retrying with back-off up to ${this.maxBackoffMs / 1000} s`);
+          this.status.set(t.addr, { addr: t.addr, kind: before?.kind ?? 'unknown', ok: false, error, failures, retryAt: Date.now() + Math.round(backoff) });
+          return;
+        }
+        if (before?.ok === false) this.log.info({ event: 'dashboard.scrape_recovered', target: t.addr, failures: before.failures }, `scraping http://${t.addr}/metrics works again`);
+        this.status.set(t.addr, { addr: t.addr, kind: s.server && s.client ? 'both' : s.server ? 'server' : s.client ? 'client' : 'unknown', ok: true });
+        const prev = this.last.get(t.addr);
+        this.last.set(t.addr, s);
+        if (!prev) return;
+        const dt = Math.max(0.001, (s.at - prev.at) / 1000);
+        if (s.server) {
+          const buckets: Buckets = new Map();
+          for (const [le, c] of s.buckets) buckets.set(le, increase(c, prev.buckets.get(le) ?? 0));
+          serverCalls.set(t.backend ?? t.addr, { calls: increase(s.handled, prev.handled), dt, buckets });
+        }
+        for (const [b, c] of s.picks) {
+          const p = pickCalls.get(b) ?? { calls: 0, dt };
+          p.calls += increase(c, prev.picks.get(b) ?? 0);
+          pickCalls.set(b, p);
+        }
+      };
+      const queue = [...due];
+      const worker = async () => {
+        for (let t = queue.shift(); t && !this.closed; t = queue.shift()) await one(t);
+      };
+      await Promise.all(Array.from({ length: Math.min(PARALLEL, queue.length) }, worker));
       if (this.closed) return;
       const live = new Set(targets.map((t) => t.addr));
       for (const a of [...this.last.keys()]) if (!live.has(a)) this.last.delete(a);
@@ -227,6 +281,8 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
         p99Ms: names.map((b) => this.ticks.map((t) => p99(t, b))),
       },
       targets: targets.sort((a, b) => (a.addr < b.addr ? -1 : 1)),
+      notScraped: this.notScraped,
+      limits: { registry: this.chooser.policy, maxTargets: this.chooser.maxTargets, maxBodyBytes: this.maxBodyBytes, timeoutMs: this.timeoutMs, maxBackoffMs: this.maxBackoffMs },
     };
   }
 }

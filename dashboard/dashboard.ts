@@ -1,7 +1,8 @@
 import type { Etcd3 } from 'etcd3';
 import { componentLogger, type Logger } from '../core/logger';
 import { DashboardTopology, type TopologyOptions } from './dashboard-topology';
-import { DashboardScraper, type ScrapeTarget } from './dashboard-scraper';
+import { DashboardScraper } from './dashboard-scraper';
+import { DashboardScrapeTargets, DEFAULT_MAX_SCRAPE_TARGETS, DEFAULT_SCRAPE_REGISTRY, type ScrapeRegistryPolicy } from './dashboard-scrape-targets';
 import { DashboardHttp } from './dashboard-http';
 
 /** Least time between two whole-topology pushes to the pages. */
@@ -11,6 +12,12 @@ export interface DashboardOptions extends TopologyOptions {
   listen: { host: string; port: number };
   /** host:port of /metrics to read besides those the registry names (load clients). */
   scrape: string[];
+  /** Which /metrics the registry may name for scraping (default loopback addresses only); `scrape` is always read. */
+  scrapeRegistry?: ScrapeRegistryPolicy;
+  /** Most targets scraped (default 256); registry-named ones beyond are left out, and the page says how many. */
+  maxScrapeTargets?: number;
+  /** Largest /metrics body read (default 4 MiB). */
+  maxScrapeBytes?: number;
   scrapeIntervalMs?: number;
 }
 
@@ -34,13 +41,8 @@ export class Dashboard {
     const topology = new DashboardTopology(client, opts, log);
     const extra = [...new Set(opts.scrape)];
     // Registered servers with --metrics name their /metrics in Metadata; --scrape adds the rest (load clients).
-    const targets = (): ScrapeTarget[] => {
-      const fromRegistry = new Map<string, string>();
-      for (const s of topology.snapshot().services) for (const e of s.endpoints) if (e.metrics) fromRegistry.set(e.metrics, e.addr);
-      const all = new Set([...extra, ...fromRegistry.keys()]);
-      return [...all].map((addr) => ({ addr, backend: fromRegistry.get(addr) }));
-    };
-    const scraper = new DashboardScraper(targets, log, opts.scrapeIntervalMs ?? 1_000);
+    const chooser = new DashboardScrapeTargets(extra, opts.scrapeRegistry ?? DEFAULT_SCRAPE_REGISTRY, opts.maxScrapeTargets ?? DEFAULT_MAX_SCRAPE_TARGETS, log);
+    const scraper = new DashboardScraper(chooser, () => topology.registry.entries(), log, { intervalMs: opts.scrapeIntervalMs ?? 1_000, maxBodyBytes: opts.maxScrapeBytes });
     const http = new DashboardHttp(
       {
         topology: () => ({ ...topology.snapshot(), traffic: scraper.current, timeline: topology.timeline.list() }),
@@ -79,7 +81,7 @@ export class Dashboard {
     }
     topology.start();
     scraper.start();
-    log.info({ event: 'dashboard.listening', url: d.url, scrape: extra }, `dashboard on ${d.url}`);
+    log.info({ event: 'dashboard.listening', url: d.url, scrape: extra, scrapeRegistry: chooser.policy, maxScrapeTargets: chooser.maxTargets }, `dashboard on ${d.url}`);
     return d;
   }
 

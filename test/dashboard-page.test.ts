@@ -25,6 +25,9 @@ import { encodeEndpoint } from '../balancer/endpoint-codec';
  * - 1,000 endpoints written straight to etcd: /api/topology lists them, the
  *   page shows them under 1 s from the data's arrival and stays
  *   responsive, and the dashboard writes nothing (etcd's revision);
+ * - 10,000-character names (an election, its leader, a zone) are cut on
+ *   the page with the whole text in the title, and the page stays within
+ *   the viewport; Host names compare without case; a favicon, no 404;
  * - a user whose role may only read the registry gets the topology (last:
  *   it turns authentication on).
  */
@@ -52,6 +55,16 @@ interface Topology {
 async function topology(url: string): Promise<Topology> {
   const res = await fetch(`${url}api/topology`);
   return (await res.json()) as Topology;
+}
+
+/** The status of GET `path` on the dashboard with this Host header. */
+function statusWithHost(url: string, path: string, host: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    get(`${url}${path}`, { headers: { host } }, (res) => {
+      res.resume();
+      resolve(res.statusCode ?? 0);
+    }).on('error', reject);
+  });
 }
 
 async function startDashboard(prefix: string, extra: string[] = []): Promise<{ proc: MeshProcess; url: string }> {
@@ -269,13 +282,7 @@ describe('mesh dashboard', () => {
     }, 15_000, 100);
     expect(topo.services.map((s) => s.name)).toEqual([SERVICE]);
     // On loopback it answers only to a loopback Host: a rebound DNS name gets nothing.
-    const rebound = await new Promise<number>((resolve, reject) => {
-      get(`${url}api/topology`, { headers: { host: 'mesh.attacker.example' } }, (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
-      }).on('error', reject);
-    });
-    expect(rebound).toBe(403);
+    expect(await statusWithHost(url, 'api/topology', 'mesh.attacker.example')).toBe(403);
     expect(topo.services[0].endpoints[0].lease).toBe(BigInt(leaseId).toString(16).padStart(16, '0'));
     expect(topo.leases[topo.services[0].endpoints[0].lease!].ttl).toBeGreaterThan(100);
 
@@ -316,6 +323,72 @@ describe('mesh dashboard', () => {
     expect(BigInt(revAfter)).toBe(BigInt(revBefore) + 1n);
     await page.close();
     proc.kill('SIGTERM');
+    expect(await proc.exitWithin(10_000)).toBe(0);
+  });
+
+  it('10,000-character names: cut, whole in the title, the page within the viewport; Host compares without case; a favicon, no 404', async () => {
+    const client = t.client!;
+    const zone = `z${'o'.repeat(9_999)}`;
+    const election = `dash-long-${'e'.repeat(9_990)}`;
+    const leader = `leader-${'v'.repeat(9_993)}`;
+    const addr = '10.9.9.9:50051';
+    const lease = client.lease(30);
+    const id = await lease.grant();
+    await client.put(`dashlong/${SERVICE}/${addr}`).value(encodeEndpoint(addr, { zone })).exec();
+    await lease.put(`${election}/${BigInt(id).toString(16)}`).value(leader).exec();
+    const { proc, url } = await startDashboard('dashlong');
+    try {
+      const port = new URL(url).port;
+      // Host names compare without case (RFC 9110); a foreign name is still refused.
+      expect(await statusWithHost(url, 'api/topology', `LOCALHOST:${port}`)).toBe(200);
+      expect(await statusWithHost(url, '', 'LocalHost')).toBe(200);
+      expect(await statusWithHost(url, 'api/topology', `MESH.attacker.example:${port}`)).toBe(403);
+      const icon = await fetch(`${url}favicon.ico`);
+      expect(icon.status).toBe(200);
+      expect(icon.headers.get('content-type')).toBe('image/svg+xml');
+      expect(await icon.text()).toMatch(/^<svg /);
+
+      const page = await browser!.newPage();
+      await page.setViewport({ width: 1200, height: 800 });
+      const failed: string[] = [];
+      page.on('response', (r) => {
+        if (r.status() >= 400) failed.push(`${r.status()} ${r.url()}`);
+      });
+      await page.goto(url, { waitUntil: 'load', timeout: 30_000 });
+      await page.waitForFunction(() => document.querySelectorAll('#endpoint-rows .endpoint').length === 1 && document.querySelectorAll('#elections tbody tr').length === 1, { timeout: 15_000, polling: 50 });
+      const m = await page.evaluate(() => {
+        const right = (sel: string) => [...document.querySelectorAll(sel)].map((e) => Math.ceil(e.getBoundingClientRect().right));
+        const row = document.querySelector('#endpoint-rows .endpoint')!;
+        const e = document.querySelector('#elections tbody tr')!;
+        return {
+          viewport: window.innerWidth,
+          pageWidth: document.documentElement.scrollWidth,
+          rights: [...right('table'), ...right('#endpoints'), ...right('section'), ...right('#elections td')],
+          zoneTitle: (row.children[3] as HTMLElement).title,
+          zoneWidth: row.children[3].getBoundingClientRect().width,
+          nameTitle: (e.children[0] as HTMLElement).title,
+          leaderTitle: (e.children[1] as HTMLElement).title,
+          nameText: e.children[0].textContent,
+          favicon: (document.querySelector('link[rel=icon]') as HTMLLinkElement | null)?.href ?? null,
+        };
+      });
+      console.log(`dashboard, 10,000-character names: page ${m.pageWidth} px wide in a ${m.viewport} px viewport, widest box ends at ${Math.max(...m.rights)} px, zone cell ${m.zoneWidth.toFixed(0)} px`);
+      expect(m.pageWidth).toBeLessThanOrEqual(m.viewport);
+      for (const r of m.rights) expect(r).toBeLessThanOrEqual(m.viewport);
+      expect(m.zoneTitle).toBe(zone);
+      expect(m.nameTitle).toBe(election);
+      expect(m.nameText).toBe(election);
+      expect(m.leaderTitle).toBe(leader);
+      expect(m.favicon).toBe(`${url}favicon.svg`);
+      // The favicon the page links is served too (headless Chromium may never ask for it by itself).
+      expect(await page.evaluate(async (u: string) => (await fetch(u)).status, m.favicon!)).toBe(200);
+      expect(failed).toEqual([]);
+      await page.close();
+    } finally {
+      await lease.revoke();
+      await client.delete().prefix('dashlong/').exec();
+      proc.kill('SIGTERM');
+    }
     expect(await proc.exitWithin(10_000)).toBe(0);
   });
 

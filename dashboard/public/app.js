@@ -9,7 +9,7 @@
  */
 (function () {
   'use strict';
-  var state = { topo: null, leases: {}, traffic: null, timeline: [], offset: 0 };
+  var state = { topo: null, leases: {}, traffic: null, timeline: [], offset: 0, connected: false };
   var dirty = { topo: false, traffic: false, timeline: false };
   var rows = new Map(); // endpoint key -> { tr, sig, ttlCell, lease }
   var charts = { rps: null, p99: null, names: '' };
@@ -22,6 +22,13 @@
     var e = document.createElement(tag);
     if (text !== undefined && text !== null) e.textContent = String(text);
     if (cls) e.className = cls;
+    return e;
+  }
+  // Text from etcd can be any length: shown cut (with an ellipsis), whole in the title (on hover).
+  var CUT = 300;
+  function cut(text) { return text.length > CUT ? text.slice(0, CUT) + '…' : text; }
+  function titled(e, text) {
+    if (e.title !== text) e.title = text;
     return e;
   }
   function serverNow() { return Date.now() + state.offset; }
@@ -46,6 +53,7 @@
     for (var i = 0; i < values.length; i++) {
       var td = tr.children[i] || tr.appendChild(el('span'));
       if (td.textContent !== values[i]) td.textContent = values[i];
+      if (i !== 5) titled(td, values[i]);
     }
   }
 
@@ -67,7 +75,11 @@
           var tr = el('div', null, 'row endpoint');
           tr.dataset.key = e.key;
           tr.dataset.addr = e.addr;
-          for (var i = 0; i < vals.length; i++) tr.appendChild(el('span', vals[i], i === 2 || i === 5 ? 'num' + (i === 5 ? ' ttl' : '') : undefined));
+          // Every cell but the TTL (which counts down) carries its whole text as its title.
+          for (var i = 0; i < vals.length; i++) {
+            var cell = tr.appendChild(el('span', vals[i], i === 2 || i === 5 ? 'num' + (i === 5 ? ' ttl' : '') : undefined));
+            if (i !== 5) cell.title = vals[i];
+          }
           r = { tr: tr, sig: sig, ttlCell: tr.children[5], lease: e.lease };
           rows.set(e.key, r);
           if (perf.firstRenderAt !== null) {
@@ -97,7 +109,9 @@
       tbody.appendChild(frag);
     }
     $('endpoint-count').textContent = count + ' endpoint' + (count === 1 ? '' : 's') + ' in ' + topo.services.length + ' service' + (topo.services.length === 1 ? '' : 's') + ' under ' + topo.prefix + '/' + (topo.service ? topo.service + '/' : '');
-    $('invalid').textContent = topo.invalid.length ? topo.invalid.length + ' registry record(s) skipped: ' + topo.invalid.slice(0, 5).map(function (i) { return i.key + ' (' + i.reason + ')'; }).join('; ') : '';
+    var invalid = topo.invalid.length ? topo.invalid.length + ' registry record(s) skipped: ' + topo.invalid.slice(0, 5).map(function (i) { return i.key + ' (' + i.reason + ')'; }).join('; ') : '';
+    $('invalid').textContent = cut(invalid);
+    titled($('invalid'), invalid);
   }
 
   function fillTable(id, list, cells) {
@@ -105,7 +119,7 @@
     var frag = document.createDocumentFragment();
     list.forEach(function (x) {
       var tr = el('tr');
-      cells(x).forEach(function (c, i) { tr.appendChild(el('td', c, typeof c === 'number' || i === 3 ? 'num' : undefined)); });
+      cells(x).forEach(function (c, i) { tr.appendChild(el('td', c, typeof c === 'number' || i === 3 ? 'num' : undefined)).title = String(c); });
       frag.appendChild(tr);
     });
     tbody.replaceChildren(frag);
@@ -119,6 +133,24 @@
     var w = t.watches;
     $('coordination-note').textContent = w.coordination === 'DENIED' ? 'elections, locks and queues: this etcd user may not read them' : w.coordination !== 'WATCHING' ? 'coordination watch: ' + w.coordination : '';
     $('meta').textContent = 'revision ' + t.revision + ' · registry watch ' + w.registry;
+    renderStatus();
+  }
+
+  // The header says whether what is shown is current: the page's stream to the dashboard, then the dashboard's to etcd.
+  function renderStatus() {
+    var status = $('status');
+    var reg = state.topo && state.topo.registry;
+    var text = 'live';
+    var cls = 'status live';
+    if (!state.connected) {
+      text = 'reconnecting…';
+      cls = 'status down';
+    } else if (reg && reg.state === 'stale') {
+      text = 'stale: etcd has not answered since ' + new Date(reg.staleSince - state.offset).toLocaleTimeString() + (reg.error ? ' (' + reg.error + ')' : '') + '; showing the registry as it was';
+      cls = 'status stale';
+    }
+    if (status.textContent !== text) status.textContent = text;
+    if (status.className !== cls) status.className = cls;
   }
 
   var palette = ['#0f62fe', '#24a148', '#da1e28', '#8a3ffc', '#ff832b', '#007d79', '#d02670', '#6f6f6f', '#b28600', '#1192e8'];
@@ -150,9 +182,25 @@
       return [b.backend, (b.share * 100).toFixed(1) + '%', b.rps.toFixed(1), b.p50Ms === null ? '-' : b.p50Ms.toFixed(2), b.p99Ms === null ? '-' : b.p99Ms.toFixed(2)];
     });
     $('traffic-note').textContent = 'last ' + tr.summaryS + ' s in the table, ' + tr.windowS + ' s in the charts';
-    $('targets').textContent = tr.targets.length
-      ? 'scraping: ' + tr.targets.map(function (t) { return t.addr + ' (' + t.kind + (t.ok ? '' : ', failing: ' + t.error) + ')'; }).join(', ')
+    $('targets').textContent = targetsNote(tr);
+  }
+
+  // Which /metrics are read, the failing ones first (at most 20 named), and what the limits left out.
+  var SHOWN_TARGETS = 20;
+  function targetsNote(tr) {
+    var list = tr.targets.slice().sort(function (a, b) { return (a.ok === b.ok ? 0 : a.ok ? 1 : -1); });
+    var failing = list.filter(function (t) { return !t.ok; }).length;
+    var text = list.length
+      ? 'scraping ' + list.length + ' /metrics' + (failing ? ' (' + failing + ' failing, retried with back-off)' : '') + ': ' +
+        list.slice(0, SHOWN_TARGETS).map(function (t) { return t.addr + ' (' + t.kind + (t.ok ? '' : ', failing: ' + t.error) + ')'; }).join(', ') +
+        (list.length > SHOWN_TARGETS ? ', … ' + (list.length - SHOWN_TARGETS) + ' more' : '')
       : 'no /metrics to scrape: start servers with --metrics, or pass --scrape HOST:PORT';
+    var n = tr.notScraped;
+    var left = [];
+    if (n && n.overCap) left.push(n.overCap + ' over the cap of ' + tr.limits.maxTargets);
+    if (n && n.byPolicy) left.push(n.byPolicy + ' refused by --scrape-registry ' + tr.limits.registry);
+    if (n && n.invalid) left.push(n.invalid + ' not host:port');
+    return text + (left.length ? '. Not scraped, of those the registry names: ' + left.join(', ') + '.' : '');
   }
 
   function renderTimeline() {
@@ -162,7 +210,8 @@
     items.forEach(function (ev) {
       var li = el('li', null, 'k-' + ev.kind);
       li.appendChild(el('time', new Date(ev.at - state.offset).toLocaleTimeString()));
-      li.appendChild(document.createTextNode(ev.text));
+      li.appendChild(document.createTextNode(cut(ev.text)));
+      li.title = ev.text;
       frag.appendChild(li);
     });
     ol.replaceChildren(frag);
@@ -212,9 +261,8 @@
 
   function connect() {
     var es = new EventSource('/api/events');
-    var status = $('status');
-    es.onopen = function () { status.textContent = 'live'; status.className = 'status live'; };
-    es.onerror = function () { status.textContent = 'reconnecting…'; status.className = 'status down'; };
+    es.onopen = function () { state.connected = true; renderStatus(); };
+    es.onerror = function () { state.connected = false; renderStatus(); };
     es.addEventListener('topology', function (m) {
       if (perf.firstDataAt === null) perf.firstDataAt = performance.now();
       var t = JSON.parse(m.data);
