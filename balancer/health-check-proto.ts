@@ -35,6 +35,6 @@ export function healthClientConstructor(): HealthClientCtor {
 }
 
 /** A health client on an existing channel (a subchannel's own, for the health-checking policy). */
-export function healthClientOn(channel: grpc.Channel): HealthClient {
+export function healthClientOn(channel: grpc.ChannelInterface): HealthClient {
   return new (healthClientConstructor())('unused', grpc.credentials.createInsecure(), { channelOverride: channel });
 }
