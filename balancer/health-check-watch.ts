@@ -168,7 +168,7 @@ export class HealthWatch {
       const key = `${this.real.getAddress()}|${this.service}`;
       if (!toldUnimplemented.has(key)) {
         toldUnimplemented.add(key);
-        this.log.error({ event: 'health.unimplemented', service: this.service }, `${this.real.getAddress()} does not serve grpc.health.v1.Health: treated as healthy without health checking (gRPC A17)`);
+        this.log.error({ event: 'health.unimplemented', addr: this.real.getAddress(), service: this.service }, `${this.real.getAddress()} does not serve grpc.health.v1.Health: treated as healthy without health checking (gRPC A17)`);
       }
       this.setState('UNIMPLEMENTED', 'the server has no health service');
     } else {
