@@ -188,7 +188,11 @@ export class HealthWatch {
     for (const fn of [...this.subscribers]) fn();
   }
 
-  /** The one setter of the state: the changes that decide picks at info, the routine ones (a connection's first answer) at debug. */
+  /**
+   * The one setter of the state. Routine steps (a connection's first
+   * SERVING) at debug; what decides picks at info (NOT_SERVING is the
+   * server's own word, a drain's first step); a failed Watch at warn.
+   */
   private setState(next: HealthCheckState, reason: string): void {
     const prev = this.stateValue;
     if (prev === next) return;
@@ -197,7 +201,7 @@ export class HealthWatch {
     const fields = { event: 'health.state', addr: this.real.getAddress(), service: this.service, from: prev, to: next, reason };
     const msg = `${this.real.getAddress()} health ${prev} -> ${next}: ${reason}`;
     if (routine) this.log.debug(fields, msg);
-    else if (UNHEALTHY.has(next)) this.log.warn(fields, msg);
+    else if (next === 'FAILED') this.log.warn(fields, msg);
     else this.log.info(fields, msg);
   }
 }
