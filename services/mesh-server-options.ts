@@ -28,7 +28,8 @@ export interface MeshServerOptions {
    * (`serverOptions`; add services with `addService`): a server built here
    * counts its calls, so a drain ends as soon as calls stop arriving after
    * the revoke; on yours it cannot see calls and answers for the whole
-   * `drainGraceMs`.
+   * `drainGraceMs`. Either way MeshServer adds `grpc.health.v1.Health` (and
+   * reflection if asked): the server must not serve them already.
    */
   server?: grpc.Server;
   /** Options of the server built here when `server` is omitted. */
