@@ -47,8 +47,17 @@ export type { GroupMember, RegistrationGroupOptions } from './balancer/registrat
 export type { Registration, RegistrationEvents, RegistrationOptions, RegistrationState } from './balancer/registration';
 /** The registry record format, interoperable with etcd's Go `naming/endpoints`. */
 export { encodeEndpoint, decodeEndpoint, endpointKey, servicePrefix, DecodeError, type EndpointRecord } from './balancer/endpoint-codec';
+/** Client-side health checking (gRPC A17) as a policy over load_aware or round_robin; `meshClientOptions({ healthCheckConfig })` composes it. */
+export { HEALTH_CHECK, registerHealthCheckBalancer, withHealthCheck } from './balancer/load-balancer-health-check';
 /** The live endpoint set under a prefix, as the resolver sees it. */
 export { EndpointWatcher, type EndpointSnapshot, type EndpointWatcherEvents, type EndpointWatcherState } from './balancer/endpoint-watcher';
+
+// --- serving ---------------------------------------------------------------
+
+/** Any grpc-js Server as a mesh member: registered under a lease, grpc.health.v1, optional reflection, drained on SIGTERM/SIGINT. */
+export { MeshServer, serveAndRegister, type MeshServerOptions, type MeshServerState, type SignalOptions } from './services/mesh-server';
+export { drainOnSignals, type Drainable } from './services/mesh-server-signals';
+export { HEALTH_SERVICE } from './services/health-server';
 
 // --- coordination patterns -------------------------------------------------
 

@@ -3,6 +3,7 @@ import type { ChannelOptions } from '@grpc/grpc-js';
 import { hedgingInterceptor } from './channel-retry';
 import { RetryBudget, type RetryBudgetOptions } from './retry-budget';
 import { LOAD_AWARE, registerLoadAwareBalancer } from './load-balancer-load-aware';
+import { withHealthCheck } from './load-balancer-health-check';
 
 /**
  * The channel a mesh client should use: the load-aware policy (default) or
@@ -29,6 +30,13 @@ export interface MeshChannelConfig {
   hedgingDelayMs?: number;
   /** Retry budget: extra attempts per call over 10 s (default 0.2), plus a floor per second (default 10). */
   retryBudget?: RetryBudgetOptions;
+  /**
+   * Client-side health checking (gRPC A17's `healthCheckConfig`): one
+   * `grpc.health.v1.Health/Watch` per backend for `serviceName` ("" is the
+   * server as a whole), and no picks of a backend while it is not SERVING.
+   * Unset: none (A17's default); not with pick_first (load-balancer-health-check.ts).
+   */
+  healthCheckConfig?: { serviceName: string };
 }
 
 /** Policies `--lb` accepts. `load_aware` is the default; the others are grpc-js's own. */
@@ -36,11 +44,11 @@ export const LB_POLICIES = [LOAD_AWARE, 'round_robin', 'pick_first'] as const;
 export type LbPolicy = (typeof LB_POLICIES)[number];
 export const DEFAULT_LB: LbPolicy = LOAD_AWARE;
 
-/** The service config: the chosen policy. Hedging is the interceptor's (see channel-retry.ts). */
+/** The service config: the chosen policy, under health checking when asked. Hedging is the interceptor's (see channel-retry.ts). */
 export function meshServiceConfig(cfg: MeshChannelConfig): object {
   const lb = cfg.lb ?? DEFAULT_LB;
   if (lb === LOAD_AWARE) registerLoadAwareBalancer();
-  return { loadBalancingConfig: [{ [lb]: {} }] };
+  return withHealthCheck({ loadBalancingConfig: [{ [lb]: {} }] }, cfg.healthCheckConfig);
 }
 
 /** Channel options for a mesh client; spread extra options over them if needed. */

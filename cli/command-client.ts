@@ -3,7 +3,7 @@ import { addEtcdOptions, addServiceOptions, errorText } from './common';
 import { intIn, parseDuration, parseLb, parsePositiveDuration, parseTarget } from './parse';
 import { DEFAULT_LB } from '../balancer/channel';
 import { addClientTlsOptions } from './tls';
-import { addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
+import { addHealthCheckOptions, addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
 import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
 import { sayHello } from '../services/greeter-client';
 import * as grpc from '@grpc/grpc-js';
@@ -48,6 +48,7 @@ export function clientCommand(): Command {
     .addOption(new Option('--target <target>', 'any grpc-js target instead of the etcd resolver').argParser(parseTarget))
     .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware, round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb));
   addSubsetOptions(cmd);
+  addHealthCheckOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   addMetricsOption(cmd);

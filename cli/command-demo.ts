@@ -8,6 +8,7 @@ import { addReportOptions } from './load-flags';
 import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
 import { addMetricsOption, serveMetrics, type MetricsAddr, type MetricsFlags } from './metrics-flag';
 import { DEFAULT_DASHBOARD_LISTEN, parseListen, warnIfExposed } from './command-dashboard';
+import { addHealthCheckOptions, healthCheckFromFlags } from './mesh-client';
 
 interface DemoFlags extends EtcdFlags, ServiceFlags, MetricsFlags {
   duration: number;
@@ -15,6 +16,8 @@ interface DemoFlags extends EtcdFlags, ServiceFlags, MetricsFlags {
   json: boolean;
   election: string;
   lb: LbPolicy;
+  healthCheck: boolean;
+  healthService?: string;
   report?: string;
   csv?: string;
   ui?: MetricsAddr;
@@ -30,6 +33,7 @@ export function demoCommand(): Command {
     .addOption(new Option('--ui [host:port]', `also serve the dashboard (mesh dashboard) on the demo's etcd and print its URL (default ${DEFAULT_DASHBOARD_LISTEN})`).preset(DEFAULT_DASHBOARD_LISTEN).argParser(parseListen))
     .option('--json', 'no live view; print one JSON summary line ({ok, failed, events, ...}) at the end', false);
   addReportOptions(cmd);
+  addHealthCheckOptions(cmd);
   addMetricsOption(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   return cmd.action(async (flags: DemoFlags) => {
@@ -61,6 +65,7 @@ export function demoCommand(): Command {
       forced.unref();
     };
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
+    const healthCheck = healthCheckFromFlags(flags) ?? false;
     const endpoints = configuredEndpoints(flags);
     // An existing cluster must answer (and accept our credentials) before anything starts.
     if (endpoints) (await connectEtcd(flags, endpoints)).close();
@@ -76,6 +81,7 @@ export function demoCommand(): Command {
       service: flags.service,
       election: flags.election,
       lb: flags.lb,
+      healthCheck,
       view: !flags.json,
       signal: abort.signal,
       collectReport: Boolean(flags.report || flags.csv),

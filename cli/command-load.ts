@@ -3,7 +3,7 @@ import { addEtcdOptions, addServiceOptions } from './common';
 import { intIn, parseLb, parsePositiveDuration, parseTarget } from './parse';
 import { DEFAULT_LB } from '../balancer/channel';
 import { addClientTlsOptions } from './tls';
-import { addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
+import { addHealthCheckOptions, addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
 import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
 import { runLoad, type LoadReport } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
@@ -32,6 +32,7 @@ export function loadCommand(): Command {
     .option('--json', 'print one JSON summary object as the last stdout line', false);
   addLoadModeOptions(cmd);
   addSubsetOptions(cmd);
+  addHealthCheckOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   addMetricsOption(cmd);

@@ -6,7 +6,7 @@ import { splitUser } from '../core/etcd-config';
 import { isUnspecifiedHost, parseAdvertise, parseHost, parseName, parsePort, parseTtl, parseWeightFlag } from './parse';
 import { DEFAULT_WEIGHT } from '../balancer/endpoint-codec';
 import { GreeterServer } from '../services/greeter-server';
-import { componentLogger } from '../core/logger';
+import { drainOnSignals } from '../services/mesh-server-signals';
 import { serverCredentials, addServerTlsOptions, type ServerTlsFlags } from './tls';
 import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
 
@@ -23,7 +23,7 @@ interface ServerFlags extends EtcdFlags, ServiceFlags, ServerTlsFlags, MetricsFl
 
 export function serverCommand(): Command {
   const cmd = new Command('server')
-    .description('serve helloworld.Greeter/SayHello and register in etcd under <prefix>/<service>/<host:port> with a TTL lease kept alive')
+    .description('serve helloworld.Greeter/SayHello (with grpc.health.v1 and server reflection) and register in etcd under <prefix>/<service>/<host:port> with a TTL lease kept alive')
     .addOption(new Option('--port <port>', 'port to listen on (0 picks a free one)').argParser(parsePort).makeOptionMandatory())
     .addOption(new Option('--host <host>', 'address to bind; also the one advertised unless --advertise is given').default('127.0.0.1').argParser(parseHost))
     .addOption(new Option('--advertise <host[:port]>', 'address clients dial, registered in etcd and named in replies (default: --host and the bound port); needed when binding 0.0.0.0 or ::').argParser(parseAdvertise))
@@ -36,7 +36,6 @@ export function serverCommand(): Command {
   addServerTlsOptions(cmd);
   addMetricsOption(cmd);
   return cmd.action(async (flags: ServerFlags) => {
-    const log = componentLogger('cli');
     // 0.0.0.0 / :: is a fine bind address and a useless registration: every
     // client would dial itself. Refused before anything is bound or registered.
     if (isUnspecifiedHost(flags.host) && !flags.advertise) {
@@ -68,22 +67,8 @@ export function serverCommand(): Command {
       metrics: served?.metrics,
       metricsAddr: served?.addr,
     });
-    let signalled = false;
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (signalled) {
-        log.warn({ event: 'cli.signal_again', signal: sig }, 'second signal: exiting now');
-        process.exit(130);
-      }
-      signalled = true;
-      void server
-        .shutdown(`received ${sig}`)
-        .then(() => {
-          etcd?.close();
-          process.exit(0);
-        });
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+    // First signal: drain (NOT_SERVING, revoke, answer while clients move away, stop), exit 0; a second exits 130.
+    drainOnSignals(server, { onDrained: () => etcd?.close() });
     try {
       await server.start();
     } catch (err) {

@@ -18,6 +18,27 @@ export interface MeshClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags
   subset?: number;
   /** `--client-id`: this client's index for subsetting; default a hash of host name and pid. */
   clientId?: number;
+  /** `--no-health-check` makes it false; on by default (gRPC A17 client-side health checking). */
+  healthCheck?: boolean;
+  /** `--health-service`: the service name each backend's health Watch asks about; default "" (the server as a whole). */
+  healthService?: string;
+}
+
+/** `--no-health-check` and `--health-service`, shared by `client`, `load` and `demo`. */
+export function addHealthCheckOptions(cmd: Command): Command {
+  return cmd
+    .option('--no-health-check', 'do not watch each backend\'s grpc.health.v1 status (on by default: a backend not SERVING gets no calls; never with --lb pick_first, as gRPC A17 says)')
+    .addOption(new Option('--health-service <name>', 'service name the health Watch asks about (default "": the server as a whole, which every mesh server and standard health server reports)'));
+}
+
+/** The channel's health-checking config from those flags (undefined: off). */
+export function healthCheckFromFlags(flags: { healthCheck?: boolean; healthService?: string; lb?: string }): { serviceName: string } | undefined {
+  if (flags.healthCheck === false) {
+    if (flags.healthService !== undefined) throw new UsageError('--health-service names what to health-check; --no-health-check turns health checking off');
+    return undefined;
+  }
+  if (flags.lb === 'pick_first' && flags.healthService !== undefined) throw new UsageError('--lb pick_first does no health checking (gRPC A17); --health-service does not apply');
+  return { serviceName: flags.healthService ?? '' };
 }
 
 /** `--subset` and `--client-id`, shared by `client` and `load`. */
@@ -52,11 +73,12 @@ export async function openMeshClient(flags: MeshClientFlags): Promise<MeshClient
   if (flags.target && flags.subset !== undefined) throw new UsageError('--subset picks from the etcd registry; it does not apply to --target');
   if (flags.target && flags.clientId !== undefined) throw new UsageError('--client-id picks a subset of the etcd registry; it does not apply to --target');
   if (flags.clientId !== undefined && flags.subset === 0) throw new UsageError('--client-id only matters when subsetting (--subset 0 turns it off)');
+  const healthCheckConfig = healthCheckFromFlags(flags);
   const tls = clientCredentials(flags, target);
   const registry = flags.target ? undefined : servicePrefix(flags.prefix, flags.service);
   const etcd = registry ? await connectEtcd(flags, undefined, { readPrefix: registry }) : undefined;
   const subsetOptions = { ...(flags.subset !== undefined ? { [SUBSET_SIZE_OPTION]: flags.subset } : {}), ...(flags.clientId !== undefined ? { [CLIENT_ID_OPTION]: flags.clientId } : {}) };
-  const channel = openGreeterClient(target, etcd, { credentials: tls.credentials, options: { ...tls.options, ...subsetOptions }, config: { lb: flags.lb } });
+  const channel = openGreeterClient(target, etcd, { credentials: tls.credentials, options: { ...tls.options, ...subsetOptions }, config: { lb: flags.lb, healthCheckConfig } });
   let closed = false;
   return {
     target,

@@ -29,6 +29,8 @@ export interface DemoEvent {
 export interface DemoOptions {
   /** Load-balancing policy of the load client (default: the mesh's default). */
   lb?: LbPolicy;
+  /** The load client's health checking (gRPC A17): default on, service "" (the server as a whole); false: off. */
+  healthCheck?: { serviceName: string } | false;
   /** Existing etcd to use; without it a local 3-member cluster is started. */
   etcd?: EtcdConfig;
   /** Total run time, ms (the scenario is spread over it). */
@@ -260,7 +262,7 @@ export class Demo {
 
     for (let i = 0; i < 3; i++) await this.until(this.startServer('started'));
     const target = meshTarget(opts.prefix, opts.service);
-    const channel = openGreeterClient(target, this.client, { name: 'demo', config: { lb: opts.lb } });
+    const channel = openGreeterClient(target, this.client, { name: 'demo', config: { lb: opts.lb, healthCheckConfig: opts.healthCheck === false ? undefined : (opts.healthCheck ?? { serviceName: '' }) } });
     const greeter = channel.greeter;
     this.checkNotInterrupted();
     this.setState('running');

@@ -25,12 +25,18 @@ export interface GreeterClient extends grpc.Client {
 type GreeterClientCtor = new (target: string, creds: grpc.ChannelCredentials, options?: grpc.ChannelOptions) => GreeterClient;
 
 let loaded: { Greeter: GreeterClientCtor & { service: grpc.ServiceDefinition } } | undefined;
+let definition: protoLoader.PackageDefinition | undefined;
+
+/** proto/greeter.proto as proto-loader loads it (for server reflection and the health service's names). */
+export function greeterPackageDefinition(): protoLoader.PackageDefinition {
+  definition ??= protoLoader.loadSync(GREETER_PROTO, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
+  return definition;
+}
 
 /** The generated Greeter client constructor and service definition. */
 export function greeterPackage(): { Greeter: GreeterClientCtor & { service: grpc.ServiceDefinition } } {
   if (!loaded) {
-    const def = protoLoader.loadSync(GREETER_PROTO, { keepCase: true, longs: String, enums: String, defaults: true, oneofs: true });
-    const pkg = grpc.loadPackageDefinition(def) as unknown as { helloworld: typeof loaded };
+    const pkg = grpc.loadPackageDefinition(greeterPackageDefinition()) as unknown as { helloworld: typeof loaded };
     loaded = pkg.helloworld;
   }
   return loaded!;

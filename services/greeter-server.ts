@@ -1,20 +1,13 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
-import { greeterPackage, type HelloReply, type HelloRequest } from './greeter-proto';
-import { LeaseRegistration } from '../balancer/registration-lease';
-import type { Registration } from '../balancer/registration';
+import { greeterPackage, greeterPackageDefinition, type HelloReply, type HelloRequest } from './greeter-proto';
 import { MESH_SERVER_OPTIONS } from '../balancer/channel';
-import { StateCell } from '../core/state-cell';
-import { componentLogger, type Logger } from '../core/logger';
 import { IndexJob } from '../demo/index-job';
+import { MeshServer, type MeshServerState } from './mesh-server';
 import type { MeshMetrics } from './metrics-registry';
 
-/**
- * STARTING: binding and registering. SERVING: registered (or --no-register)
- * and answering. DRAINING: lease revoked, answering until clients have moved
- * away and in-flight calls are done. STOPPED: final.
- */
-export type GreeterServerState = 'STARTING' | 'SERVING' | 'DRAINING' | 'STOPPED';
+/** A GreeterServer's states are its MeshServer's (see MeshServerState). */
+export type GreeterServerState = MeshServerState;
 
 export interface GreeterServerOptions {
   /** Interface to bind; also the address advertised unless `advertise` is given. */
@@ -35,14 +28,9 @@ export interface GreeterServerOptions {
   /** Record metadata (weight, zone, version...). */
   metadata?: Record<string, unknown>;
   credentials?: grpc.ServerCredentials;
-  /**
-   * After revoking, how long to keep answering new calls at most while
-   * clients drop us from their endpoint sets, ms (default 2000). Draining
-   * ends sooner once no new call has arrived for `quietMs` (default 200).
-   */
+  /** See MeshServerOptions: the drain's grace, quiet period and in-flight timeout, ms. */
   drainGraceMs?: number;
   quietMs?: number;
-  /** Upper bound on waiting for in-flight calls after that, ms (default 5000). */
   drainTimeoutMs?: number;
   /** Campaign in this election and share the index job (see index-job.ts). */
   elect?: string;
@@ -50,131 +38,101 @@ export interface GreeterServerOptions {
   metrics?: MeshMetrics;
   /** `host:port` of this process's /metrics, written into the registry Metadata as `metrics`. */
   metricsAddr?: string;
+  /** Serve gRPC server reflection (default true). */
+  reflection?: boolean;
 }
 
 /**
- * A Greeter backend that registers itself and leaves cleanly:
- * SIGTERM → revoke the lease (the key is gone in a few ms) → keep answering
- * while clients move away → finish in-flight calls → stop.
+ * The mesh's example backend: `helloworld.Greeter/SayHello` answering
+ * `Hello <name> from <host:port>`, on a MeshServer (registration, health,
+ * reflection, the drain), plus what only the greeter does: its metrics and
+ * the shared index job of `--elect`, which leaves the election together
+ * with the registry so clients and the next leader move at once.
  */
 export class GreeterServer {
-  private readonly server: grpc.Server;
-  private readonly cell: StateCell<GreeterServerState>;
-  private readonly log: Logger;
-  private registration: Registration | undefined;
-  private boundPort = 0;
-  private served = 0;
-  private lastCallAt = 0;
-  private stopping: Promise<void> | undefined;
+  private readonly mesh: MeshServer;
   private indexJob: IndexJob | undefined;
+  private indexJobClosed: Promise<void> | undefined;
+  private stopping: Promise<void> | undefined;
 
   constructor(private readonly opts: GreeterServerOptions) {
-    this.log = componentLogger('greeter-server');
-    this.cell = new StateCell<GreeterServerState>('STARTING', this.log, 'server');
-    this.server = new grpc.Server(MESH_SERVER_OPTIONS);
+    this.mesh = new MeshServer({
+      serverOptions: MESH_SERVER_OPTIONS,
+      host: opts.host,
+      port: opts.port,
+      advertise: opts.advertise,
+      credentials: opts.credentials,
+      etcd: opts.etcd,
+      prefix: opts.prefix,
+      service: opts.service,
+      ttlSeconds: opts.ttlSeconds,
+      metadata: { ...opts.metadata, ...(opts.metricsAddr ? { metrics: opts.metricsAddr } : {}) },
+      protos: greeterPackageDefinition(),
+      reflection: opts.reflection ?? true,
+      drainGraceMs: opts.drainGraceMs,
+      quietMs: opts.quietMs,
+      drainTimeoutMs: opts.drainTimeoutMs,
+    });
     const service = greeterPackage().Greeter.service;
     const sayHello = opts.metrics ? opts.metrics.unaryServerHandler(service.SayHello.path, this.sayHello) : this.sayHello;
-    this.server.addService(service, { SayHello: sayHello });
+    this.mesh.addService(service, { SayHello: sayHello });
+    // The election goes with the registration, at the first moment of the drain.
+    this.mesh.onState((next) => {
+      if (next === 'DRAINING') void this.closeIndexJob();
+    });
   }
 
   get state(): GreeterServerState {
-    return this.cell.value;
+    return this.mesh.state;
   }
 
   /** `host:port` as clients dial it: the advertised address, else the bound one (valid after start()). */
   get addr(): string {
-    const h = this.opts.advertise?.host ?? this.opts.host;
-    return `${h.includes(':') ? `[${h}]` : h}:${this.opts.advertise?.port ?? this.boundPort}`;
+    return this.mesh.addr;
   }
 
   /** `host:port` actually bound (valid after start()). */
   get boundAddr(): string {
-    return `${this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host}:${this.boundPort}`;
+    return this.mesh.boundAddr;
   }
 
   get servedCount(): number {
-    return this.served;
+    return this.mesh.servedCount;
   }
 
   get registrationKey(): string | undefined {
-    return this.registration?.key;
+    return this.mesh.registrationKey;
+  }
+
+  /** The MeshServer underneath (health: `setServing`). */
+  get meshServer(): MeshServer {
+    return this.mesh;
   }
 
   private readonly sayHello = (call: grpc.ServerUnaryCall<HelloRequest, HelloReply>, cb: grpc.sendUnaryData<HelloReply>): void => {
-    if (this.served++ === 0) this.log.info({ event: 'server.first_call', addr: this.addr }, 'first call served');
-    this.lastCallAt = Date.now();
     const name = call.request.name || 'world';
     cb(null, { message: `Hello ${name} from ${this.addr}` });
   };
 
   /** Bind, then register; resolves when serving and (unless --no-register) registered. */
   async start(): Promise<void> {
-    const bindHost = this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
-    this.boundPort = await new Promise<number>((resolve, reject) =>
-      this.server.bindAsync(`${bindHost}:${this.opts.port}`, this.opts.credentials ?? grpc.ServerCredentials.createInsecure(), (err, port) =>
-        err ? reject(new Error(`cannot listen on ${bindHost}:${this.opts.port}: ${err.message}`)) : resolve(port),
-      ),
-    );
-    this.log.info({ event: 'server.listening', addr: this.addr, bound: this.boundAddr }, this.addr === this.boundAddr ? `listening on ${this.addr}` : `listening on ${this.boundAddr}, advertised as ${this.addr}`);
-    // A signal during start-up: shutdown() owns the teardown from here on.
-    if (this.stopping) return;
-    if (this.opts.etcd) {
-      this.registration = new LeaseRegistration(this.opts.etcd, {
-        prefix: this.opts.prefix,
-        service: this.opts.service,
-        addr: this.addr,
-        ttlSeconds: this.opts.ttlSeconds,
-        metadata: { ...this.opts.metadata, pid: process.pid, startedAt: new Date().toISOString(), ...(this.opts.metricsAddr ? { metrics: this.opts.metricsAddr } : {}) },
-      });
-      try {
-        await this.registration.start();
-      } catch (err) {
-        if (this.stopping) return; // closed by shutdown() before it completed
-        throw err;
-      }
-      if (this.stopping) return;
-      if (this.opts.elect) {
-        this.indexJob = new IndexJob(this.opts.etcd, { name: this.opts.elect, addr: this.addr, ttlSeconds: this.opts.ttlSeconds });
-        this.indexJob.start();
-      }
+    await this.mesh.start();
+    if (this.opts.etcd && this.opts.elect && this.mesh.state === 'SERVING') {
+      this.indexJob = new IndexJob(this.opts.etcd, { name: this.opts.elect, addr: this.addr, ttlSeconds: this.opts.ttlSeconds });
+      this.indexJob.start();
     }
-    this.cell.set('SERVING', this.opts.etcd ? 'registered' : 'serving without registration (--no-register)', { addr: this.addr });
   }
 
-  /** Leave the mesh and stop. Idempotent; resolves when stopped. */
+  /** Leave the mesh (and the election) and stop. Idempotent; resolves when stopped. */
   shutdown(reason: string): Promise<void> {
-    if (!this.stopping) this.stopping = this.doShutdown(reason);
+    this.stopping ??= Promise.all([this.mesh.shutdown(reason), this.closeIndexJob()]).then(() => undefined);
     return this.stopping;
   }
 
-  private async doShutdown(reason: string): Promise<void> {
-    this.cell.set('DRAINING', reason);
-    const t0 = Date.now();
-    // start() may still be binding or registering: it checks `stopping` after
-    // each step, so what it has created by now is all there is to close.
-    // Leave the registry and the election together: clients and the next leader move at once.
-    await Promise.all([this.registration?.close(), this.indexJob?.close()]);
-    const revokedMs = Date.now() - t0;
-    // Clients drop us as soon as their watch delivers the delete; until then
-    // they may still pick us, so keep answering until traffic goes quiet.
-    const grace = this.opts.drainGraceMs ?? 2_000;
-    const quiet = this.opts.quietMs ?? 200;
-    if (this.registration) {
-      while (Date.now() - t0 < grace && Date.now() - Math.max(this.lastCallAt, t0) < quiet) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    }
-    await new Promise<void>((resolve) => {
-      const force = setTimeout(() => {
-        this.log.warn({ event: 'server.drain_timeout' }, 'in-flight calls did not finish in time; forcing shutdown');
-        this.server.forceShutdown();
-        resolve();
-      }, this.opts.drainTimeoutMs ?? 5_000);
-      this.server.tryShutdown(() => {
-        clearTimeout(force);
-        resolve();
-      });
-    });
-    this.cell.set('STOPPED', 'drained', { revokedMs, totalMs: Date.now() - t0, served: this.served });
+  /** IndexJob.close() returns at once when called again; this one waits for the first close every time. */
+  private closeIndexJob(): Promise<void> {
+    if (!this.indexJob) return Promise.resolve();
+    this.indexJobClosed ??= this.indexJob.close();
+    return this.indexJobClosed;
   }
 }

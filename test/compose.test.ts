@@ -11,6 +11,8 @@ interface ComposeService {
   image?: string;
   build?: unknown;
   command?: string[];
+  healthcheck?: { test?: string[] };
+  depends_on?: unknown;
 }
 
 describe('docker-compose.yml', () => {
@@ -30,6 +32,14 @@ describe('docker-compose.yml', () => {
     for (const [name, s] of mesh) {
       expect({ name, error: await checkArgs(s.command!) }).toEqual({ name, error: undefined });
     }
+    // Each greeter's health is `mesh health` on its own address (grpc.health.v1), a valid mesh command line; the load waits for all three.
+    for (const [name, s] of mesh.filter(([, m]) => m.command![0] === 'server')) {
+      const test = s.healthcheck?.test ?? [];
+      expect(test.slice(0, 4)).toEqual(['CMD', 'node', 'dist/cli/main.js', 'health']);
+      expect(test[4]).toBe(`${name}:50051`);
+      expect({ name, error: await checkArgs(test.slice(3)) }).toEqual({ name, error: undefined });
+    }
+    expect(doc.services.load.depends_on).toEqual({ greeter1: { condition: 'service_healthy' }, greeter2: { condition: 'service_healthy' }, greeter3: { condition: 'service_healthy' } });
     // The check does catch a bad command line.
     expect(await checkArgs(['server', '--port', 'x'])).toMatch(/--port/);
   });

@@ -32,9 +32,12 @@ afterAll(async () => {
 });
 
 describe('the library face', () => {
-  it('the README example imports etcd-mesh by name, type-checks, registers a backend and gets a reply through the etcd resolver', async () => {
+  it('the README example imports etcd-mesh by name, type-checks, serves and registers a backend (serveAndRegister) and gets a reply through the etcd resolver with health checking', async () => {
     const code = readmeExample();
     expect(code).toMatch(/from 'etcd-mesh'/);
+    // The backend is served by the generic helper, the client health-checks (issue 25.3, 21.4).
+    expect(code).toMatch(/serveAndRegister\(server, /);
+    expect(code).toMatch(/healthCheckConfig: \{ serviceName: '' \}/);
     mkdirSync(dir, { recursive: true });
     writeFileSync(path.join(dir, 'example.ts'), code);
     writeFileSync(
@@ -64,7 +67,7 @@ describe('the library face', () => {
   it('index.ts exports the public API with doc comments', () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const api = require(path.join(REPO, 'dist', 'index.js')) as Record<string, unknown>;
-    for (const name of ['createEtcdClient', 'registerEtcdResolver', 'meshClientOptions', 'LeaseRegistration', 'encodeEndpoint', 'decodeEndpoint', 'EtcdMutex', 'Election', 'EtcdQueue', 'DoubleBarrier', 'publish', 'Subscription', 'setProgress', 'ProgressWatch', 'ClusterMonitor', 'ListWatch']) {
+    for (const name of ['createEtcdClient', 'registerEtcdResolver', 'meshClientOptions', 'LeaseRegistration', 'encodeEndpoint', 'decodeEndpoint', 'EtcdMutex', 'Election', 'EtcdQueue', 'DoubleBarrier', 'publish', 'Subscription', 'setProgress', 'ProgressWatch', 'ClusterMonitor', 'ListWatch', 'MeshServer', 'serveAndRegister', 'drainOnSignals', 'registerHealthCheckBalancer', 'withHealthCheck']) {
       expect(typeof api[name], name).toBe('function');
     }
     const pkg = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { exports: Record<string, { types: string; default: string }>; types: string };

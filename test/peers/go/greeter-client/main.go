@@ -7,6 +7,15 @@
 // -authority sets grpc.WithAuthority; without it grpc-go sends the target
 // path (e.g. "services/greeter") as :authority.
 //
+// -health-check turns on grpc-go's client-side health checking (gRPC A17:
+// the health package's import plus "healthCheckConfig" in the service
+// config, for -health-service, default ""): round_robin then skips a
+// backend that reports NOT_SERVING.
+//
+// -duration D: instead of -count calls, call for D and print, every 100 ms,
+//   {"event":"tick","atMs":T,"backends":{"host:port":count},"failed":F}
+// (the calls of that interval; T is Unix time in ms).
+//
 // stdout: one JSON line per failed call ({"event":"error",...}), then
 //   {"event":"done","ok":N,"failed":F,"backends":{"host:port":count}}
 // exit 0 when every call succeeded, 1 otherwise.
@@ -24,6 +33,7 @@ import (
 	clientv3 "go.etcd.io/etcd/clientv3"
 	"go.etcd.io/etcd/clientv3/naming/resolver"
 	"google.golang.org/grpc"
+	_ "google.golang.org/grpc/health" // registers the client-side health checking function
 	"meshpeers/wire"
 )
 
@@ -38,6 +48,9 @@ func main() {
 	count := flag.Int("count", 30, "calls to make")
 	wantBackends := flag.Int("backends", 1, "wait (up to 10 s) until this many backends answered before counting")
 	authority := flag.String("authority", "", ":authority to send (grpc.WithAuthority); empty: grpc-go's default")
+	healthCheck := flag.Bool("health-check", false, "client-side health checking (healthCheckConfig in the service config)")
+	healthService := flag.String("health-service", "", "service name of the health Watch")
+	duration := flag.Duration("duration", 0, "call for this long, printing a tick every 100 ms (instead of -count)")
 	flag.Parse()
 
 	cli, err := clientv3.New(clientv3.Config{Endpoints: strings.Split(*etcdEps, ","), DialTimeout: 5 * time.Second})
@@ -54,7 +67,12 @@ func main() {
 	opts := []grpc.DialOption{
 		grpc.WithResolvers(builder),
 		grpc.WithInsecure(),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`),
+	}
+	if *healthCheck {
+		hc, _ := json.Marshal(*healthService)
+		opts = append(opts, grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}],"healthCheckConfig":{"serviceName":`+string(hc)+`}}`))
+	} else {
+		opts = append(opts, grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
 	}
 	if *authority != "" {
 		opts = append(opts, grpc.WithAuthority(*authority))
@@ -96,6 +114,31 @@ func main() {
 
 	ok, failed := 0, 0
 	backends := map[string]int{}
+	if *duration > 0 {
+		end := time.Now().Add(*duration)
+		tick := map[string]int{}
+		tickFailed := 0
+		next := time.Now().Add(100 * time.Millisecond)
+		for time.Now().Before(end) {
+			reply, err := call()
+			if err != nil {
+				failed++
+				tickFailed++
+				emit(map[string]interface{}{"event": "error", "error": err.Error()})
+			} else {
+				ok++
+				backends[backendOf(reply)]++
+				tick[backendOf(reply)]++
+			}
+			if now := time.Now(); !now.Before(next) {
+				emit(map[string]interface{}{"event": "tick", "atMs": now.UnixNano() / int64(time.Millisecond), "backends": tick, "failed": tickFailed})
+				tick = map[string]int{}
+				tickFailed = 0
+				next = now.Add(100 * time.Millisecond)
+			}
+		}
+		*count = 0
+	}
 	for i := 0; i < *count; i++ {
 		reply, err := call()
 		if err != nil {
