@@ -1,7 +1,6 @@
 import { endpointKey } from '../balancer/endpoint-codec';
 import type { RegistryObserver } from './bench-observer';
-import type { ServerProcess } from './bench-processes';
-import { sleep } from './bench-processes';
+import { sleep, type BenchServer } from './bench-processes';
 import type { TrafficLoop } from './bench-traffic';
 import { dist, type Dist } from './bench-report';
 
@@ -9,7 +8,7 @@ export interface LeaveOptions {
   prefix: string;
   service: string;
   /** Registered servers in the client's rotation; each is SIGTERMed once. */
-  leavers: ServerProcess[];
+  leavers: BenchServer[];
   observer: RegistryObserver;
   loop: TrafficLoop;
 }
@@ -54,11 +53,11 @@ export async function benchLeave(o: LeaveOptions, progress: (s: string) => void)
     const key = endpointKey(o.prefix, o.service, s.addr);
     await sleep(150 + Math.random() * 60);
     const t0 = performance.now();
-    s.kill('SIGTERM');
+    s.mesh.kill('SIGTERM');
     const tGone = await o.observer.seen(o.observer.deleteSeen, key, t0, 3_000);
     const tDeliv = await o.observer.seen(o.observer.removed, s.addr, t0, 3_000);
-    const timer = setTimeout(() => s.kill('SIGKILL'), 8_000);
-    const { code } = await s.exited;
+    const timer = setTimeout(() => s.mesh.kill('SIGKILL'), 8_000);
+    const { code } = await s.mesh.exited;
     const tExit = performance.now();
     clearTimeout(timer);
     if (code !== 0) nonZeroExits++;
@@ -67,7 +66,7 @@ export async function benchLeave(o: LeaveOptions, progress: (s: string) => void)
     last.push(Math.max(0, (o.loop.lastReplyAt.get(s.addr) ?? t0) - t0));
     lastStart.push((o.loop.lastReplyStartedAt.get(s.addr) ?? t0) - t0);
     exit.push(tExit - t0);
-    const rv = s.logs.find((l) => l.event === 'registration.revoked');
+    const rv = s.mesh.logs.find((l) => l.event === 'registration.revoked');
     if (rv && typeof rv.ms === 'number') revoke.push(rv.ms);
     progress(
       `  leave ${i + 1}/${o.leavers.length} ${s.addr}: key gone ${tGone === undefined ? '-' : (tGone - t0).toFixed(1)} ms, delivered ${tDeliv === undefined ? '-' : (tDeliv - t0).toFixed(1)} ms, last reply ${last[last.length - 1].toFixed(1)} ms (its call started at ${lastStart[lastStart.length - 1].toFixed(1)} ms), exit ${(tExit - t0).toFixed(0)} ms code ${code}`,

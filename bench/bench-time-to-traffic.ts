@@ -1,8 +1,7 @@
 import type { Etcd3 } from 'etcd3';
 import { encodeEndpoint, endpointKey } from '../balancer/endpoint-codec';
 import type { RegistryObserver } from './bench-observer';
-import type { ServerProcess } from './bench-processes';
-import { sleep } from './bench-processes';
+import { sleep, waitForServerLog, type BenchServer } from './bench-processes';
 import type { TrafficLoop } from './bench-traffic';
 import { dist, epochNow, type Dist } from './bench-report';
 
@@ -10,7 +9,7 @@ export interface JoinOptions {
   prefix: string;
   service: string;
   /** Fresh `--no-register` servers, one per trial (never dialled before). */
-  joiners: ServerProcess[];
+  joiners: BenchServer[];
   /** A separate etcd client, standing for the joining server's own. */
   writer: Etcd3;
   leaseId: string;
@@ -74,14 +73,14 @@ export async function benchJoin(o: JoinOptions, progress: (s: string) => void): 
       first.push(tFirst - t0);
       if (tDeliv !== undefined) delivToFirst.push(tFirst - tDeliv);
     }
-    const fc = await j.waitForLog((l) => l.event === 'server.first_call', 1_000).catch(() => undefined);
+    const fc = await waitForServerLog(j, (l) => l.event === 'server.first_call', 1_000).catch(() => undefined);
     if (fc && typeof fc.time === 'number') serverFirst.push(fc.time - t0Epoch);
     // Leave again: delete the key, wait until the client stops using it, stop the server.
     await sleep(50);
     await o.writer.delete().key(key).exec();
     const end = performance.now() + 2_000;
     while (performance.now() < end && performance.now() - (o.loop.lastReplyAt.get(j.addr) ?? 0) < 150) await sleep(10);
-    await j.stop(3_000);
+    await j.mesh.stop(3_000);
   }
   const r: JoinResult = {
     trials: o.joiners.length,

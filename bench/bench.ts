@@ -15,7 +15,8 @@ import { createEtcdClient } from '../core/etcd-client';
 import { registerEtcdResolver } from '../balancer/resolver-etcd';
 import { servicePrefix } from '../balancer/endpoint-codec';
 import { createGreeterClient, meshTarget, type GreeterClient } from '../services/greeter-client';
-import { ServerProcess, startServers } from './bench-processes';
+import { startServers, stopServers, type BenchServer } from './bench-processes';
+import { MeshProcess } from '../demo/mesh-process';
 import { benchOverhead, type OverheadResult } from './bench-overhead';
 import { benchFairness, type FairnessResult } from './bench-fairness';
 import { RegistryObserver } from './bench-observer';
@@ -23,7 +24,7 @@ import { TrafficLoop } from './bench-traffic';
 import { benchJoin, type JoinResult } from './bench-time-to-traffic';
 import { benchLeave, type LeaveResult } from './bench-time-to-leave';
 import { benchScale, type ScaleResult } from './bench-scale';
-import { benchHerd, benchRegistrations, killFleetNow, type HerdResult, type RegistrationsResult } from './scale-herd';
+import { benchHerd, benchRegistrations, type HerdResult, type RegistrationsResult } from './scale-herd';
 import { benchWide, type WideResult } from './scale-wide';
 import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE } from '../balancer/subset';
 import { Report, fmtDist, fmtMB, median, round } from './bench-report';
@@ -84,8 +85,7 @@ function cleanup(): Promise<void> {
           /* keep cleaning */
         }
       }
-      ServerProcess.killAllNow();
-      killFleetNow();
+      MeshProcess.killAllNow();
     })();
   }
   return cleaning;
@@ -102,8 +102,7 @@ async function main(flags: Flags): Promise<void> {
   cleanups.push(() => cluster.stop());
   // Last resort if the process dies without running cleanup: nothing may outlive the bench.
   process.on('exit', () => {
-    ServerProcess.killAllNow();
-    killFleetNow();
+    MeshProcess.killAllNow();
     for (const m of cluster.members) m.proc?.kill('SIGKILL');
   });
   const etcd = cluster.endpoints;
@@ -120,8 +119,7 @@ async function main(flags: Flags): Promise<void> {
   const service = 'greeter';
   const etcdTarget = meshTarget(prefix, service);
   const serverOpts = { etcd, prefix, service, register: true };
-  const stopAll = (ss: ServerProcess[]) => Promise.all(ss.map((s) => s.stop()));
-  cleanups.push(() => stopAll([...ServerProcess.all]).then(() => undefined));
+  cleanups.push(() => MeshProcess.stopAll());
 
   const report = new Report();
   const json: Record<string, unknown> = {
@@ -144,7 +142,7 @@ async function main(flags: Flags): Promise<void> {
     json.overhead = overhead;
   }
 
-  let extra: ServerProcess[] = [];
+  let extra: BenchServer[] = [];
   let fairness10: FairnessResult | undefined;
   if (only.has('fairness')) {
     log('fairness with 10 backends: starting 7 more servers...');
@@ -183,7 +181,7 @@ async function main(flags: Flags): Promise<void> {
       leave = await benchLeave({ prefix, service, leavers, observer, loop }, log);
       json.leave = leave;
     }
-    await stopAll(extra);
+    await stopServers(extra);
     extra = [];
 
     if (only.has('join')) {
@@ -201,7 +199,8 @@ async function main(flags: Flags): Promise<void> {
     await observer.close();
     json.trafficLoop = { ok: loop.ok, failed: loop.failed, errors: loop.errors };
   }
-  await stopAll([...ServerProcess.all]);
+  // Every server still running (the 3 base ones; the stages' own are stopped by them): nothing else runs yet.
+  await MeshProcess.stopAll();
 
   let scale: ScaleResult | undefined;
   if (only.has('scale')) {
