@@ -2,7 +2,7 @@ import type { Etcd3 } from 'etcd3';
 import { createGreeterClient } from '../services/greeter-client';
 import { runLoad, type LoadReport } from '../services/load-generator';
 import { encodeEndpoint, endpointKey } from '../balancer/endpoint-codec';
-import { ServerProcess, sleep, startServers } from './bench-processes';
+import { sleep, startServers, stopServers, type BenchServer } from './bench-processes';
 import { dutyCycle } from '../demo/mesh-process';
 import { maxMinRatio, median, round } from './bench-report';
 
@@ -84,9 +84,9 @@ async function run(target: string, lb: Policy, o: LoadAwareOptions, runMs = o.ru
 }
 
 /** Calls each server has served so far (from its STOPPED log line): stops them. */
-async function servedAndStop(servers: ServerProcess[]): Promise<number> {
-  await Promise.all(servers.map((s) => s.stop()));
-  return servers.map((s) => Number(s.logs.find((l) => l.event === 'server.state' && l.to === 'STOPPED')?.served ?? NaN)).reduce((a, b) => a + b, 0);
+async function servedAndStop(servers: BenchServer[]): Promise<number> {
+  await stopServers(servers);
+  return servers.map((s) => Number(s.mesh.logs.find((l) => l.event === 'server.state' && l.to === 'STOPPED')?.served ?? NaN)).reduce((a, b) => a + b, 0);
 }
 
 export async function benchLoadAware(o: LoadAwareOptions, progress: (s: string) => void): Promise<LoadAwareResult> {
@@ -124,7 +124,7 @@ export async function benchLoadAware(o: LoadAwareOptions, progress: (s: string) 
   const slow: SlowResult[] = [];
   for (const lb of POLICIES) {
     const healthy = await run(target, lb, o);
-    const stop = dutyCycle(servers[0].proc);
+    const stop = dutyCycle(servers[0].mesh.proc);
     const r = await run(target, lb, o);
     stop();
     const res: SlowResult = {
@@ -142,7 +142,7 @@ export async function benchLoadAware(o: LoadAwareOptions, progress: (s: string) 
     progress(`  slow backend, ${lb}: share ${res.slowSharePct}%, p99 ${res.slowP99} vs ${res.healthyP99} ms (x${res.p99Ratio}), rps x${res.rpsRatio}, failed ${res.failed}`);
     await sleep(200);
   }
-  await Promise.all(servers.map((s) => s.stop()));
+  await stopServers(servers);
 
   // Weights 90/10, written by hand into the registry (as an operator would with etcdctl).
   const pair = await startServers(2, { ...opts, register: false });
@@ -158,13 +158,13 @@ export async function benchLoadAware(o: LoadAwareOptions, progress: (s: string) 
     progress(`  weights 90/10, ${lb}: light backend ${w.lightSharePct}% of ${w.calls} calls`);
   }
   await lease.revoke().catch(() => undefined);
-  await Promise.all(pair.map((s) => s.stop()));
+  await stopServers(pair);
 
   // Brownout: every backend duty-cycled; attempts counted by the servers (fresh servers per policy).
   const brownout: BrownoutResult[] = [];
   for (const lb of POLICIES) {
     servers = await startServers(3, opts);
-    const stops = servers.map((s) => dutyCycle(s.proc));
+    const stops = servers.map((s) => dutyCycle(s.mesh.proc));
     const client = createGreeterClient(target, undefined, { lb });
     const r = await runLoad({ client, concurrency: o.concurrency, durationMs: o.runMs, deadlineMs: 1_000 });
     client.close();

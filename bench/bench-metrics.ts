@@ -56,9 +56,8 @@ export interface MetricsOverheadResult {
  * fresh load processes; ratios are medians over rounds.
  */
 export async function benchMetrics(o: MetricsOverheadOptions, progress: (s: string) => void): Promise<MetricsOverheadResult> {
+  // Every child here is a tracked MeshProcess: the bench's exit hook (MeshProcess.killAllNow) covers them.
   const servers: MeshProcess[] = [];
-  const exitHook = () => MeshProcess.killAllNow();
-  process.on('exit', exitHook);
   try {
     const sets: Record<string, MeshProcess[]> = { 'metrics-on': [], 'metrics-off': [] };
     const start = async (service: string, metrics: boolean) => {
@@ -115,7 +114,6 @@ export async function benchMetrics(o: MetricsOverheadOptions, progress: (s: stri
     };
   } finally {
     await Promise.all(servers.map((s) => s.stop()));
-    process.off('exit', exitHook);
   }
 }
 

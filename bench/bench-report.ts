@@ -29,6 +29,11 @@ export function dist(samples: number[]): Dist {
   };
 }
 
+/** The Dist of one timing over trials: that field of every trial that has it (a trial where it was not seen leaves it undefined). */
+export function distOf<T extends object>(trials: T[], field: keyof T): Dist {
+  return dist(trials.flatMap((t) => (typeof t[field] === 'number' ? [t[field] as number] : [])));
+}
+
 export function median(xs: number[]): number {
   if (xs.length === 0) return NaN;
   const s = [...xs].sort((a, b) => a - b);

@@ -2,7 +2,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import type { Etcd3, Lease } from 'etcd3';
 import { encodeEndpoint, servicePrefix } from '../balancer/endpoint-codec';
 import type { ProbeDelivery, ProbeMem } from './scale-probe';
-import { FleetProcess } from './scale-herd';
+import { FleetProcess } from './scale-fleet-process';
 import { dist, epochNow, round, type Dist } from './bench-report';
 import { sleep } from './bench-processes';
 

@@ -1,16 +1,15 @@
 import type { Etcd3 } from 'etcd3';
 import { encodeEndpoint, endpointKey } from '../balancer/endpoint-codec';
 import type { RegistryObserver } from './bench-observer';
-import type { ServerProcess } from './bench-processes';
-import { sleep } from './bench-processes';
+import { sleep, waitForServerLog, type BenchServer } from './bench-processes';
 import type { TrafficLoop } from './bench-traffic';
-import { dist, epochNow, type Dist } from './bench-report';
+import { distOf, epochNow, type Dist } from './bench-report';
 
 export interface JoinOptions {
   prefix: string;
   service: string;
   /** Fresh `--no-register` servers, one per trial (never dialled before). */
-  joiners: ServerProcess[];
+  joiners: BenchServer[];
   /** A separate etcd client, standing for the joining server's own. */
   writer: Etcd3;
   leaseId: string;
@@ -37,6 +36,9 @@ export interface JoinResult {
   failedCalls: number;
 }
 
+/** One trial: ms after the put was issued (undefined: not seen in time); `delivToFirst` from the resolver's delivery on. */
+type JoinTrial = { first?: number; ack: number; watch?: number; deliv?: number; delivToFirst?: number; serverFirst?: number };
+
 /**
  * Time to traffic: with load running through the resolver, write a new
  * backend's key (Go JSON, under a lease) at t0 and time the first reply that
@@ -45,14 +47,8 @@ export interface JoinResult {
  * the key is deleted and the backend stopped.
  */
 export async function benchJoin(o: JoinOptions, progress: (s: string) => void): Promise<JoinResult> {
-  const first: number[] = [];
-  const ack: number[] = [];
-  const watch: number[] = [];
-  const deliv: number[] = [];
-  const delivToFirst: number[] = [];
-  const serverFirst: number[] = [];
-  let missed = 0;
-  const failedBefore = o.loop.failed;
+  const failedCalls = o.loop.failedFromNow();
+  const trials: JoinTrial[] = [];
   for (const [i, j] of o.joiners.entries()) {
     const key = endpointKey(o.prefix, o.service, j.addr);
     // Desynchronise from the watcher's 50 ms throttle window.
@@ -64,35 +60,34 @@ export async function benchJoin(o: JoinOptions, progress: (s: string) => void): 
     const tFirst = await o.loop.firstReplyFrom(j.addr, 3_000);
     const tWatch = await o.observer.seen(o.observer.putSeen, key, t0, 1_000);
     const tDeliv = await o.observer.seen(o.observer.added, j.addr, t0, 1_000);
-    ack.push(tAck - t0);
-    if (tWatch !== undefined) watch.push(tWatch - t0);
-    if (tDeliv !== undefined) deliv.push(tDeliv - t0);
-    if (tFirst === undefined) {
-      missed++;
-      progress(`  join ${i + 1}/${o.joiners.length} ${j.addr}: no reply within 3 s`);
-    } else {
-      first.push(tFirst - t0);
-      if (tDeliv !== undefined) delivToFirst.push(tFirst - tDeliv);
-    }
-    const fc = await j.waitForLog((l) => l.event === 'server.first_call', 1_000).catch(() => undefined);
-    if (fc && typeof fc.time === 'number') serverFirst.push(fc.time - t0Epoch);
+    if (tFirst === undefined) progress(`  join ${i + 1}/${o.joiners.length} ${j.addr}: no reply within 3 s`);
+    const fc = await waitForServerLog(j, (l) => l.event === 'server.first_call', 1_000).catch(() => undefined);
+    trials.push({
+      first: tFirst === undefined ? undefined : tFirst - t0,
+      ack: tAck - t0,
+      watch: tWatch === undefined ? undefined : tWatch - t0,
+      deliv: tDeliv === undefined ? undefined : tDeliv - t0,
+      delivToFirst: tFirst === undefined || tDeliv === undefined ? undefined : tFirst - tDeliv,
+      serverFirst: fc && typeof fc.time === 'number' ? fc.time - t0Epoch : undefined,
+    });
     // Leave again: delete the key, wait until the client stops using it, stop the server.
     await sleep(50);
     await o.writer.delete().key(key).exec();
     const end = performance.now() + 2_000;
     while (performance.now() < end && performance.now() - (o.loop.lastReplyAt.get(j.addr) ?? 0) < 150) await sleep(10);
-    await j.stop(3_000);
+    await j.mesh.stop(3_000);
   }
+  const missed = trials.filter((t) => t.first === undefined).length;
   const r: JoinResult = {
     trials: o.joiners.length,
     missed,
-    firstReplyMs: dist(first),
-    putAckMs: dist(ack),
-    watchEventMs: dist(watch),
-    resolverDeliveryMs: dist(deliv),
-    serverFirstCallMs: dist(serverFirst),
-    deliveryToFirstReplyMs: dist(delivToFirst),
-    failedCalls: o.loop.failed - failedBefore,
+    firstReplyMs: distOf(trials, 'first'),
+    putAckMs: distOf(trials, 'ack'),
+    watchEventMs: distOf(trials, 'watch'),
+    resolverDeliveryMs: distOf(trials, 'deliv'),
+    serverFirstCallMs: distOf(trials, 'serverFirst'),
+    deliveryToFirstReplyMs: distOf(trials, 'delivToFirst'),
+    failedCalls: failedCalls(),
   };
   progress(`  join: first reply p50 ${r.firstReplyMs.p50} ms p99 ${r.firstReplyMs.p99} ms (delivery p50 ${r.resolverDeliveryMs.p50} ms), missed ${missed}, failed calls ${r.failedCalls}`);
   return r;

@@ -45,6 +45,12 @@ export class TrafficLoop {
     await Promise.all(this.workers);
   }
 
+  /** How many calls have failed since this was called: a stage's own failures on the loop it shares with other stages. */
+  failedFromNow(): () => number {
+    const before = this.failed;
+    return () => this.failed - before;
+  }
+
   /** Resolves with the time of the first reply from `addr` (now or later), or undefined after `timeoutMs`. */
   firstReplyFrom(addr: string, timeoutMs: number): Promise<number | undefined> {
     const seen = this.firstReplyAt.get(addr);

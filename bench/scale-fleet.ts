@@ -18,6 +18,7 @@ import { EtcdResolver, ETCD_CLIENT_OPTION, registerEtcdResolver, unregisterEtcdC
 import { SUBSET_SIZE_OPTION } from '../balancer/subset';
 import type { RegistrationState } from '../balancer/registration';
 import { epochNow } from './bench-report';
+import { serveFleetCalls } from './scale-fleet-process';
 
 type Endpoint = grpc.experimental.Endpoint;
 type StatusOr<T> = grpc.experimental.StatusOr<T>;
@@ -248,10 +249,4 @@ async function handle(req: FleetRequest): Promise<unknown> {
   }
 }
 
-process.on('message', (req: FleetRequest) => {
-  handle(req).then(
-    (result) => process.send!({ id: req.id, result }),
-    (err: unknown) => process.send!({ id: req.id, error: String(err) }),
-  );
-});
-process.on('disconnect', () => process.exit(0));
+serveFleetCalls(handle);

@@ -1,73 +1,11 @@
-import { fork, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import * as path from 'node:path';
 import type { Etcd3 } from 'etcd3';
 import type { LocalEtcdCluster } from '../demo/etcd-local';
 import { servicePrefix } from '../balancer/endpoint-codec';
-import type { FleetCall, FleetReport } from './scale-fleet';
+import type { FleetReport } from './scale-fleet';
+import { FleetProcess } from './scale-fleet-process';
 import { EtcdRateSampler, etcdMessagesReceived } from './scale-etcd-rate';
 import { epochNow, round } from './bench-report';
 import { sleep } from './bench-processes';
-
-/** A forked bench child (scale-fleet.js by default), driven over IPC: {id, cmd, ...} → {id, result | error}. */
-export class FleetProcess {
-  static readonly all = new Set<ChildProcess>();
-  private readonly proc: ChildProcess;
-  private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  readonly exited: Promise<void>;
-
-  constructor(script = 'scale-fleet.js', opts: { execArgv?: string[]; logLevel?: string } = {}) {
-    // Run from dist/bench (the bench) or from the TypeScript source (vitest): the child is always the built one.
-    const built = path.join(__dirname, script);
-    this.proc = fork(existsSync(built) ? built : path.resolve(__dirname, '../dist/bench', script), [], {
-      execArgv: opts.execArgv ?? process.execArgv,
-      env: { ...process.env, MESH_LOG_LEVEL: process.env.MESH_FLEET_LOG_LEVEL ?? opts.logLevel ?? 'error' },
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    FleetProcess.all.add(this.proc);
-    this.proc.on('message', (m: { id: number; result?: unknown; error?: string }) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (m.error !== undefined) p.reject(new Error(`fleet process: ${m.error}`));
-      else p.resolve(m.result);
-    });
-    this.exited = new Promise((r) =>
-      this.proc.once('exit', () => {
-        FleetProcess.all.delete(this.proc);
-        for (const p of this.pending.values()) p.reject(new Error('fleet process exited'));
-        this.pending.clear();
-        r();
-      }),
-    );
-  }
-
-  call<T>(req: FleetCall | { cmd: string; [k: string]: unknown }, timeoutMs = 60_000): Promise<T> {
-    const id = ++this.nextId;
-    return new Promise<T>((resolve, reject) => {
-      const t = setTimeout(() => {
-        this.pending.delete(id);
-        reject(new Error(`fleet process: ${req.cmd} timed out`));
-      }, timeoutMs);
-      this.pending.set(id, { resolve: (v) => (clearTimeout(t), resolve(v as T)), reject: (e) => (clearTimeout(t), reject(e)) });
-      this.proc.send({ ...req, id });
-    });
-  }
-
-  async stop(): Promise<void> {
-    await this.call({ cmd: 'stop' }, 6_000).catch(() => undefined);
-    const t = setTimeout(() => this.proc.kill('SIGKILL'), 3_000);
-    await this.exited;
-    clearTimeout(t);
-  }
-
-  static killAllNow(): void {
-    for (const p of FleetProcess.all) p.kill('SIGKILL');
-  }
-}
-
-export const killFleetNow = () => FleetProcess.killAllNow();
 
 /** Distinct registry addresses 12.a.b.c:8080 (never dialled: the resolvers here record, they do not connect). */
 export function fleetAddr(i: number): string {

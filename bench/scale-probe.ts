@@ -15,6 +15,7 @@ import { createEtcdClient } from '../core/etcd-client';
 import { EtcdResolver, ETCD_CLIENT_OPTION, registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
 import { SUBSET_SIZE_OPTION } from '../balancer/subset';
 import { epochNow } from './bench-report';
+import { serveFleetCalls } from './scale-fleet-process';
 
 type Endpoint = grpc.experimental.Endpoint;
 type StatusOr<T> = grpc.experimental.StatusOr<T>;
@@ -185,11 +186,4 @@ async function handle(req: ProbeRequest): Promise<unknown> {
   }
 }
 
-process.on('message', (req: ProbeRequest) => {
-  handle(req).then(
-    (result) => process.send!({ id: req.id, result }),
-    (err: unknown) => process.send!({ id: req.id, error: String(err) }),
-  );
-});
-// If the parent dies, so do we.
-process.on('disconnect', () => process.exit(0));
+serveFleetCalls(handle);

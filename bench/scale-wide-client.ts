@@ -9,6 +9,7 @@
 import { createEtcdClient } from '../core/etcd-client';
 import { openGreeterClient, sayHello } from '../services/greeter-client';
 import { SUBSET_SIZE_OPTION, CLIENT_ID_OPTION } from '../balancer/subset';
+import { serveFleetCalls } from './scale-fleet-process';
 
 export interface WideClientResult {
   /** Process start of the client (etcd client + channel created) → first successful call. */
@@ -67,11 +68,4 @@ async function run(r: { endpoints: string[]; target: string; subset?: number; co
   }
 }
 
-process.on('message', (req: { id: number; cmd: string }) => {
-  const p = req.cmd === 'run' ? run(req as unknown as Parameters<typeof run>[0]) : Promise.resolve(setTimeout(() => process.exit(0), 10) && 'bye');
-  p.then(
-    (result) => process.send!({ id: req.id, result }),
-    (err: unknown) => process.send!({ id: req.id, error: String(err) }),
-  );
-});
-process.on('disconnect', () => process.exit(0));
+serveFleetCalls((req) => (req.cmd === 'run' ? run(req as unknown as Parameters<typeof run>[0]) : Promise.resolve(setTimeout(() => process.exit(0), 10) && 'bye')));

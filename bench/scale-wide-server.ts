@@ -12,6 +12,7 @@ import type { Etcd3 } from 'etcd3';
 import { greeterPackage, type HelloReply, type HelloRequest } from '../services/greeter-proto';
 import { createEtcdClient } from '../core/etcd-client';
 import { LeaseRegistrationGroup } from '../balancer/registration-group';
+import { serveFleetCalls } from './scale-fleet-process';
 
 const server = new grpc.Server();
 let served = 0;
@@ -55,10 +56,4 @@ async function handle(req: { id: number; cmd: string; [k: string]: unknown }): P
   }
 }
 
-process.on('message', (req: { id: number; cmd: string }) => {
-  handle(req).then(
-    (result) => process.send!({ id: req.id, result }),
-    (err: unknown) => process.send!({ id: req.id, error: String(err) }),
-  );
-});
-process.on('disconnect', () => process.exit(0));
+serveFleetCalls(handle);

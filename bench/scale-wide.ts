@@ -1,5 +1,5 @@
 import type { WideClientResult } from './scale-wide-client';
-import { FleetProcess } from './scale-herd';
+import { FleetProcess } from './scale-fleet-process';
 import { median, round } from './bench-report';
 
 export interface WideOptions {

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
 import { waitFor } from './poll';
@@ -10,19 +10,28 @@ import { waitFor } from './poll';
  */
 export const MESH_MAIN = path.join(path.extname(__filename) === '.ts' ? path.resolve(__dirname, '..', 'dist') : path.resolve(__dirname, '..'), 'cli', 'main.js');
 
-/** A parsed pino line from a mesh process's stderr. */
+/** A parsed JSON line: a mesh process's pino log line (stderr), or a peer's event (stdout). */
 export type LogLine = Record<string, unknown> & { event?: string; msg?: string };
 
 export interface MeshProcessOptions {
-  /** Run in a session of its own, so a terminal's Ctrl-C or hang-up reaches only the owner (`mesh demo`). */
+  /**
+   * Run in a session (and process group) of its own, so a terminal's Ctrl-C
+   * or hang-up reaches only the owner (`mesh demo`). killAll() then signals
+   * the whole group, so what the child started in it goes too (`npm run
+   * demo`: npm, and the mesh it runs).
+   */
   detached?: boolean;
-  /** Collect stdout lines (default), or discard them. */
-  stdout?: 'pipe' | 'ignore';
+  /** Collect stdout lines (default), discard them, or write them where the owner's go. */
+  stdout?: 'pipe' | 'ignore' | 'inherit';
+  /** Collect stderr lines (default), or write them where the owner's go. */
+  stderr?: 'pipe' | 'inherit';
+  /** An IPC channel (`proc.send`, `proc.on('message')`), as fork() opens one: a node child driven by requests. */
+  ipc?: boolean;
   /** Called synchronously right after spawn, before any output is read: an owner tracks the child from its first moment. */
   onSpawn?: (proc: ChildProcess) => void;
   /** Every parsed JSON log line, as it arrives. */
   onLog?: (line: LogLine) => void;
-  /** Run this executable with `args` as they are, instead of the built mesh CLI (`npm`, a peer we did not write). */
+  /** Run this executable with `args` as they are, instead of the built mesh CLI (`npm`, etcdctl, node, a peer we did not write). */
   command?: string;
   cwd?: string;
   /** Where the JSON lines come from: stderr (mesh's pino logs, the default) or stdout (peers that print one JSON event a line). */
@@ -30,11 +39,12 @@ export interface MeshProcessOptions {
 }
 
 /**
- * A `mesh ...` child process (the built CLI, in JSON logs at info level),
- * with its stdout lines and parsed JSON log lines collected: the one way
- * tests, the bench and the demo start mesh commands and read their events.
- * Every instance is tracked until it exits, so `killAll()` (or `killAllNow()`
- * in a synchronous exit path) leaves nothing running.
+ * A child process, and the one way tests, the bench and the demo start one:
+ * `mesh ...` (the built CLI, JSON logs at info level) unless `command` names
+ * another executable. Its stdout lines and parsed JSON lines are collected.
+ * Every instance is tracked from spawn until it exited, so `killAll()` (or
+ * `killAllNow()` in a synchronous exit path) leaves nothing running; owners
+ * keep no process lists of their own.
  */
 export class MeshProcess {
   private static readonly all = new Set<MeshProcess>();
@@ -46,8 +56,12 @@ export class MeshProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   /** undefined while running; then the exit code (null if killed by a signal). */
   exitCode: number | null | undefined;
+  /** The owner sent it a signal through kill(), stop() or killAll(): an exit after that is the owner's doing, not the child's. */
+  signalled = false;
+  private readonly detached: boolean;
+  private readonly logsFromStdout: boolean;
 
-  /** `env`: changes over process.env; a value sets a variable, `undefined` removes it (e.g. credentials a child must not inherit). */
+  /** `envChanges`: changes over process.env; a value sets a variable, `undefined` removes it (e.g. credentials a child must not inherit). */
   constructor(args: string[], envChanges: Record<string, string | undefined> = {}, opts: MeshProcessOptions = {}) {
     const env: NodeJS.ProcessEnv = { ...process.env, MESH_LOG_FORMAT: 'json', MESH_LOG_LEVEL: 'info' };
     for (const [k, v] of Object.entries(envChanges)) {
@@ -55,7 +69,10 @@ export class MeshProcess {
       else env[k] = v;
     }
     const [command, argv] = opts.command ? [opts.command, args] : [process.execPath, [MESH_MAIN, ...args]];
-    this.proc = spawn(command, argv, { env, cwd: opts.cwd, detached: opts.detached ?? false, stdio: ['ignore', opts.stdout ?? 'pipe', 'pipe'] });
+    const stdio: StdioOptions = ['ignore', opts.stdout ?? 'pipe', opts.stderr ?? 'pipe', ...(opts.ipc ? ['ipc' as const] : [])];
+    this.detached = opts.detached ?? false;
+    this.logsFromStdout = opts.logsFrom === 'stdout';
+    this.proc = spawn(command, argv, { env, cwd: opts.cwd, detached: this.detached, stdio });
     opts.onSpawn?.(this.proc);
     MeshProcess.all.add(this);
     // A command that cannot be started says so where its output would be.
@@ -71,14 +88,13 @@ export class MeshProcess {
       this.logs.push(parsed);
       opts.onLog?.(parsed);
     };
-    const fromStdout = opts.logsFrom === 'stdout';
     if (this.proc.stdout) readLines(this.proc.stdout, (l) => {
       this.stdout.push(l);
-      if (fromStdout) parse(l);
+      if (this.logsFromStdout) parse(l);
     });
-    readLines(this.proc.stderr!, (l) => {
+    if (this.proc.stderr) readLines(this.proc.stderr, (l) => {
       this.stderr.push(l);
-      if (!fromStdout) parse(l);
+      if (!this.logsFromStdout) parse(l);
     });
     this.exited = new Promise((resolve) =>
       this.proc.once('close', (code, signal) => {
@@ -102,24 +118,42 @@ export class MeshProcess {
     return this.proc.spawnargs[1] === MESH_MAIN ? `mesh ${this.proc.spawnargs.slice(2).join(' ')}` : this.proc.spawnargs.join(' ');
   }
 
+  /** The last lines it printed where its JSON lines come from (stdout too, for a peer), for messages. */
+  private tail(n = 5): string {
+    return (this.logsFromStdout ? [...this.stdout, ...this.stderr] : this.stderr).slice(-n).join('\n');
+  }
+
+  /** Every JSON line with this `event`, so far. */
+  logsNamed(event: string): LogLine[] {
+    return this.logs.filter((l) => l.event === event);
+  }
+
   /** Wait for a log line with this `event` (and matching fields). */
   waitForLog(event: string, match: Record<string, unknown> = {}, timeoutMs = 15_000): Promise<LogLine> {
     return this.waitForLogLine((l) => l.event === event && Object.entries(match).every(([k, v]) => l[k] === v), timeoutMs, `log event ${event} ${JSON.stringify(match)}`);
   }
 
-  /** Wait for a log line `pred` accepts (polled every `everyMs`); rejects as soon as the process exited without one. */
+  /**
+   * Wait for a log line `pred` accepts (polled every `everyMs`); rejects as
+   * soon as the process exited without one. A rejection names the command
+   * and its last lines as they are when it gives up.
+   */
   async waitForLogLine(pred: (l: LogLine) => boolean, timeoutMs = 15_000, what = 'log line', everyMs = 25): Promise<LogLine> {
-    const cmd = this.commandLine;
-    const r = await waitFor(
-      `${what} from ${cmd}\n${this.stderr.slice(-5).join('\n')}`,
-      () => {
-        const line = this.logs.find(pred);
-        return line ? { line } : this.running ? undefined : { line: undefined };
-      },
-      timeoutMs,
-      everyMs,
-    );
-    if (!r.line) throw new Error(`${cmd} exited (code ${this.exitCode}) without ${what}\n${this.stderr.slice(-5).join('\n')}`);
+    let r: { line: LogLine | undefined };
+    try {
+      r = await waitFor(
+        what,
+        () => {
+          const line = this.logs.find(pred);
+          return line ? { line } : this.running ? undefined : { line: undefined };
+        },
+        timeoutMs,
+        everyMs,
+      );
+    } catch (err) {
+      throw new Error(`${(err as Error).message} from ${this.commandLine}\n${this.tail()}`);
+    }
+    if (!r.line) throw new Error(`${this.commandLine} exited (code ${this.exitCode}) without ${what}\n${this.tail()}`);
     return r.line;
   }
 
@@ -127,7 +161,7 @@ export class MeshProcess {
   async exitWithin(ms = 20_000): Promise<number | null> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`still running after ${ms} ms; printed ${JSON.stringify(this.stdout)}`)), ms);
+      timer = setTimeout(() => reject(new Error(`still running after ${ms} ms: ${this.commandLine}; printed ${JSON.stringify(this.stdout.slice(-5))}\n${this.stderr.slice(-5).join('\n')}`)), ms);
     });
     try {
       return (await Promise.race([this.exited, timeout])).code;
@@ -136,8 +170,16 @@ export class MeshProcess {
     }
   }
 
+  /** The signal to this process alone (nothing once it exited). */
   kill(sig: NodeJS.Signals = 'SIGTERM'): void {
+    this.signalled = true;
     if (this.exitCode === undefined) this.proc.kill(sig);
+  }
+
+  /** The signal to its whole process group (`detached` only), as a terminal sends Ctrl-C or a hang-up; throws ESRCH once none of it is left. */
+  killGroup(sig: NodeJS.Signals): void {
+    this.signalled = true;
+    process.kill(-this.pid, sig);
   }
 
   /** SIGTERM, then SIGKILL if it has not exited within `graceMs`; resolves once it exited. */
@@ -149,21 +191,29 @@ export class MeshProcess {
     clearTimeout(timer);
   }
 
-  /** SIGKILL (after SIGCONT, for stopped ones) every mesh process still running; resolves once all exited. */
+  /** SIGKILL (after SIGCONT, for stopped ones) every child still running; resolves once all exited. */
   static async killAll(): Promise<void> {
     const ps = [...MeshProcess.all];
     MeshProcess.killAllNow();
     await Promise.all(ps.map((p) => p.exited));
   }
 
-  /** Synchronous last resort (a process 'exit' handler): SIGKILL every mesh process still running, without waiting. */
+  /** stop() every child still running, side by side; resolves once all exited. */
+  static async stopAll(graceMs = 5_000): Promise<void> {
+    await Promise.all([...MeshProcess.all].map((p) => p.stop(graceMs)));
+  }
+
+  /** Synchronous last resort (a process 'exit' handler): SIGKILL every child still running (a detached one's whole group), without waiting. */
   static killAllNow(): void {
     for (const p of MeshProcess.all) {
-      try {
-        p.proc.kill('SIGCONT');
-        p.proc.kill('SIGKILL');
-      } catch {
-        /* already gone */
+      p.signalled = true;
+      for (const sig of ['SIGCONT', 'SIGKILL'] as const) {
+        try {
+          if (p.detached) process.kill(-p.pid, sig);
+          else p.proc.kill(sig);
+        } catch {
+          /* already gone */
+        }
       }
     }
   }

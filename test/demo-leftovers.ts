@@ -1,102 +1,24 @@
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { MeshProcess } from '../demo/mesh-process';
-import { waitFor } from './harness/ports';
+import { isRunning } from '../demo/reaper';
 
 /** Shared by the demo test files: a demo run in a process group of its own, and the check that it left nothing behind. */
 
-export type { LogLine } from '../demo/mesh-process';
-import type { LogLine } from '../demo/mesh-process';
+/**
+ * A `mesh demo` (or `npm run demo`, with `command: 'npm'`) in a process group
+ * of its own, as a terminal's foreground job is: killGroup() is a terminal's
+ * Ctrl-C or hang-up. Configuration only: the shared MeshProcess tracks it,
+ * and its killAll() SIGKILLs the whole group.
+ */
+export function demoRun(args: string[], opts: { command?: string; cwd?: string; env?: Record<string, string> } = {}): MeshProcess {
+  return new MeshProcess(args, opts.env ?? {}, { detached: true, command: opts.command, cwd: opts.cwd });
+}
 
-/** A `mesh demo` (or `npm run demo`) in its own process group, as a terminal's foreground job is. */
-export class DemoRun {
-  private static readonly all = new Set<DemoRun>();
-  private readonly p: MeshProcess;
-
-  constructor(args: string[], opts: { command?: string; cwd?: string; env?: Record<string, string> } = {}) {
-    this.p = new MeshProcess(args, opts.env ?? {}, { detached: true, command: opts.command, cwd: opts.cwd });
-    DemoRun.all.add(this);
-    void this.p.exited.then(() => DemoRun.all.delete(this));
-  }
-
-  get proc(): ChildProcess {
-    return this.p.proc;
-  }
-  get stdout(): string[] {
-    return this.p.stdout;
-  }
-  get stderr(): string[] {
-    return this.p.stderr;
-  }
-  get logs(): LogLine[] {
-    return this.p.logs;
-  }
-  get exited(): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    return this.p.exited;
-  }
-
-  async waitForLog(event: string, timeoutMs = 30_000): Promise<LogLine> {
-    let exited = false;
-    void this.exited.then(() => (exited = true));
-    try {
-      return await waitFor(
-        `log event ${event}`,
-        () => {
-          const line = this.logs.find((l) => l.event === event);
-          // A demo that already ended will not log it: say so now, with what it printed.
-          if (!line && exited) throw new Error('the demo exited');
-          return line;
-        },
-        timeoutMs,
-        10,
-      );
-    } catch (err) {
-      // The lines as they are now (not when the wait began), to tell what the demo was doing.
-      throw new Error(`${(err as Error).message}; exit ${JSON.stringify(this.proc.exitCode ?? this.proc.signalCode)}; last lines:\n${this.stderr.slice(-5).join('\n')}`);
-    }
-  }
-
-  /** The signal to this process alone. */
-  kill(sig: NodeJS.Signals): void {
-    this.proc.kill(sig);
-  }
-
-  /** The signal to its whole process group, as a terminal sends Ctrl-C or a hang-up. */
-  killGroup(sig: NodeJS.Signals): void {
-    process.kill(-this.proc.pid!, sig);
-  }
-
-  async exitWithin(ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`demo still running after ${ms} ms; stderr tail:\n${this.stderr.slice(-5).join('\n')}`)), ms)));
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** What the demo announced before anything ran: its data root and etcd endpoints (local etcd). */
-  get etcd(): { dataRoot: string; endpoints: string[] } | undefined {
-    const l = this.logs.find((x) => x.event === 'demo.etcd.starting');
-    return l && { dataRoot: l.dataRoot as string, endpoints: l.endpoints as string[] };
-  }
-
-  /** Addresses of every greeter it spawned. */
-  get greeters(): string[] {
-    return this.logs.filter((l) => l.event === 'demo.server.starting').map((l) => l.addr as string);
-  }
-
-  static killAll(): void {
-    for (const r of DemoRun.all) {
-      try {
-        process.kill(-r.proc.pid!, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
-  }
+/** What a demo announced in its logs: its local etcd (data root and endpoints; none with --etcd), and every greeter it spawned. */
+export function announced(demo: MeshProcess): { etcd: { dataRoot: string; endpoints: string[] } | undefined; greeters: string[] } {
+  const l = demo.logsNamed('demo.etcd.starting')[0];
+  return { etcd: l && { dataRoot: l.dataRoot as string, endpoints: l.endpoints as string[] }, greeters: demo.logsNamed('demo.server.starting').map((g) => g.addr as string) };
 }
 
 export function portClosed(endpoint: string): Promise<boolean> {
@@ -116,9 +38,8 @@ export function processesMentioning(needles: string[]): { pid: number; cmdline: 
   const found: { pid: number; cmdline: string }[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
+    if (!isRunning(Number(entry))) continue;
     try {
-      const stat = readFileSync(`/proc/${entry}/stat`, 'latin1');
-      if (stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'Z') continue;
       const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'latin1').replace(/\0/g, ' ');
       if (needles.some((n) => cmdline.includes(n))) found.push({ pid: Number(entry), cmdline });
     } catch {

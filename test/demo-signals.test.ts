@@ -4,9 +4,10 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
-import { MESH_MAIN, REPO } from './harness/mesh-process';
+import { MESH_MAIN, MeshProcess, REPO } from './harness/mesh-process';
 import { waitFor } from './harness/ports';
-import { DemoRun, leftovers } from './demo-leftovers';
+import { isRunning } from '../demo/reaper';
+import { announced, demoRun, leftovers } from './demo-leftovers';
 
 // Requirement: Ctrl-C at any moment, twice, a hang-up (to the process group
 // as a terminal sends it, or to mesh alone), SIGTERM through `npm run demo`:
@@ -19,41 +20,31 @@ beforeAll(async () => {
   external = await startTestEtcd(1);
 });
 afterAll(async () => {
-  DemoRun.killAll();
+  await MeshProcess.killAll();
   await stopTestEtcd(external);
 });
 
 /** Start a demo, signal it when `at` is logged, and check how it ended and what it left. */
-async function interrupt(at: string, send: (d: DemoRun) => void | Promise<void>, opts: { npm?: boolean } = {}): Promise<{ demo: DemoRun; code: number | null; ms: number }> {
+async function interrupt(at: string, send: (d: MeshProcess) => void | Promise<void>, opts: { npm?: boolean } = {}): Promise<{ demo: MeshProcess; code: number | null; ms: number }> {
   const demo = opts.npm
-    ? new DemoRun(['run', '--silent', 'demo', '--', '--json', '--duration', '60s'], { command: 'npm', cwd: REPO, env: { MESH_DEMO_SKIP_SETUP: '1' } })
-    : new DemoRun(['demo', '--json', '--duration', '60s']);
-  await demo.waitForLog(at, 45_000);
+    ? demoRun(['run', '--silent', 'demo', '--', '--json', '--duration', '60s'], { command: 'npm', cwd: REPO, env: { MESH_DEMO_SKIP_SETUP: '1' } })
+    : demoRun(['demo', '--json', '--duration', '60s']);
+  await demo.waitForLog(at, {}, 45_000);
   const t0 = performance.now();
   await send(demo);
-  const { code } = await demo.exitWithin(20_000);
+  const code = await demo.exitWithin(20_000);
   const ms = Math.round(performance.now() - t0);
-  const etcd = demo.etcd!;
+  const { etcd, greeters } = announced(demo);
   expect(etcd).toBeDefined();
   // mesh cleans up before it exits: nothing to wait for.
-  expect(await leftovers(etcd, demo.greeters)).toEqual([]);
+  expect(await leftovers(etcd!, greeters)).toEqual([]);
   // An interruption is not an error.
   expect(demo.stderr.join('\n')).not.toMatch(/before serving|"level":50/);
-  console.log(`[demo-signals] signalled at ${at}: exit ${code} ${ms} ms later; greeters spawned ${demo.greeters.length}`);
+  console.log(`[demo-signals] signalled at ${at}: exit ${code} ${ms} ms later; greeters spawned ${greeters.length}`);
   return { demo, code, ms };
 }
 
-/** Running, not a zombie (an orphan's zombie may linger where pid 1 does not reap). */
-function processAlive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
-function summary(d: DemoRun): { interrupted?: string; events: { event: string }[] } {
+function summary(d: MeshProcess): { interrupted?: string; events: { event: string }[] } {
   return JSON.parse(d.stdout[d.stdout.length - 1]) as { interrupted?: string; events: { event: string }[] };
 }
 
@@ -101,23 +92,23 @@ describe.concurrent('mesh demo interrupted', { timeout: 150_000 }, () => {
   it('two demos on one external etcd: each campaigns in its own namespace and deletes only its own keys', async () => {
     const etcdFlags = ['--etcd', external.etcd.endpoints, '--json', '--duration', '60s'];
     const keys = async (prefix: string) => (await external.etcd.etcdctl(['get', '--prefix', prefix, '--keys-only'])).stdout.split('\n').filter(Boolean);
-    const a = new DemoRun(['demo', '--service', 'greeter-a', ...etcdFlags]);
-    const electionA = (await a.waitForLog('demo.etcd.external')).election as string;
+    const a = demoRun(['demo', '--service', 'greeter-a', ...etcdFlags]);
+    const electionA = (await a.waitForLog('demo.etcd.external', {}, 30_000)).election as string;
     expect(electionA).toMatch(/^demo-index-[0-9a-f]{8}$/);
-    await a.waitForLog('demo.leader.elected', 45_000);
+    await a.waitForLog('demo.leader.elected', {}, 45_000);
     expect(await keys(`${electionA}/`)).not.toEqual([]);
     // A second demo starts, runs, and is stopped (its cleanup deletes its keys): the first one's stay.
-    const b = new DemoRun(['demo', '--service', 'greeter-b', ...etcdFlags]);
-    const electionB = (await b.waitForLog('demo.etcd.external')).election as string;
+    const b = demoRun(['demo', '--service', 'greeter-b', ...etcdFlags]);
+    const electionB = (await b.waitForLog('demo.etcd.external', {}, 30_000)).election as string;
     expect(electionB).not.toBe(electionA);
-    await b.waitForLog('demo.leader.elected', 45_000);
+    await b.waitForLog('demo.leader.elected', {}, 45_000);
     b.kill('SIGINT');
-    expect((await b.exitWithin(20_000)).code).toBe(130);
+    expect(await b.exitWithin(20_000)).toBe(130);
     expect(await keys(`${electionB}/`)).toEqual([]);
     expect(await keys(`progress/${electionB}`)).toEqual([]);
     expect(await keys(`${electionA}/`)).not.toEqual([]);
     a.kill('SIGINT');
-    expect((await a.exitWithin(20_000)).code).toBe(130);
+    expect(await a.exitWithin(20_000)).toBe(130);
     await waitFor('first demo keys gone', async () => (await keys('demo-index')).length === 0 && (await keys('progress/demo-index')).length === 0, 5_000);
   });
 
@@ -143,7 +134,8 @@ describe.concurrent('mesh demo interrupted', { timeout: 150_000 }, () => {
       const meshPid = starting.pid as number;
       term.kill('SIGKILL');
       const t0 = performance.now();
-      await waitFor('mesh gone after the hang-up', () => !processAlive(meshPid), 20_000, 50);
+      // Running, not a zombie (an orphan's zombie may linger where pid 1 does not reap).
+      await waitFor('mesh gone after the hang-up', () => !isRunning(meshPid), 20_000, 50);
       const greeters = logs().filter((l) => l.event === 'demo.server.starting').map((l) => l.addr as string);
       expect(await leftovers({ dataRoot: starting.dataRoot as string, endpoints: starting.endpoints as string[] }, greeters)).toEqual([]);
       expect(logs().find((l) => l.event === 'demo.interrupted')).toMatchObject({ by: 'SIGHUP' });
@@ -155,12 +147,13 @@ describe.concurrent('mesh demo interrupted', { timeout: 150_000 }, () => {
   });
 
   it('SIGKILL to mesh: its guard process kills every child and removes the data dir', async () => {
-    const demo = new DemoRun(['demo', '--json', '--duration', '60s']);
-    await demo.waitForLog('demo.server.started', 45_000);
+    const demo = demoRun(['demo', '--json', '--duration', '60s']);
+    await demo.waitForLog('demo.server.started', {}, 45_000);
     demo.kill('SIGKILL');
     const t0 = performance.now();
     await demo.exitWithin(10_000);
-    expect(await leftovers(demo.etcd!, demo.greeters, 10_000)).toEqual([]);
-    console.log(`[demo-signals] SIGKILL: nothing left ${Math.round(performance.now() - t0)} ms later (greeters spawned ${demo.greeters.length})`);
+    const { etcd, greeters } = announced(demo);
+    expect(await leftovers(etcd!, greeters, 10_000)).toEqual([]);
+    console.log(`[demo-signals] SIGKILL: nothing left ${Math.round(performance.now() - t0)} ms later (greeters spawned ${greeters.length})`);
   });
 });

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vit
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { freePort } from './harness/ports';
-import { PeerProcess, type PeerEvent } from './harness/peer-process';
+import { peerProcess, type PeerEvent } from './harness/peer-process';
 import { buildGoPeers, ensureGoToolchain, type GoPeers } from './harness/peer-go';
 import type { PeerAvailability } from './harness/peer-debian';
 import type { LoadReport } from '../services/load-generator';
@@ -45,18 +45,18 @@ function needGo(ctx: TestContext): void {
 }
 
 afterAll(async () => {
-  await stopTestEtcd(t, () => PeerProcess.killAll());
+  await stopTestEtcd(t);
 });
 
 const SHOW_GRPC_ERRORS = { GRPC_VERBOSITY: 'ERROR' };
 const excessPings = (stderr: string[]): string[] => stderr.filter((l) => /excess pings|too_many_pings/i.test(l));
 
 /** The Go greeter, registered by endpoints.Manager as <prefix>/greeter/127.0.0.1:PORT. */
-async function startGoServer(prefix: string): Promise<{ proc: PeerProcess; addr: string; peers: () => PeerEvent[] }> {
+async function startGoServer(prefix: string): Promise<{ proc: MeshProcess; addr: string; peers: () => PeerEvent[] }> {
   const port = await freePort();
-  const proc = new PeerProcess(`go greeter :${port}`, go.server, ['-port', String(port), '-etcd', t.etcd!.endpoints, '-target', `${prefix}/greeter`, '-ttl', '5']);
-  await proc.waitForEvent('registered');
-  return { proc, addr: `127.0.0.1:${port}`, peers: () => proc.eventsNamed('peer') };
+  const proc = peerProcess(go.server, ['-port', String(port), '-etcd', t.etcd!.endpoints, '-target', `${prefix}/greeter`, '-ttl', '5']);
+  await proc.waitForLog('registered');
+  return { proc, addr: `127.0.0.1:${port}`, peers: () => proc.logsNamed('peer') };
 }
 
 async function startMeshServer(prefix: string, extra: string[] = []): Promise<string> {
@@ -78,9 +78,9 @@ async function startHandRegistered(prefix: string, metadata: unknown): Promise<s
 
 /** Run the Go client on etcd's resolver; its last stdout line is {"event":"done",...}. */
 async function runGoClient(args: string[]): Promise<{ code: number | null; done: PeerEvent | undefined; errors: PeerEvent[]; stderr: string[] }> {
-  const proc = new PeerProcess('go client', go.client, ['-etcd', t.etcd!.endpoints, ...args]);
+  const proc = peerProcess(go.client, ['-etcd', t.etcd!.endpoints, ...args]);
   const code = await proc.exitWithin(40_000);
-  return { code, done: proc.events.find((e) => e.event === 'done'), errors: proc.eventsNamed('error'), stderr: proc.stderr };
+  return { code, done: proc.logsNamed('done')[0], errors: proc.logsNamed('error'), stderr: proc.stderr };
 }
 
 describe('Go peers on etcd naming (endpoints.Manager, clientv3/naming/resolver)', () => {

@@ -2,7 +2,6 @@ import { afterAll, beforeAll, describe, it, type TestContext } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { freePort } from './harness/ports';
-import { PeerProcess } from './harness/peer-process';
 import { ensurePythonGrpc, PythonGreeter } from './harness/peer-python';
 import type { PeerAvailability } from './harness/peer-debian';
 import { EtcdctlRegistration } from './harness/peer-etcdctl';
@@ -36,10 +35,7 @@ function needPython(ctx: TestContext): void {
 }
 
 afterAll(async () => {
-  await stopTestEtcd(t, async () => {
-    await Promise.all(registrations.map((r) => r.close()));
-    await PeerProcess.killAll();
-  });
+  await stopTestEtcd(t, () => Promise.all(registrations.map((r) => r.close())));
 });
 
 const SHOW_GRPC_ERRORS = { GRPC_VERBOSITY: 'ERROR' };

@@ -1,10 +1,11 @@
-import { spawn } from 'node:child_process';
 import type { EtcdCluster } from './etcd-cluster';
+import { MeshProcess } from './mesh-process';
 
 /**
  * A backend registered by etcdctl alone, the way a non-mesh service (or an
  * operator) does it: `lease grant`, `put --lease` of Go's endpoints format
- * with Metadata null, and `lease keep-alive` running beside it.
+ * with Metadata null, and `lease keep-alive` running beside it (a tracked
+ * MeshProcess, so a file that never closes it still leaves nothing running).
  */
 export class EtcdctlRegistration {
   private closed: Promise<void> | undefined;
@@ -13,7 +14,7 @@ export class EtcdctlRegistration {
     private readonly etcd: EtcdCluster,
     readonly key: string,
     readonly leaseId: string,
-    private readonly keepAlive: ReturnType<typeof spawn>,
+    private readonly keepAlive: MeshProcess,
   ) {}
 
   static async register(etcd: EtcdCluster, key: string, addr: string, ttlSeconds = 10): Promise<EtcdctlRegistration> {
@@ -22,10 +23,7 @@ export class EtcdctlRegistration {
     if (!m) throw new Error(`etcdctl lease grant: unexpected output ${JSON.stringify(stdout)}`);
     const leaseId = m[1];
     await etcd.etcdctl(['put', `--lease=${leaseId}`, key, JSON.stringify({ Op: 0, Addr: addr, Metadata: null })]);
-    const keepAlive = spawn('etcdctl', [`--endpoints=${etcd.endpoints}`, 'lease', 'keep-alive', leaseId], {
-      env: { ...process.env, ETCDCTL_API: '3' },
-      stdio: 'ignore',
-    });
+    const keepAlive = new MeshProcess([`--endpoints=${etcd.endpoints}`, 'lease', 'keep-alive', leaseId], { ETCDCTL_API: '3' }, { command: 'etcdctl', stdout: 'ignore' });
     return new EtcdctlRegistration(etcd, key, leaseId, keepAlive);
   }
 
@@ -33,11 +31,7 @@ export class EtcdctlRegistration {
   close(): Promise<void> {
     if (!this.closed) {
       this.closed = (async () => {
-        if (this.keepAlive.exitCode === null) {
-          const gone = new Promise((r) => this.keepAlive.once('close', r));
-          this.keepAlive.kill('SIGTERM');
-          await gone;
-        }
+        await this.keepAlive.stop();
         await this.etcd.etcdctl(['lease', 'revoke', this.leaseId]).catch(() => undefined);
       })();
     }

@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import * as path from 'node:path';
-import { REPO } from './mesh-process';
-import { PeerProcess } from './peer-process';
+import { REPO, type MeshProcess } from './mesh-process';
+import { peerProcess } from './peer-process';
 import { ensureDebianPackages, type PeerAvailability } from './peer-debian';
 
 /**
@@ -27,19 +27,19 @@ export function ensurePythonGrpc(): Promise<PeerAvailability> {
  */
 export class PythonGreeter {
   private constructor(
-    readonly proc: PeerProcess,
+    readonly proc: MeshProcess,
     readonly addr: string,
   ) {}
 
   static async start(port: number): Promise<PythonGreeter> {
-    const proc = new PeerProcess(`python greeter :${port}`, DEBIAN_PYTHON, ['-u', SERVER, String(port)]);
-    await proc.waitForEvent('listening');
+    const proc = peerProcess(DEBIAN_PYTHON, ['-u', SERVER, String(port)]);
+    await proc.waitForLog('listening');
     return new PythonGreeter(proc, `127.0.0.1:${port}`);
   }
 
   /** Distinct client connections that made calls so far. */
   get peers(): string[] {
-    return this.proc.eventsNamed('peer').map((e) => String(e.peer));
+    return this.proc.logsNamed('peer').map((e) => String(e.peer));
   }
 
   stop(): Promise<void> {
