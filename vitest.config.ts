@@ -30,6 +30,7 @@ const SHARED = [
   'demo-secrets',
   'demo-signals',
   'endpoint-codec',
+  'health-server',
   'interop-python',
   'kv-etcdctl',
   'layout',

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, REPO, runMesh } from './harness/mesh-process';
 import { freePort, waitFor } from './harness/ports';
-import { PeerProcess } from './harness/peer-process';
+import { peerProcess } from './harness/peer-process';
 import { healthClientConstructor, type HealthCheckResponse, type HealthClient } from '../balancer/health-check-proto';
 import { MeshServer } from '../services/mesh-server';
 
@@ -23,7 +23,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   for (const c of clients) c.close();
-  await stopTestEtcd(t, () => Promise.all([MeshProcess.killAll(), PeerProcess.killAll()]));
+  await stopTestEtcd(t, () => MeshProcess.killAll());
 });
 
 function healthClient(addr: string): HealthClient {
@@ -136,24 +136,24 @@ describe('grpc.health.v1 on mesh server, and mesh health', () => {
     const port = await freePort();
     const addr = `127.0.0.1:${port}`;
     const key = `hs5/greeter/${addr}`;
-    const flip = new PeerProcess('flip-server', process.execPath, [path.join(REPO, 'test', 'peers', 'node', 'flip-server.js'), '--port', String(port), '--etcd', t.etcd!.endpoints, '--prefix', 'hs5'], { MESH_LOG_FORMAT: 'json' });
-    await flip.waitForEvent('serving');
+    const flip = peerProcess(process.execPath, [path.join(REPO, 'test', 'peers', 'node', 'flip-server.js'), '--port', String(port), '--etcd', t.etcd!.endpoints, '--prefix', 'hs5'], { MESH_LOG_FORMAT: 'json' });
+    await flip.waitForLog('serving');
     const registered = async () => (await t.client!.get(key).string()) !== null;
     expect(await registered()).toBe(true);
-    flip.proc.kill('SIGUSR1');
+    flip.kill('SIGUSR1');
     await waitFor('the key revoked', async () => !(await registered()) || undefined, 5_000);
     const down = await runMesh(['health', addr]);
     expect([down.code, down.stdout]).toEqual([1, ['NOT_SERVING']]);
     const downGreeter = await runMesh(['health', addr, '--service', 'helloworld.Greeter']);
     expect([downGreeter.code, downGreeter.stdout]).toEqual([1, ['NOT_SERVING']]);
-    flip.proc.kill('SIGUSR2');
+    flip.kill('SIGUSR2');
     await waitFor('the key back', async () => (await registered()) || undefined, 5_000);
     const up = await runMesh(['health', addr]);
     expect([up.code, up.stdout]).toEqual([0, ['SERVING']]);
     // serveAndRegister drains on SIGTERM as mesh server does.
-    flip.proc.kill('SIGTERM');
+    flip.kill('SIGTERM');
     expect(await flip.exitWithin(10_000)).toBe(0);
-    expect(flip.eventsNamed('stopped')).toHaveLength(1);
+    expect(flip.logsNamed('stopped')).toHaveLength(1);
     expect(await registered()).toBe(false);
   }, 60_000);
 

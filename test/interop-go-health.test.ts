@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it, type TestContext } from 'vit
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, REPO, runMesh } from './harness/mesh-process';
 import { freePort, waitFor } from './harness/ports';
-import { PeerProcess } from './harness/peer-process';
+import { peerProcess } from './harness/peer-process';
+import { needTool } from './harness/need-tool';
 import { buildGoPeers, ensureGoToolchain, type GoPeers } from './harness/peer-go';
 import type { PeerAvailability } from './harness/peer-debian';
 import type { LoadReport } from '../services/load-generator';
@@ -34,11 +35,11 @@ beforeAll(async () => {
 }, 1_500_000);
 
 afterAll(async () => {
-  await stopTestEtcd(t, () => Promise.all([PeerProcess.killAll(), MeshProcess.killAll()]));
+  await stopTestEtcd(t, () => MeshProcess.killAll());
 });
 
 function needGo(ctx: TestContext): void {
-  if (!toolchain.ok) ctx.skip(`Go peers unavailable: ${toolchain.reason}`);
+  needTool(ctx, toolchain, 'golang-go golang-etcd-server-dev golang-google-grpc-dev');
 }
 
 async function startMeshServer(prefix: string): Promise<string> {
@@ -55,8 +56,8 @@ describe('health checking across Go and Node', () => {
     needGo(ctx);
     const port = await freePort();
     const goAddr = `127.0.0.1:${port}`;
-    const gs = new PeerProcess(`go greeter :${port}`, go.server, ['-port', String(port), '-etcd', t.etcd!.endpoints, '-target', 'igh1/greeter', '-ttl', '5']);
-    await gs.waitForEvent('registered');
+    const gs = peerProcess(go.server, ['-port', String(port), '-etcd', t.etcd!.endpoints, '-target', 'igh1/greeter', '-ttl', '5']);
+    await gs.waitForLog('registered');
     const mesh = await Promise.all([startMeshServer('igh1'), startMeshServer('igh1')]);
 
     // mesh health reads grpc-go's health service as grpc_health_probe would.
@@ -67,18 +68,18 @@ describe('health checking across Go and Node', () => {
     const load = new MeshProcess(['load', '--etcd', t.etcd!.endpoints, '--prefix', 'igh1', '--concurrency', '16', '--duration', '7s', '--json']);
     await load.waitForLog('lb.endpoint_state', { addr: goAddr, to: 'ACTIVE' });
     await sleep(2000);
-    gs.proc.kill('SIGUSR1');
-    const down = await gs.waitForEvent('health');
+    gs.kill('SIGUSR1');
+    const down = await gs.waitForLog('health');
     const probeDown = await runMesh(['health', goAddr]);
     await sleep(2500);
-    gs.proc.kill('SIGUSR2');
-    await waitFor('the Go greeter back to SERVING', () => gs.eventsNamed('health')[1], 5_000);
-    const up = gs.eventsNamed('health')[1];
+    gs.kill('SIGUSR2');
+    await waitFor('the Go greeter back to SERVING', () => gs.logsNamed('health')[1], 5_000);
+    const up = gs.logsNamed('health')[1];
     expect(await load.exitWithin(20_000), load.stderr.slice(-5).join('\n')).toBe(0);
     // The registration stayed all along: only health checking moved the calls.
     expect((await t.etcd!.etcdctl(['get', `igh1/greeter/${goAddr}`, '--print-value-only'])).stdout.trim()).not.toBe('');
     await gs.stop();
-    const stopped = await gs.waitForEvent('stopped');
+    const stopped = await gs.waitForLog('stopped');
     const report = JSON.parse(load.stdout[load.stdout.length - 1]) as LoadReport;
 
     const toZeroMs = Math.max(0, (up.lastCallMs as number) - (down.atMs as number));
@@ -98,22 +99,22 @@ describe('health checking across Go and Node', () => {
     const meshAddr = await startMeshServer('igh2');
     const port = await freePort();
     const flipAddr = `127.0.0.1:${port}`;
-    const flip = new PeerProcess('flip-server', process.execPath, [path.join(REPO, 'test', 'peers', 'node', 'flip-server.js'), '--port', String(port)], { MESH_LOG_FORMAT: 'json' });
-    await flip.waitForEvent('serving');
+    const flip = peerProcess(process.execPath, [path.join(REPO, 'test', 'peers', 'node', 'flip-server.js'), '--port', String(port)], { MESH_LOG_FORMAT: 'json' });
+    await flip.waitForLog('serving');
     await t.etcd!.etcdctl(['put', `igh2/greeter/${flipAddr}`, JSON.stringify({ Op: 0, Addr: flipAddr, Metadata: null })]);
 
-    const client = new PeerProcess('go client', go.client, ['-etcd', t.etcd!.endpoints, '-target', 'etcd:///igh2/greeter', '-authority', 'greeter', '-backends', '2', '-health-check', '-duration', '6s']);
-    await client.waitForEvent('tick', 15_000);
+    const client = peerProcess(go.client, ['-etcd', t.etcd!.endpoints, '-target', 'etcd:///igh2/greeter', '-authority', 'greeter', '-backends', '2', '-health-check', '-duration', '6s']);
+    await client.waitForLog('tick', {}, 15_000);
     await sleep(1500);
-    flip.proc.kill('SIGUSR1');
-    const down = await flip.waitForEvent('health');
+    flip.kill('SIGUSR1');
+    const down = await flip.waitForLog('health');
     await sleep(2000);
-    flip.proc.kill('SIGUSR2');
-    await waitFor('flip-server SERVING again', () => flip.eventsNamed('health')[1], 5_000);
-    const up = flip.eventsNamed('health')[1];
+    flip.kill('SIGUSR2');
+    await waitFor('flip-server SERVING again', () => flip.logsNamed('health')[1], 5_000);
+    const up = flip.logsNamed('health')[1];
     expect(await client.exitWithin(20_000), client.stderr.slice(-5).join('\n')).toBe(0);
 
-    const ticks = client.eventsNamed('tick') as { atMs: number; backends: Record<string, number>; failed: number }[];
+    const ticks = client.logsNamed('tick') as { atMs: number; backends: Record<string, number>; failed: number }[];
     const downAt = down.atMs as number;
     const upAt = up.atMs as number;
     // A tick counts the calls of the 100 ms before it: the last one with calls to the flipped server bounds the time to 0 calls.
@@ -121,13 +122,13 @@ describe('health checking across Go and Node', () => {
     const inDown = ticks.filter((k) => k.atMs >= downAt + 1000 && k.atMs < upAt).reduce((n, k) => n + (k.backends[flipAddr] ?? 0), 0);
     const afterUp = ticks.filter((k) => k.atMs >= upAt + 500).reduce((n, k) => n + (k.backends[flipAddr] ?? 0), 0);
     const failed = ticks.reduce((n, k) => n + k.failed, 0);
-    const done = client.eventsNamed('done')[0];
+    const done = client.logsNamed('done')[0];
     console.log(`Go client, healthCheckConfig: last calls to the NOT_SERVING library server within ${lastWithCalls - downAt} ms of the flip (100 ms ticks), ${inDown} in [flip+1 s, SERVING), ${afterUp} after SERVING again; ${JSON.stringify(done)}; mesh server ${meshAddr}`);
     expect(lastWithCalls - downAt).toBeLessThan(1000);
     expect(inDown).toBe(0);
     expect(afterUp).toBeGreaterThan(0);
     expect(failed).toBe(0);
-    flip.proc.kill('SIGTERM');
+    flip.kill('SIGTERM');
     expect(await flip.exitWithin(10_000)).toBe(0);
   }, 90_000);
 });
