@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Backoff } from '../core/backoff';
 import type { Logger } from '../core/logger';
 import { healthClientOn, type HealthClient, type HealthCheckResponse } from './health-check-proto';
+import { meshObserver } from '../core/mesh-observer';
 
 type Subchannel = ReturnType<grpc.experimental.SubchannelInterface['getRealSubchannel']>;
 const { READY } = grpc.connectivityState;
@@ -197,6 +198,7 @@ export class HealthWatch {
     const prev = this.stateValue;
     if (prev === next) return;
     this.stateValue = next;
+    meshObserver()?.healthState?.(this.real.getAddress(), next);
     const routine = next === 'IDLE' || next === 'WATCHING' || (prev === 'WATCHING' && (next === 'SERVING' || next === 'UNIMPLEMENTED'));
     const fields = { event: 'health.state', addr: this.real.getAddress(), service: this.service, from: prev, to: next, reason };
     const msg = `${this.real.getAddress()} health ${prev} -> ${next}: ${reason}`;

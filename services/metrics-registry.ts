@@ -8,6 +8,7 @@ import { GRPC_HANDLING_BUCKETS, GRPC_LABELS, GRPC_LABELS_CODE, grpcCodeName, grp
 /** States a `mesh_*_state` gauge reports, one series each, 1 for the current one (the Prometheus "state set" idiom). */
 const WATCH_STATES = ['IDLE', 'LISTING', 'WATCHING', 'RETRYING', 'CLOSED'];
 const LEASE_STATES = ['IDLE', 'GRANTING', 'REGISTERED', 'LOST', 'CLOSED'];
+const HEALTH_STATES = ['IDLE', 'WATCHING', 'SERVING', 'NOT_SERVING', 'UNIMPLEMENTED', 'FAILED'];
 
 /**
  * The metrics of one mesh process, in one prom-client Registry (never the
@@ -34,6 +35,7 @@ export class MeshMetrics implements MeshObserver {
   private readonly lag: Histogram<'registry'>;
   private readonly lease: Gauge<'key' | 'state'>;
   private readonly reregistrations: Counter<'key'>;
+  private readonly health: Gauge<'backend' | 'state'>;
 
   // Hot-path counts (per call or attempt), handed to prom-client at scrape time.
   private readonly pickTally = new Tally<'backend'>();
@@ -63,6 +65,7 @@ export class MeshMetrics implements MeshObserver {
     this.watch = new Gauge({ name: 'mesh_resolver_watch_state', help: 'State of the registry watch: 1 for the current state, 0 for the others.', labelNames: ['registry', 'state'], registers });
     this.lag = new Histogram({ name: 'mesh_resolver_delivery_lag_seconds', help: 'From the first registry change of a batch to its delivery to the channel (coalescing and rate limit included).', labelNames: ['registry'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers });
     this.lease = new Gauge({ name: 'mesh_registration_lease_state', help: 'State of the lease registration: 1 for the current state, 0 for the others.', labelNames: ['key', 'state'], registers });
+    this.health = new Gauge({ name: 'mesh_lb_backend_health', help: 'Client-side health check (gRPC A17) of each backend: 1 for the current state, 0 for the others.', labelNames: ['backend', 'state'], registers });
     this.reregistrations = new Counter({ name: 'mesh_registration_reregistrations_total', help: 'Registrations written again under a fresh lease after the lease was lost.', labelNames: ['key'], registers });
   }
 
@@ -101,6 +104,10 @@ export class MeshMetrics implements MeshObserver {
 
   deliveryLag(registry: string, ms: number): void {
     this.lag.observe({ registry }, ms / 1000);
+  }
+
+  healthState(backend: string, state: string): void {
+    for (const s of new Set([...HEALTH_STATES, state])) this.health.set({ backend, state: s }, s === state ? 1 : 0);
   }
 
   leaseState(key: string, state: string, regrant: boolean): void {
