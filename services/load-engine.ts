@@ -4,7 +4,8 @@ import { backendOf, sayHello } from './greeter-client';
 import { componentLogger } from '../core/logger';
 import { LatencyHistogram } from './load-histogram';
 import { ScheduleClock } from './load-schedule';
-import type { LoadOptions, LoadReport, LoadTick, ScheduleFigures } from './load-generator';
+import type { LoadReport, LoadTick, ScheduleFigures } from './load-figures';
+import type { LoadOptions } from './load-options';
 
 type LoadPhase = 'warmup' | 'measuring' | 'draining' | 'done';
 

@@ -1,6 +1,6 @@
 import { readFileSync, writeFileSync, renameSync } from 'node:fs';
 import * as path from 'node:path';
-import type { LoadReport, LoadTick } from './load-generator';
+import type { LoadReport, LoadTick } from './load-figures';
 
 /** Something the load saw or the demo did, at `tMs` after the load (warm-up included) began. */
 export interface LoadMarker {

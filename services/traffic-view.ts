@@ -1,4 +1,4 @@
-import type { LoadTick } from './load-generator';
+import type { LoadTick } from './load-figures';
 
 /**
  * The live per-backend view of `mesh load` and `mesh demo`: each second,
