@@ -25,6 +25,19 @@ export interface LoadReport {
   warmupS: number;
   /** Open loop only: whether the schedule was kept. */
   schedule?: ScheduleFigures;
+  /**
+   * Added so an overloaded run cannot read as a healthy one: `requests`
+   * counts only calls sent, and `ok` calls that came back long after their
+   * intended start. Calls the run asked for in the measured period:
+   * requests + notSent (open loop: schedule.intended; closed loop: requests).
+   */
+  scheduled: number;
+  /** Calls the schedule asked for that were never sent (= schedule.missed; 0 in closed loop). */
+  notSent: number;
+  /** Ok calls (counted in `ok` too) that ended more than `deadlineMs` after their intended start (closed loop: after their start). */
+  late: number;
+  /** The deadline of each call (`--deadline`), against which `late` is judged. */
+  deadlineMs: number;
 }
 
 /** How well an open-loop schedule was kept (measured calls only). */
@@ -42,7 +55,7 @@ export interface ScheduleFigures {
   kept: boolean;
 }
 
-/** Per-second window handed to the live view. */
+/** Per-second window handed to the live view (and, collected, to the report). A second with no call at all is a tick too. */
 export interface LoadTick {
   /** Second k covers [k-1, k) s after the load (warm-up included) began. */
   second: number;
@@ -56,4 +69,8 @@ export interface LoadTick {
   latencyMs: LatencyFigures;
   /** The second is (partly) warm-up. */
   warmup: boolean;
+  /** Of `ok`, the calls that ended more than the deadline after their intended start. */
+  late: number;
+  /** Open loop: calls the schedule asked to start in that second (sent or not); what `sent` falls short of under overload. */
+  asked?: number;
 }

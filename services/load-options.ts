@@ -19,6 +19,13 @@ export interface LoadOptions {
   name?: string;
   /** Called once per second with that second's counts. */
   onTick?: (tick: LoadTick) => void;
+  /**
+   * Open loop: called once when the run ends, with the calls never sent per
+   * second of their intended start (seconds with none left out). Not in the
+   * ticks: those seconds were handed out before the run knew it would not
+   * catch up.
+   */
+  onNotSent?: (perSecond: { second: number; count: number }[]) => void;
   /** Stop early (e.g. Ctrl-C); the report covers what ran. */
   signal?: AbortSignal;
 }
