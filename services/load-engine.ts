@@ -190,9 +190,12 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
   // The last partial second is not shown as a second of its own (it would
   // read as a drop in rate) unless calls were started through nearly all of
   // it (a run of whole seconds ends a hair before its last boundary); the
-  // report counts every call.
+  // report counts every call. That second is shown even if the clock has
+  // not passed its end yet (the last calls ended within it): no second
+  // after it can have begun, and capping at the current second dropped the
+  // last whole second of a 2 s run whenever its calls ended before 2.000 s.
   const started = Math.min(stoppedAt, performance.now()) - origin;
-  seconds.stop(Math.min(seconds.secondAt(performance.now()), Math.floor(started / 1000) + (started % 1000 >= 900 ? 2 : 1)));
+  seconds.stop(Math.floor(started / 1000) + (started % 1000 >= 900 ? 2 : 1));
   const durationS = Math.max(0.001, (Math.max(lastDone, Math.min(performance.now(), end)) - measureFrom) / 1000);
   const lat = hist.figures();
   hist.destroy();
