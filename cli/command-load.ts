@@ -9,7 +9,7 @@ import { runLoad, type LoadReport } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
 import { addLoadModeOptions, type LoadModeFlags } from './load-flags';
 import { ResolverMarkers } from '../services/load-markers';
-import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
+import { headline, writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
 import type { LoadTick } from '../services/load-generator';
 
 interface LoadFlags extends MeshClientFlags, LoadModeFlags, MetricsFlags {
@@ -49,6 +49,7 @@ export function loadCommand(): Command {
     const wantReport = Boolean(flags.report || flags.csv);
     const markers = etcd && mesh.registry && wantReport ? new ResolverMarkers(etcd, mesh.registry) : undefined;
     const ticks: LoadTick[] = [];
+    let notSent: ReportInput['notSent'];
     markers?.setOrigin(performance.now());
     const report = await runLoad({
       client,
@@ -64,11 +65,12 @@ export function loadCommand(): Command {
         if (wantReport) ticks.push(t);
         view?.render(t);
       },
+      onNotSent: (perSecond) => (notSent = perSecond),
     });
     markers?.close();
     mesh.close();
     await served?.http.close();
-    const input: ReportInput = { title: `mesh load on ${target}`, summary: report, ticks, markers: markers?.markers ?? [], command: `mesh ${process.argv.slice(2).join(' ')}` };
+    const input: ReportInput = { title: `mesh load on ${target}`, summary: report, ticks, markers: markers?.markers ?? [], command: `mesh ${process.argv.slice(2).join(' ')}`, notSent };
     if (flags.report) writeReportHtml(flags.report, input);
     if (flags.csv) writeReportCsv(flags.csv, input);
     if (flags.json) process.stdout.write(`${JSON.stringify(report)}\n`);
@@ -84,6 +86,7 @@ export function loadCommand(): Command {
 function printSummary(r: LoadReport): void {
   const lines = [
     '',
+    headline(r),
     `requests ${r.requests}  ok ${r.ok}  failed ${r.failed}  ${r.rps} rps over ${r.durationS}s`,
     `latency ms  p50 ${r.latencyMs.p50}  p90 ${r.latencyMs.p90}  p99 ${r.latencyMs.p99}  p99.9 ${r.latencyMs['p99.9']}  max ${r.latencyMs.max}${r.mode === 'open' ? '  (from each intended start)' : ''}`,
     ...(r.schedule ? [r.schedule.kept ? `schedule ${r.schedule.rate} calls/s kept (at most ${r.schedule.behindMaxMs} ms behind)` : `schedule ${r.schedule.rate} calls/s NOT kept: the client fell up to ${r.schedule.behindMaxMs} ms behind; ${r.schedule.missed} of ${r.schedule.intended} calls never sent`] : []),
