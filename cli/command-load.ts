@@ -11,6 +11,16 @@ import { addLoadModeOptions, type LoadModeFlags } from './load-flags';
 import { ResolverMarkers } from '../services/load-markers';
 import { headline, writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
 import type { LoadTick } from '../services/load-generator';
+import { componentLogger } from '../core/logger';
+
+/**
+ * How long the process may take to end by itself once the figures are out.
+ * Under overload a greeter's HTTP/2 session was seen to stop reading its
+ * connection for good (its socket in CLOSE-WAIT with bytes unread, calls on
+ * it timing out): our closed end of that connection then never finishes
+ * closing, and would keep `mesh load` running forever after its summary.
+ */
+const EXIT_GRACE_MS = 2_000;
 
 interface LoadFlags extends MeshClientFlags, LoadModeFlags, MetricsFlags {
   concurrency: number;
@@ -80,6 +90,10 @@ export function loadCommand(): Command {
       process.stderr.write(`mesh: no call succeeded (${Object.entries(report.errors).map(([c, n]) => `${c} ${n}`).join(', ')}); are backends registered under ${flags.target ?? `${flags.prefix}/${flags.service}/`}?\n`);
       process.exitCode = 1;
     }
+    setTimeout(() => {
+      componentLogger('load').warn({ event: 'load.exit_forced', graceMs: EXIT_GRACE_MS, holding: process.getActiveResourcesInfo() }, `still running ${EXIT_GRACE_MS} ms after the summary (a connection a backend never closed?): exiting`);
+      process.exit();
+    }, EXIT_GRACE_MS).unref();
   });
 }
 
