@@ -9,8 +9,18 @@ import { runLoad, type LoadReport } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
 import { addLoadModeOptions, type LoadModeFlags } from './load-flags';
 import { ResolverMarkers } from '../services/load-markers';
-import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
+import { headline, writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
 import type { LoadTick } from '../services/load-generator';
+import { componentLogger } from '../core/logger';
+
+/**
+ * How long the process may take to end by itself once the figures are out.
+ * Under overload a greeter's HTTP/2 session was seen to stop reading its
+ * connection for good (its socket in CLOSE-WAIT with bytes unread, calls on
+ * it timing out): our closed end of that connection then never finishes
+ * closing, and would keep `mesh load` running forever after its summary.
+ */
+const EXIT_GRACE_MS = 2_000;
 
 interface LoadFlags extends MeshClientFlags, LoadModeFlags, MetricsFlags {
   concurrency: number;
@@ -50,6 +60,7 @@ export function loadCommand(): Command {
     const wantReport = Boolean(flags.report || flags.csv);
     const markers = etcd && mesh.registry && wantReport ? new ResolverMarkers(etcd, mesh.registry) : undefined;
     const ticks: LoadTick[] = [];
+    let notSent: ReportInput['notSent'];
     markers?.setOrigin(performance.now());
     const report = await runLoad({
       client,
@@ -65,11 +76,12 @@ export function loadCommand(): Command {
         if (wantReport) ticks.push(t);
         view?.render(t);
       },
+      onNotSent: (perSecond) => (notSent = perSecond),
     });
     markers?.close();
     mesh.close();
     await served?.http.close();
-    const input: ReportInput = { title: `mesh load on ${target}`, summary: report, ticks, markers: markers?.markers ?? [], command: `mesh ${process.argv.slice(2).join(' ')}` };
+    const input: ReportInput = { title: `mesh load on ${target}`, summary: report, ticks, markers: markers?.markers ?? [], command: `mesh ${process.argv.slice(2).join(' ')}`, notSent };
     if (flags.report) writeReportHtml(flags.report, input);
     if (flags.csv) writeReportCsv(flags.csv, input);
     if (flags.json) process.stdout.write(`${JSON.stringify(report)}\n`);
@@ -79,12 +91,17 @@ export function loadCommand(): Command {
       process.stderr.write(`mesh: no call succeeded (${Object.entries(report.errors).map(([c, n]) => `${c} ${n}`).join(', ')}); are backends registered under ${flags.target ?? `${flags.prefix}/${flags.service}/`}?\n`);
       process.exitCode = 1;
     }
+    setTimeout(() => {
+      componentLogger('load').warn({ event: 'load.exit_forced', graceMs: EXIT_GRACE_MS, holding: process.getActiveResourcesInfo() }, `still running ${EXIT_GRACE_MS} ms after the summary (a connection a backend never closed?): exiting`);
+      process.exit();
+    }, EXIT_GRACE_MS).unref();
   });
 }
 
 function printSummary(r: LoadReport): void {
   const lines = [
     '',
+    headline(r),
     `requests ${r.requests}  ok ${r.ok}  failed ${r.failed}  ${r.rps} rps over ${r.durationS}s`,
     `latency ms  p50 ${r.latencyMs.p50}  p90 ${r.latencyMs.p90}  p99 ${r.latencyMs.p99}  p99.9 ${r.latencyMs['p99.9']}  max ${r.latencyMs.max}${r.mode === 'open' ? '  (from each intended start)' : ''}`,
     ...(r.schedule ? [r.schedule.kept ? `schedule ${r.schedule.rate} calls/s kept (at most ${r.schedule.behindMaxMs} ms behind)` : `schedule ${r.schedule.rate} calls/s NOT kept: the client fell up to ${r.schedule.behindMaxMs} ms behind; ${r.schedule.missed} of ${r.schedule.intended} calls never sent`] : []),

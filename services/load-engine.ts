@@ -3,8 +3,10 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import { backendOf, sayHello } from './greeter-client';
 import { componentLogger } from '../core/logger';
 import { LatencyHistogram } from './load-histogram';
-import { ScheduleClock } from './load-schedule';
-import type { LoadOptions, LoadReport, LoadTick, ScheduleFigures } from './load-generator';
+import { ScheduleClock, ScheduleTally } from './load-schedule';
+import type { LoadReport, ScheduleFigures } from './load-figures';
+import type { LoadOptions } from './load-options';
+import { LoadSeconds } from './load-seconds';
 
 type LoadPhase = 'warmup' | 'measuring' | 'draining' | 'done';
 
@@ -16,11 +18,6 @@ const MAX_BURST = 500;
 function round(n: number, digits = 3): number {
   const f = 10 ** digits;
   return Math.round(n * f) / f;
-}
-
-interface Bucket {
-  tick: LoadTick;
-  hist: LatencyHistogram;
 }
 
 /**
@@ -39,6 +36,11 @@ interface Bucket {
  *   of the warm-up: it shows in the per-second ticks, not in the report.
  * - `total` counts measured calls started; then no more start, the in-flight
  *   ones are awaited (each bounded by its deadline).
+ * - An ok call that ended more than the deadline after its intended start is
+ *   `late` (and still ok): the reply came, but later than a caller holding
+ *   that deadline from when it wanted to call would have waited. Under
+ *   overload these are most ok calls; counting them apart keeps `ok` from
+ *   reading as "on time".
  */
 export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
   const name = opts.name ?? 'load';
@@ -53,58 +55,30 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
   const end = measureFrom + (opts.durationMs ?? Infinity);
   let ok = 0;
   let failed = 0;
+  let late = 0;
   let measuredStarted = 0;
   let lastDone = measureFrom;
   const backends: Record<string, number> = {};
   const errors: Record<string, number> = {};
   let logged = 0;
 
-  // Per-second buckets by completion time (sent by start time), second k covering [k-1, k) s after origin.
-  const buckets = new Map<number, Bucket>();
-  const bucket = (now: number): Bucket => {
-    const k = Math.floor((now - origin) / 1000) + 1;
-    let b = buckets.get(k);
-    if (!b) {
-      b = { tick: { second: k, sent: 0, ok: 0, failed: 0, backends: {}, errors: {}, warmup: (k - 1) * 1000 < warmupMs, latencyMs: { p50: 0, p90: 0, p99: 0, 'p99.9': 0, max: 0 } }, hist: new LatencyHistogram() };
-      buckets.set(k, b);
-    }
-    return b;
-  };
-  const flush = (beforeSecond: number) => {
-    for (const [k, b] of [...buckets].sort((x, y) => x[0] - y[0])) {
-      if (k >= beforeSecond) break;
-      buckets.delete(k);
-      b.tick.latencyMs = b.hist.figures();
-      b.hist.destroy();
-      opts.onTick?.(b.tick);
-    }
-  };
-  // Ticks follow the load's own seconds (not setInterval's drift); a late timer flushes every second due.
-  let tickTimer: NodeJS.Timeout | undefined;
-  const scheduleTick = () => {
-    const k = Math.floor((performance.now() - origin) / 1000) + 1;
-    tickTimer = setTimeout(() => {
-      flush(Math.floor((performance.now() - origin) / 1000) + 1);
-      scheduleTick();
-    }, Math.max(1, origin + k * 1000 - performance.now()));
-  };
-  scheduleTick();
+  const seconds = new LoadSeconds(origin, warmupMs, opts.onTick, opts.rate && new ScheduleTally(opts.rate, origin, warmupMs, end, total));
+  seconds.start();
 
   const call = async (intended: number): Promise<void> => {
     const measured = intended >= measureFrom;
     if (measured) measuredStarted++;
-    bucket(performance.now()).tick.sent++;
+    seconds.sent(performance.now());
     try {
       const reply = await sayHello(opts.client, name, opts.deadlineMs);
       const now = performance.now();
       const ms = now - intended;
-      const b = bucket(now);
-      b.tick.ok++;
-      b.hist.record(ms);
+      const isLate = ms > opts.deadlineMs;
       const be = backendOf(reply);
-      b.tick.backends[be] = (b.tick.backends[be] ?? 0) + 1;
+      seconds.ok(now, ms, be, isLate);
       if (measured) {
         ok++;
+        if (isLate) late++;
         hist.record(ms);
         backends[be] = (backends[be] ?? 0) + 1;
         lastDone = Math.max(lastDone, now);
@@ -114,9 +88,7 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
       const code = grpcStatus[(err as ServiceError).code ?? grpcStatus.UNKNOWN] ?? 'UNKNOWN';
       // The first few failures are logged whole (the report only counts codes); the rest are counted in one line at the end.
       if (logged++ < 5) log.warn({ event: 'load.call_failed', code: (err as ServiceError).code, details: (err as ServiceError).details ?? String(err) }, `call failed: ${String((err as Error).message ?? err).split('\n')[0]}`);
-      const b = bucket(now);
-      b.tick.failed++;
-      b.tick.errors[code] = (b.tick.errors[code] ?? 0) + 1;
+      seconds.failed(now, code);
       if (measured) {
         failed++;
         errors[code] = (errors[code] ?? 0) + 1;
@@ -175,14 +147,21 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
     setPhase('draining');
     // Intended starts before the end that never went out: the schedule was not kept.
     let missed = 0;
+    // Where they fall, by intended start (they are the schedule's tail, from the oldest one never sent).
+    const notSent = new Map<number, number>();
     // How far behind the schedule was when it gave up: the oldest intended start never sent.
     const backlogMs = clock.peek() < end ? Math.max(0, stoppedAt - clock.peek()) : 0;
     if (!opts.signal?.aborted && measuredStarted < total) {
       for (let t = clock.peek(); t < end && measuredStarted + missed < total && missed < 10_000_000; t = clock.peek()) {
         clock.take();
-        if (t >= measureFrom) missed++;
+        if (t >= measureFrom) {
+          missed++;
+          const k = seconds.secondAt(t);
+          notSent.set(k, (notSent.get(k) ?? 0) + 1);
+        }
       }
     }
+    opts.onNotSent?.([...notSent].map(([second, count]) => ({ second, count })));
     await Promise.all(inflight);
     const lagFig = lag.figures();
     schedule = {
@@ -208,15 +187,15 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
   clearTimeout(measuringTimer);
   if (logged > 5) log.warn({ event: 'load.call_failed_unlogged', count: logged - 5 }, `${logged - 5} more failed calls not logged one by one (the report counts them by code)`);
   setPhase('done');
-  if (tickTimer) clearTimeout(tickTimer);
   // The last partial second is not shown as a second of its own (it would
   // read as a drop in rate) unless calls were started through nearly all of
   // it (a run of whole seconds ends a hair before its last boundary); the
-  // report counts every call.
+  // report counts every call. That second is shown even if the clock has
+  // not passed its end yet (the last calls ended within it): no second
+  // after it can have begun, and capping at the current second dropped the
+  // last whole second of a 2 s run whenever its calls ended before 2.000 s.
   const started = Math.min(stoppedAt, performance.now()) - origin;
-  const current = Math.floor((performance.now() - origin) / 1000) + 1;
-  flush(Math.min(current, Math.floor(started / 1000) + (started % 1000 >= 900 ? 2 : 1)));
-  for (const b of buckets.values()) b.hist.destroy();
+  seconds.stop(Math.floor(started / 1000) + (started % 1000 >= 900 ? 2 : 1));
   const durationS = Math.max(0.001, (Math.max(lastDone, Math.min(performance.now(), end)) - measureFrom) / 1000);
   const lat = hist.figures();
   hist.destroy();
@@ -233,5 +212,9 @@ export async function runLoadEngine(opts: LoadOptions): Promise<LoadReport> {
     ...(opts.rate ? {} : { concurrency: opts.concurrency }),
     warmupS: round(warmupMs / 1000),
     ...(schedule ? { schedule } : {}),
+    scheduled: ok + failed + (schedule?.missed ?? 0),
+    notSent: schedule?.missed ?? 0,
+    late,
+    deadlineMs: opts.deadlineMs,
   };
 }

@@ -88,3 +88,36 @@ export class ScheduleClock {
     return t;
   }
 }
+
+/**
+ * Counts the calls a schedule asks for, second by second, from the schedule
+ * alone (its own ScheduleClock): the "asked" line of the report, which must
+ * not depend on what the client managed to send. Bounded as the run is: no
+ * intended start at or after `end`, and at most `total` measured ones.
+ */
+export class ScheduleTally {
+  private readonly clock: ScheduleClock;
+  private measured = 0;
+
+  constructor(
+    schedule: RateSchedule,
+    origin: number,
+    private readonly warmupMs: number,
+    private readonly end: number,
+    private readonly total = Infinity,
+  ) {
+    this.clock = new ScheduleClock(schedule, origin, warmupMs);
+  }
+
+  /** Intended starts from where the last call left off up to (not including) `t`. */
+  countUntil(t: number): number {
+    const measureFrom = this.clock.origin + this.warmupMs;
+    let n = 0;
+    for (let next = this.clock.peek(); next < t && next < this.end && (next < measureFrom || this.measured < this.total); next = this.clock.peek()) {
+      if (next >= measureFrom) this.measured++;
+      this.clock.take();
+      n++;
+    }
+    return n;
+  }
+}

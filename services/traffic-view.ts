@@ -1,4 +1,4 @@
-import type { LoadTick } from './load-generator';
+import type { LoadTick } from './load-figures';
 
 /**
  * The live per-backend view of `mesh load` and `mesh demo`: each second,
@@ -29,12 +29,15 @@ export class TrafficView {
     const errs = Object.entries(tick.errors)
       .map(([k, v]) => `${k}=${v}`)
       .join(' ');
+    // Under overload the ok count alone looks healthy: say how many came back past the deadline, and what the schedule asked for.
+    const asked = tick.asked !== undefined ? ` asked=${tick.asked}` : '';
+    const late = tick.late ? ` late=${tick.late}` : '';
     if (!this.tty) {
       const parts = backends.map((b) => `${b} ${share(b).toFixed(0)}%`).join(' | ');
-      this.out.write(`${new Date().toISOString()} t=${tick.second}s calls=${total} ok=${tick.ok} failed=${tick.failed}${errs ? ` (${errs})` : ''} ${header}${parts}\n`);
+      this.out.write(`${new Date().toISOString()} t=${tick.second}s calls=${total}${asked} ok=${tick.ok}${late} failed=${tick.failed}${errs ? ` (${errs})` : ''} ${header}${parts}\n`);
       return;
     }
-    const lines = [`t=${tick.second}s  ${total} calls/s  ok=${tick.ok}  failed=${tick.failed}${errs ? `  (${errs})` : ''}  ${header}`];
+    const lines = [`t=${tick.second}s  ${total} calls/s${asked}  ok=${tick.ok}${late}  failed=${tick.failed}${errs ? `  (${errs})` : ''}  ${header}`];
     for (const b of backends) {
       const pct = share(b);
       const bar = '█'.repeat(Math.round(pct / 2.5));

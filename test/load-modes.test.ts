@@ -45,6 +45,19 @@ interface Summary {
   mode: string;
   warmupS: number;
   schedule?: { rate: string; intended: number; sent: number; missed: number; behindMaxMs: number; behindP99Ms: number; kept: boolean };
+  scheduled: number;
+  notSent: number;
+  late: number;
+  deadlineMs: number;
+}
+
+/** The fields added for overload agree with the ones before: every call asked for is sent or not sent, late ones are among the ok. */
+function expectAccounted(s: Summary): void {
+  expect(s.requests + s.notSent).toBe(s.scheduled);
+  expect(s.notSent).toBe(s.schedule?.missed ?? 0);
+  if (s.schedule) expect(s.scheduled).toBe(s.schedule.intended);
+  expect(s.late).toBeGreaterThanOrEqual(0);
+  expect(s.late).toBeLessThanOrEqual(s.ok);
 }
 
 function loadArgs(extra: string[]): string[] {
@@ -115,6 +128,8 @@ describe('mesh load --rate', () => {
     expect(summary.warmupS).toBe(0.5);
     // 300/s over 1.5 s measured: the warm-up's ~150 calls are not in it.
     expectRateKept(summary, 450);
+    expectAccounted(summary);
+    expect(summary.deadlineMs).toBe(1000);
     expect(summary.failed).toBe(0);
     expect(Object.keys(summary.backends)).toHaveLength(2);
     const rows = csvRows(csv);
@@ -132,17 +147,23 @@ describe('mesh load --rate', () => {
         expect(Number(r.sent)).toBeLessThanOrEqual(360);
       }
     }
+    // What the schedule asked for, second by second, whether kept or not; warm-up included.
+    for (const r of rows) expect(Math.abs(Number(r.asked) - 300)).toBeLessThanOrEqual(1);
+    expect(rows.every((r) => r.not_sent === '0') || !summary.schedule!.kept).toBe(true);
   });
 
   it('--total stops after N measured calls, open and closed loop alike', async () => {
     const open = await load(['--rate', '500', '--total', '250']);
     expect(open.summary.requests).toBe(250);
     expect(open.summary.schedule).toMatchObject({ intended: 250, sent: 250, missed: 0 });
+    expect(open.summary).toMatchObject({ scheduled: 250, notSent: 0 });
     // 250 calls at 500/s: about half a second, not the default 10 s duration.
     expect(open.summary.durationS).toBeLessThan(3);
     const closed = await load(['--concurrency', '4', '--total', '100']);
     expect(closed.summary.requests).toBe(100);
     expect(closed.summary.mode).toBe('closed');
+    expect(closed.summary).toMatchObject({ scheduled: 100, notSent: 0 });
+    expectAccounted(closed.summary);
   });
 
   it('follows a step schedule (100:300:200/1s): ~100 calls in the first second, ~300 in the next', async () => {
@@ -165,6 +186,8 @@ describe('mesh load --rate', () => {
     expect(summary.schedule!.missed).toBeGreaterThan(0);
     expect(summary.schedule!.sent + summary.schedule!.missed).toBe(summary.schedule!.intended);
     expect(summary.schedule!.behindMaxMs).toBeGreaterThan(100);
+    expectAccounted(summary);
+    expect(summary.notSent).toBeGreaterThan(0);
     expect(stderr.some((l) => l.includes('"load.schedule_not_kept"'))).toBe(true);
   });
 });
