@@ -80,13 +80,18 @@ interface GetFlags extends EtcdFlags {
   rev: number;
 }
 
-function getCommand(): Command {
-  const cmd = new Command('get')
-    .description('get KEY, or the keys in [KEY, END) (etcdctl get; same output)')
+/** A command over KEY or [KEY, END), with etcdctl's --prefix and --from-key (get and del). */
+function rangeCommand(name: string, verb: string, description: string): Command {
+  return new Command(name)
+    .description(description)
     .addArgument(new Argument('<key>', 'the key (or the range start)'))
     .addArgument(new Argument('[end]', 'range end, exclusive'))
-    .option('--prefix', 'get every key with prefix KEY')
-    .option('--from-key', 'get every key >= KEY (byte order)')
+    .option('--prefix', `${verb} every key with prefix KEY`)
+    .option('--from-key', `${verb} every key >= KEY (byte order)`);
+}
+
+function getCommand(): Command {
+  const cmd = rangeCommand('get', 'get', 'get KEY, or the keys in [KEY, END) (etcdctl get; same output)')
     .option('--print-value-only', 'print only values')
     .option('--keys-only', 'get only keys (empty value lines, as etcdctl)')
     .addOption(new Option('--limit <n>', 'at most n keys (0: no limit)').default(0).argParser(intIn(0, Number.MAX_SAFE_INTEGER)))
@@ -129,12 +134,7 @@ interface DelFlags extends EtcdFlags {
 }
 
 function delCommand(): Command {
-  const cmd = new Command('del')
-    .description('delete KEY, or the keys in [KEY, END); prints the number deleted (etcdctl del; same output)')
-    .addArgument(new Argument('<key>', 'the key (or the range start)'))
-    .addArgument(new Argument('[end]', 'range end, exclusive'))
-    .option('--prefix', 'delete every key with prefix KEY')
-    .option('--from-key', 'delete every key >= KEY (byte order)')
+  const cmd = rangeCommand('del', 'delete', 'delete KEY, or the keys in [KEY, END); prints the number deleted (etcdctl del; same output)')
     .option('--prev-kv', 'also print the deleted key-value pairs');
   addEtcdOptions(cmd);
   return cmd.action(async (key: string, end: string | undefined, flags: DelFlags) => {
