@@ -21,6 +21,8 @@ export interface MeshObserver {
   watchState?(registry: string, state: string): void;
   /** From the first registry event of a batch to its delivery to the channel, ms. */
   deliveryLag?(registry: string, ms: number): void;
+  /** The load-aware policy ejected `backend` (`reason`: slow, failing, ...) or let it back in (`ejected` false). */
+  ejection?(backend: string, ejected: boolean, reason: string): void;
   /** The client-side health check (gRPC A17) of `backend` moved to `state` (SERVING, NOT_SERVING, FAILED, UNIMPLEMENTED, ...). */
   healthState?(backend: string, state: string): void;
   /** A lease registration of `key` moved to `state`; `regrant` when that state is a fresh grant after a lost lease. */

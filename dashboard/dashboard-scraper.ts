@@ -29,6 +29,14 @@ export interface BackendTraffic {
   /** From the server's grpc_server_handling_seconds; null when its server is not scraped. */
   p50Ms: number | null;
   p99Ms: number | null;
+  /**
+   * What the scraped clients' policies say of it (their last scrape):
+   * `health` counts clients per health-check state (gRPC A17:
+   * mesh_lb_backend_health), `ejectedBy` the clients that eject it now
+   * (mesh_lb_backend_ejected). Empty / 0 when no client reports on it.
+   */
+  health: Record<string, number>;
+  ejectedBy: number;
 }
 
 /** What the page charts: one column per scrape, one row per backend. */
@@ -64,6 +72,9 @@ interface Sample {
   handled: number;
   buckets: Buckets;
   picks: Map<string, number>;
+  /** A client's view: each backend's health-check state, and the backends it ejects. */
+  health: Map<string, string>;
+  ejected: Set<string>;
 }
 
 interface Tick {
@@ -76,7 +87,9 @@ interface Tick {
 const HANDLED = 'grpc_server_handled_total';
 const SECONDS_BUCKET = 'grpc_server_handling_seconds_bucket';
 const PICKS = 'mesh_lb_picks_total';
-const WANTED = new Set([HANDLED, SECONDS_BUCKET, PICKS]);
+const HEALTH = 'mesh_lb_backend_health';
+const EJECTED = 'mesh_lb_backend_ejected';
+const WANTED = new Set([HANDLED, SECONDS_BUCKET, PICKS, HEALTH, EJECTED]);
 /** Reads in flight at once: bounds the memory a round can take (each read holds at most maxBodyBytes). */
 const PARALLEL = 16;
 
@@ -158,7 +171,7 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
   private async read(addr: string): Promise<Sample> {
     const text = await readMetrics(addr, { timeoutMs: this.timeoutMs, maxBytes: this.maxBodyBytes, agent: this.agent });
     const { samples } = parsePromText(text, WANTED);
-    const s: Sample = { at: Date.now(), server: false, client: false, handled: 0, buckets: new Map(), picks: new Map() };
+    const s: Sample = { at: Date.now(), server: false, client: false, handled: 0, buckets: new Map(), picks: new Map(), health: new Map(), ejected: new Set() };
     for (const m of samples) {
       if (m.name === HANDLED) {
         s.server = true;
@@ -169,6 +182,10 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
       } else if (m.name === PICKS && m.labels.backend) {
         s.client = true;
         s.picks.set(m.labels.backend, (s.picks.get(m.labels.backend) ?? 0) + m.value);
+      } else if (m.name === HEALTH && m.labels.backend && m.labels.state && m.value === 1) {
+        s.health.set(m.labels.backend, m.labels.state);
+      } else if (m.name === EJECTED && m.labels.backend && m.value === 1) {
+        s.ejected.add(m.labels.backend);
       }
     }
     if (s.buckets.size) s.server = true;
@@ -249,7 +266,18 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
   }
 
   private build(targets: TargetStatus[]): TrafficView {
-    const names = [...new Set(this.ticks.flatMap((t) => [...t.calls.keys()]))].sort();
+    // The clients' views, from each one's last scrape.
+    const health = new Map<string, Record<string, number>>();
+    const ejectedBy = new Map<string, number>();
+    for (const s of this.last.values()) {
+      for (const [b, state] of s.health) {
+        const h = health.get(b) ?? {};
+        h[state] = (h[state] ?? 0) + 1;
+        health.set(b, h);
+      }
+      for (const b of s.ejected) ejectedBy.set(b, (ejectedBy.get(b) ?? 0) + 1);
+    }
+    const names = [...new Set([...this.ticks.flatMap((t) => [...t.calls.keys()]), ...health.keys(), ...ejectedBy.keys()])].sort();
     const since = Date.now() - this.summaryS * 1000;
     const recent = this.ticks.filter((t) => t.t >= since);
     const spanS = recent.length > 1 ? Math.max(1, (recent[recent.length - 1].t - recent[0].t) / 1000 + this.intervalMs / 1000) : this.intervalMs / 1000;
@@ -262,7 +290,7 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
         const v = histogramQuantile(x, merged);
         return v === undefined ? null : Math.round(v * 1e5) / 100;
       };
-      return { backend: b, calls, rps: Math.round((calls / spanS) * 10) / 10, share: total ? calls / total : 0, p50Ms: q(0.5), p99Ms: q(0.99) };
+      return { backend: b, calls, rps: Math.round((calls / spanS) * 10) / 10, share: total ? calls / total : 0, p50Ms: q(0.5), p99Ms: q(0.99), health: health.get(b) ?? {}, ejectedBy: ejectedBy.get(b) ?? 0 };
     });
     const p99 = (t: Tick, b: string) => {
       const bk = t.buckets.get(b);

@@ -32,6 +32,13 @@
     return e;
   }
   function serverNow() { return Date.now() + state.offset; }
+  /** `SERVING ×2, NOT_SERVING ×1`: how many scraped clients see each health-check state. */
+  function healthText(h) {
+    var keys = Object.keys(h || {}).sort();
+    if (!keys.length) return '-';
+    return keys.map(function (k) { return k + ' \u00d7' + h[k]; }).join(', ');
+  }
+
   function schedule() {
     if (!frame) frame = requestAnimationFrame(render);
   }
@@ -179,7 +186,7 @@
       charts.p99.setData(p99Data);
     }
     fillTable('traffic', tr.backends, function (b) {
-      return [b.backend, (b.share * 100).toFixed(1) + '%', b.rps.toFixed(1), b.p50Ms === null ? '-' : b.p50Ms.toFixed(2), b.p99Ms === null ? '-' : b.p99Ms.toFixed(2)];
+      return [b.backend, (b.share * 100).toFixed(1) + '%', b.rps.toFixed(1), b.p50Ms === null ? '-' : b.p50Ms.toFixed(2), b.p99Ms === null ? '-' : b.p99Ms.toFixed(2), healthText(b.health), b.ejectedBy ? String(b.ejectedBy) : '-'];
     });
     $('traffic-note').textContent = 'last ' + tr.summaryS + ' s in the table, ' + tr.windowS + ' s in the charts';
     $('targets').textContent = targetsNote(tr);
