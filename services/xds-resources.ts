@@ -28,11 +28,15 @@ export interface XdsEndpoint {
 }
 
 /**
- * The Cluster's load-balancing policy. `round_robin` and `ring_hash` are set
- * in `lb_policy`, which every client here reads; `least_request` only exists
- * in `load_balancing_policy` (gRFC A52/A48), listed before round_robin, so a
- * client without it falls back to round_robin instead of rejecting the
- * Cluster.
+ * The Cluster's load-balancing policy. `lb_policy` is always ROUND_ROBIN,
+ * which every client reads; ring_hash and least_request are offered in
+ * `load_balancing_policy` (gRFC A52), ahead of round_robin, so a client
+ * that knows them uses them and one that does not falls back instead of
+ * rejecting the Cluster. That keeps ring_hash from gRPC's C core 1.51
+ * (Debian's python3-grpcio), which reads only `lb_policy` unless
+ * GRPC_EXPERIMENTAL_XDS_CUSTOM_LB_CONFIG is set, and whose ring_hash picker
+ * crashes the process on its first call (SIGSEGV, grpc/grpc#31766, fixed
+ * in 1.52).
  */
 export type XdsLbPolicy = 'round_robin' | 'ring_hash' | 'least_request';
 export const XDS_LB_POLICIES: readonly XdsLbPolicy[] = ['round_robin', 'ring_hash', 'least_request'];
@@ -79,11 +83,23 @@ export function listenerResource(service: string, protos = XdsProtos.get()): Any
   return protos.encodeAny('envoy.config.listener.v3.Listener', { name: service, api_listener: { api_listener: hcm } });
 }
 
-/** The RouteConfiguration: one virtual host for any authority, every call to the service's Cluster. */
-export function routeResource(service: string, protos = XdsProtos.get()): AnyMessage {
+/**
+ * The header whose value ring_hash hashes (gRFC A42): calls carrying the
+ * same value go to the same backend while it stays. Calls without it get a
+ * random hash, so they spread by the ring's weights.
+ */
+export const HASH_HEADER = 'x-mesh-hash-key';
+
+/**
+ * The RouteConfiguration: one virtual host for any authority, every call to
+ * the service's Cluster; under ring_hash, HASH_HEADER as its hash policy.
+ */
+export function routeResource(service: string, lb: XdsLbPolicy = 'round_robin', protos = XdsProtos.get()): AnyMessage {
+  const route: Record<string, unknown> = { cluster: service };
+  if (lb === 'ring_hash') route.hash_policy = [{ header: { header_name: HASH_HEADER } }];
   return protos.encodeAny('envoy.config.route.v3.RouteConfiguration', {
     name: service,
-    virtual_hosts: [{ name: service, domains: ['*'], routes: [{ match: { prefix: '' }, route: { cluster: service } }] }],
+    virtual_hosts: [{ name: service, domains: ['*'], routes: [{ match: { prefix: '' }, route }] }],
   });
 }
 
@@ -92,6 +108,8 @@ function policy(protos: XdsProtos, name: string, fullName: string, config: Recor
   return { typed_extension_config: { name, typed_config: protos.encodeAny(fullName, config) } };
 }
 
+const WRR_LOCALITY = 'envoy.extensions.load_balancing_policies.wrr_locality.v3.WrrLocality';
+
 /** The Cluster: endpoints by EDS over ADS, the lb policy, outlier detection. */
 export function clusterResource(service: string, lb: XdsLbPolicy, protos = XdsProtos.get()): AnyMessage {
   const cluster: Record<string, unknown> = {
@@ -99,19 +117,19 @@ export function clusterResource(service: string, lb: XdsLbPolicy, protos = XdsPr
     type: 'EDS',
     eds_cluster_config: { eds_config: ADS_SOURCE, service_name: service },
     connect_timeout: seconds(1),
-    lb_policy: lb === 'ring_hash' ? 'RING_HASH' : 'ROUND_ROBIN',
+    lb_policy: 'ROUND_ROBIN',
     outlier_detection: OUTLIER_DETECTION,
   };
-  if (lb === 'ring_hash') cluster.ring_hash_lb_config = { hash_function: 'XX_HASH', minimum_ring_size: { value: '1024' } };
-  if (lb === 'least_request') {
-    // Locality weights are kept by wrapping the endpoint policy in wrr_locality (A52's own form of ROUND_ROBIN).
-    const wrr = (child: ReturnType<typeof policy>) => policy(protos, 'wrr_locality', 'envoy.extensions.load_balancing_policies.wrr_locality.v3.WrrLocality', { endpoint_picking_policy: { policies: [child] } });
-    cluster.load_balancing_policy = {
-      policies: [
-        wrr(policy(protos, 'least_request', 'envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest', { choice_count: u32(2) })),
-        wrr(policy(protos, 'round_robin', 'envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin')),
-      ],
-    };
+  if (lb !== 'round_robin') {
+    // round_robin goes inside wrr_locality, which keeps the locality weights (A52's form of ROUND_ROBIN); ring_hash weighs localities itself.
+    const wrr = (child: ReturnType<typeof policy>) => policy(protos, 'wrr_locality', WRR_LOCALITY, { endpoint_picking_policy: { policies: [child] } });
+    // least_request is listed bare: grpc-js-xds 1.14.1 fails the whole list (no fallback) when a wrr_locality holds a policy it lacks.
+    const chosen =
+      lb === 'ring_hash'
+        ? // No ring sizes (clients default to 1024..8M): grpc-js-xds 1.14.1 NACKs a RingHash that sets minimum_ring_size (its uint64 arrives as a string).
+          policy(protos, 'ring_hash', 'envoy.extensions.load_balancing_policies.ring_hash.v3.RingHash', { hash_function: 'XX_HASH' })
+        : policy(protos, 'least_request', 'envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest', { choice_count: u32(2) });
+    cluster.load_balancing_policy = { policies: [chosen, wrr(policy(protos, 'round_robin', 'envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin'))] };
   }
   return protos.encodeAny('envoy.config.cluster.v3.Cluster', cluster);
 }

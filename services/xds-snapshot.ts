@@ -72,7 +72,7 @@ export class XdsSnapshotBuilder {
         endpointsKey: key,
         // The three that do not depend on endpoints are kept from the old build.
         listener: old?.listener ?? { name: service, any: listenerResource(service, p) },
-        route: old?.route ?? { name: service, any: routeResource(service, p) },
+        route: old?.route ?? { name: service, any: routeResource(service, this.lb, p) },
         cluster: old?.cluster ?? { name: service, any: clusterResource(service, this.lb, p) },
         assignment: { name: service, any: loadAssignmentResource(service, endpoints, p) },
       });
