@@ -13,8 +13,8 @@ import { XdsProtos, type DiscoveryRequest, type DiscoveryResponse, type XdsTypeU
 export interface ProbeResponse extends DiscoveryResponse {
   /** performance.now() at arrival. */
   at: number;
-  /** The resources decoded to plain objects (proto field names). */
-  decoded: Record<string, unknown>[];
+  /** The resources decoded to plain objects (proto field names); decoded on first use, so a bench of many clients does not spend its CPU here. */
+  readonly decoded: Record<string, unknown>[];
 }
 
 export interface ProbeOptions {
@@ -44,7 +44,8 @@ export class AdsProbe {
     private readonly protos = XdsProtos.get(),
   ) {
     const Client = grpc.makeGenericClientConstructor(protos.adsService(), 'AggregatedDiscoveryService');
-    this.client = new Client(address, grpc.credentials.createInsecure());
+    // A connection of its own, as each real client process has (grpc-js would otherwise share one between probes).
+    this.client = new Client(address, grpc.credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
     this.call = (this.client as unknown as { StreamAggregatedResources(): Stream }).StreamAggregatedResources();
     this.ended = new Promise((resolve) => this.call.on('status', resolve));
     this.call.on('error', () => undefined); // the status says it
@@ -103,7 +104,15 @@ export class AdsProbe {
   }
 
   private onData(res: DiscoveryResponse): void {
-    const r: ProbeResponse = { ...res, at: performance.now(), decoded: res.resources.map((a) => this.protos.decodeAny(a)) };
+    const protos = this.protos;
+    let decoded: Record<string, unknown>[] | undefined;
+    const r: ProbeResponse = {
+      ...res,
+      at: performance.now(),
+      get decoded() {
+        return (decoded ??= res.resources.map((a) => protos.decodeAny(a)));
+      },
+    };
     this.responses.push(r);
     this.nonces.set(r.type_url, r.nonce);
     if (this.opts.autoAck !== false) this.ack(r);
