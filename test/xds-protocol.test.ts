@@ -182,6 +182,23 @@ describe('mesh xds on the wire (ADS, state of the world)', () => {
     }
   });
 
+  it('a service whose last endpoint goes is held at its last endpoints (warned), as the etcd resolver holds back an empty set; replaced when it has endpoints again', async () => {
+    await put('p8', 'greeter', '127.0.0.1:7701');
+    const s = await startServer('p8');
+    const p = probe(s);
+    p.subscribe(TYPE_URL.listener, []);
+    p.subscribe(TYPE_URL.endpoint, ['greeter']);
+    await p.next(TYPE_URL.endpoint);
+    await t.client!.delete().key(endpointKey('p8', 'greeter', '127.0.0.1:7701'));
+    await waitFor('hold-back warned', () => logs.find((l) => l.event === 'xds.service_held' && l.service === 'greeter' && l.endpoints === 1), 3_000);
+    expect(p.of(TYPE_URL.endpoint)).toHaveLength(1);
+    expect(p.of(TYPE_URL.listener)).toHaveLength(1);
+    const rev = await put('p8', 'greeter', '127.0.0.1:7702');
+    const eds = await p.next(TYPE_URL.endpoint, (r) => r.version_info === rev);
+    expect(JSON.stringify(eds.decoded)).toContain('7702');
+    expect(JSON.stringify(eds.decoded)).not.toContain('7701');
+  });
+
   it('a malformed request ends that stream alone (undecodable: INTERNAL; no type_url: INVALID_ARGUMENT); delta xDS is UNIMPLEMENTED; the others are served on', async () => {
     await put('p6', 'greeter', '127.0.0.1:7501');
     const s = await startServer('p6');
@@ -243,7 +260,7 @@ describe('mesh xds on the wire (ADS, state of the world)', () => {
     const settle = Math.max(f.at, sl.at) - (t0 + 2_000);
     const [nf, ns] = [fast.of(TYPE_URL.endpoint).length - 1, slow.of(TYPE_URL.endpoint).length - 1];
     console.log(`xds churn: ${writes} writes (${rate.toFixed(0)}/s) into 1,000 endpoints -> ${nf} pushes to the client that ACKs at once, ${ns} to the one ACKing after 250 ms; both on the final state ${settle.toFixed(0)} ms after the churn ended`);
-    expect(rate).toBeGreaterThan(600);
+    expect(rate).toBeGreaterThan(500); // the writer itself shares 2 cores with etcd and the plane
     expect(nf).toBeLessThan(writes / 5);
     // One response in flight at a time: the slow client got at most one per 250 ms.
     expect(ns).toBeLessThanOrEqual(Math.ceil((sl.at - t0) / 250) + 2);
