@@ -107,7 +107,9 @@ export class AdsStream {
       st = { wildcard: false, names: new Set(), explicit: false, nonce: undefined, inFlight: false, sent: new Map(), sentVersion: '', acked: undefined };
       this.types.set(type, st);
     }
-    if (req.response_nonce !== '' && req.response_nonce !== st.nonce) {
+    // Nonces belong to a stream: one on a type's first request here (a client carrying it over from
+    // another replica or an older stream) is no reason to ignore the subscription.
+    if (!first && req.response_nonce !== '' && req.response_nonce !== st.nonce) {
       this.log.debug({ event: 'xds.stale_request', node: this.nodeId, type: TYPE_SHORT[type], nonce: req.response_nonce, latest: st.nonce }, 'stale request ignored');
       return;
     }

@@ -150,6 +150,10 @@ describe('mesh xds on the wire (ADS, state of the world)', () => {
     // RDS with no names subscribes to nothing (not a wildcard).
     p.subscribe(TYPE_URL.route, []);
     expect((await p.next(TYPE_URL.route)).resources).toEqual([]);
+    // A first request carrying a nonce of another stream (another replica's) is a subscription, not stale.
+    const moved = probe(s);
+    moved.send({ type_url: TYPE_URL.endpoint, resource_names: ['greeter'], response_nonce: '41', version_info: '12' });
+    expect([...byName(await moved.next(TYPE_URL.endpoint)).keys()]).toEqual(['greeter']);
   });
 
   it('two replicas at the same etcd revision serve the same versions and the same bytes', async () => {
