@@ -54,7 +54,7 @@ export function xdsCommand(): Command {
     .description('xDS control plane (ADS, state of the world) fed by the registry: any gRPC client resolving xds:///<service> balances over what etcd lists')
     .addOption(new Option('--listen <host:port>', 'where to serve ADS (port 0: any free port, printed on stdout)').default(parseMetricsAddr(DEFAULT_XDS_LISTEN), DEFAULT_XDS_LISTEN).argParser(parseMetricsAddr))
     .addOption(new Option('--prefix <prefix>', 'registry key prefix: every <prefix>/<service> is served as xds:///<service>').default('services').argParser(parsePrefix))
-    .addOption(new Option('--lb <policy>', `the Clusters' load-balancing policy: ${XDS_LB_POLICIES.join(', ')} (least_request falls back to round_robin on clients without it)`).default('round_robin').argParser(parseXdsLb))
+    .addOption(new Option('--lb <policy>', `the Clusters' load-balancing policy: ${XDS_LB_POLICIES.join(', ')} (ring_hash and least_request fall back to round_robin on clients without them)`).default('round_robin').argParser(parseXdsLb))
     .option('--print-bootstrap', 'print a bootstrap file for a gRPC client (GRPC_XDS_BOOTSTRAP) and exit')
     .addOption(new Option('--node-id <id>', 'with --print-bootstrap: the client\'s node id (default mesh-client-<hostname>)').argParser(parseName))
     .addOption(new Option('--zone <zone>', 'with --print-bootstrap: the client\'s zone (node locality)').argParser(parseName))
