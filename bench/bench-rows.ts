@@ -122,4 +122,13 @@ export function addRows(report: Report, f: BenchFigures, p: Plan, flags: BenchFl
     report.row('metrics', 'rps on / off (medians)', `${m.onRps} / ${m.offRps}`);
     report.row('metrics', 'failed calls', String(m.failed), '0', m.failed === 0);
   }
+  if (f.xds) {
+    const x = f.xds;
+    report.row('xds', 'etcd put → push received, 1 client, 1,000 endpoints', fmtDist(x.pushLatency), 'p99 <= 100 ms', x.pushLatency.p99 <= 100);
+    report.row('xds', '  put answered → push received', fmtDist(x.pushLatencyAfterCommit));
+    report.row('xds', `  to the last of ${x.clients} clients (bench decodes every copy)`, fmtDist(x.pushLatencyFanout));
+    report.row('xds', `pushes written within 100 ms, ${x.clients} clients (plane's own count)`, `${round(x.serverPushesWithin100ms * 100, 1)}%`);
+    report.row('xds', 'memory per connected client (RSS)', fmtMB(x.rssBytesPerClient));
+    report.row('xds', `churn ${x.churn.writesPerSecond} writes/s: pushes per client, settled after the last write`, `${x.churn.pushesPerClient}, ${x.churn.settleMs} ms`);
+  }
 }

@@ -17,6 +17,7 @@ import { benchHerd, benchRegistrations, type HerdResult, type RegistrationsResul
 import { benchWide, type WideResult } from './scale-wide';
 import { benchLoadAware, type LoadAwareResult } from './bench-load-aware';
 import { benchMetrics, type MetricsOverheadResult } from './bench-metrics';
+import { benchXds, type XdsBenchResult } from './bench-xds';
 import type { BenchFlags, Plan, Section } from './bench-plan';
 
 /**
@@ -35,6 +36,7 @@ export interface BenchFigures {
   scale?: ScaleResult;
   fleet?: { own: RegistrationsResult; shared: RegistrationsResult; herd: HerdResult; wide: WideResult };
   metrics?: MetricsOverheadResult;
+  xds?: XdsBenchResult;
 }
 
 export interface StageContext {
@@ -108,6 +110,11 @@ export async function runStages(c: StageContext): Promise<BenchFigures> {
     const p = c.plan;
     log(`metrics overhead: a load with --metrics and one without side by side, 3 greeters each (with / without --metrics); ${p.metricsRounds} closed-loop rounds of ${p.metricsRunMs / 1000} s, then ${p.metricsRounds} open-loop rounds at half the closed-loop rate`);
     figures.metrics = await benchMetrics({ etcd, prefix, rounds: p.metricsRounds, runMs: p.metricsRunMs, warmMs: 1_000, concurrency: flags.concurrency >> 1 }, log);
+  }
+  if (c.only.has('xds')) {
+    const quick = flags.quick;
+    log('mesh xds: push latency to one client and to many over a 1,000-endpoint service, memory per client, churn at 1,000 writes/s');
+    figures.xds = await benchXds(writer, { etcd, prefix: `${prefix}xds`, endpoints: 1000, changes: quick ? 50 : 200, gapMs: 100, clients: quick ? 50 : 100, churnPerSecond: 1000, churnSeconds: quick ? 3 : 10 }, log);
   }
   return figures;
 }

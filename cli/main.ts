@@ -8,6 +8,7 @@ import { loadCommand } from './command-load';
 import { demoCommand } from './command-demo';
 import { dashboardCommand } from './command-dashboard';
 import { healthCommand } from './command-health';
+import { xdsCommand } from './command-xds';
 import { coordinationCommands } from './commands-coordination';
 import { observeCommands } from './commands-observe';
 import { CommandFailure, errorText } from './common';
@@ -34,7 +35,7 @@ export function buildProgram(): Command {
     .description('gRPC client-side load balancing on etcd, and the classic etcd coordination patterns')
     .version(packageVersion())
     .showSuggestionAfterError(true);
-  for (const cmd of [serverCommand(), clientCommand(), loadCommand(), demoCommand(), dashboardCommand(), healthCommand(), ...coordinationCommands(), ...observeCommands()]) program.addCommand(cmd);
+  for (const cmd of [serverCommand(), clientCommand(), loadCommand(), demoCommand(), dashboardCommand(), healthCommand(), xdsCommand(), ...coordinationCommands(), ...observeCommands()]) program.addCommand(cmd);
   configureErrors(program);
   return program;
 }
