@@ -1,37 +1,25 @@
 import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import { EndpointLoad } from './endpoint-load';
-import { choose, DEFAULT_TUNING, LARGE_POOL, markEjected, newPickEntry, reviewEjections, WeightedSampler, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
+import { DEFAULT_TUNING, markEjected, newPickEntry, reviewEjections, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
 import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { ENDPOINT_ATTRIBUTES_OPTION } from './resolver-etcd';
 import { componentLogger, type Logger } from '../core/logger';
-import { meshObserver } from '../core/mesh-observer';
+import { LOAD_AWARE, LoadAwareConfig } from './load-balancer-load-aware-config';
+import { LoadAwarePicker, type PickerHost } from './load-balancer-load-aware-picker';
 
 type Endpoint = grpc.experimental.Endpoint;
 type Picker = grpc.experimental.Picker;
-type PickArgs = grpc.experimental.PickArgs;
-type PickResult = grpc.experimental.PickResult;
 type ChannelControlHelper = grpc.experimental.ChannelControlHelper;
 type LeafLoadBalancer = grpc.experimental.LeafLoadBalancer;
 const ConnectivityState = grpc.connectivityState;
 type ConnectivityState = grpc.connectivityState;
-const { PickResultType, QueuePicker, UnavailablePicker, LeafLoadBalancer: Leaf, createChildChannelControlHelper, subchannelAddressToString } = grpc.experimental;
+const { QueuePicker, UnavailablePicker, LeafLoadBalancer: Leaf, createChildChannelControlHelper, subchannelAddressToString } = grpc.experimental;
 
-/** The policy's name in service configs and on the command line (`--lb load_aware`). */
-export const LOAD_AWARE = 'load_aware';
+export { LOAD_AWARE, LoadAwareConfig } from './load-balancer-load-aware-config';
 
 /** How often ejections are reviewed, ms. */
 const REVIEW_INTERVAL_MS = 25;
-
-/** A failure that came back fast (refused, reset) counts as at least this slow. */
-const FAILURE_PENALTY_MS = 250;
-/**
- * An attempt cancelled unanswered (another backend answered first, though it
- * started a hedging delay later; or the deadline passed) counts as at least
- * this slow in the mean that ejection looks at (not in the peak that picking
- * looks at): losing a hedge race is strong evidence of slowness.
- */
-const NO_ANSWER_PENALTY_MS = 100;
 
 /**
  * ABSENT: not in the resolver's list (before it appears, after it leaves).
@@ -39,45 +27,6 @@ const NO_ANSWER_PENALTY_MS = 100;
  * (Connectivity is grpc-js's own: only READY backends are picked at all.)
  */
 export type EndpointHealth = 'ABSENT' | 'ACTIVE' | 'EJECTED';
-
-/** `{ "load_aware": { "decayMs"?: number, "probeIntervalMs"?: number, ... } }` in a service config. */
-export class LoadAwareConfig implements grpc.experimental.TypedLoadBalancingConfig {
-  constructor(
-    readonly decayMs: number,
-    readonly tuning: LoadAwareTuning,
-  ) {}
-
-  getLoadBalancerName(): string {
-    return LOAD_AWARE;
-  }
-
-  toJsonObject(): object {
-    return { [LOAD_AWARE]: { decayMs: this.decayMs, ...this.tuning } };
-  }
-
-  static createFromJson(obj: unknown): LoadAwareConfig {
-    const o = (obj ?? {}) as Record<string, unknown>;
-    const num = (k: string, def: number): number => {
-      const v = o[k];
-      if (v === undefined) return def;
-      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new Error(`load_aware config: ${k} must be a positive number`);
-      return v;
-    };
-    return new LoadAwareConfig(num('decayMs', 300), {
-      overrideRatio: num('overrideRatio', DEFAULT_TUNING.overrideRatio),
-      probeIntervalMs: num('probeIntervalMs', DEFAULT_TUNING.probeIntervalMs),
-      ejectRatio: num('ejectRatio', DEFAULT_TUNING.ejectRatio),
-      ejectMinGapMs: num('ejectMinGapMs', DEFAULT_TUNING.ejectMinGapMs),
-      ejectPriorSamples: num('ejectPriorSamples', DEFAULT_TUNING.ejectPriorSamples),
-      readmitRatio: num('readmitRatio', DEFAULT_TUNING.readmitRatio),
-      warmupMs: num('warmupMs', DEFAULT_TUNING.warmupMs),
-      baseEjectionMs: num('baseEjectionMs', DEFAULT_TUNING.baseEjectionMs),
-      maxEjectionMs: num('maxEjectionMs', DEFAULT_TUNING.maxEjectionMs),
-      stallRatio: num('stallRatio', DEFAULT_TUNING.stallRatio),
-      stallMinGapMs: num('stallMinGapMs', DEFAULT_TUNING.stallMinGapMs),
-    });
-  }
-}
 
 interface Child {
   addr: string;
@@ -87,78 +36,13 @@ interface Child {
 }
 
 /**
- * Picks over READY children with the load-aware math of
- * picker-load-aware.ts. Each attempt is counted on its backend from
- * `onCallStarted` to `onCallEnded` (hedged attempts and cancelled losers
- * included: a loser's time counts as latency, which is how a stuck backend
- * shows itself).
- */
-class LoadAwarePicker implements Picker {
-  private readonly eligible: PickEntry[];
-  private readonly ejected: PickEntry[];
-  private readonly byEntry = new Map<PickEntry, Child>();
-
-  constructor(
-    eligible: Child[],
-    ejected: Child[],
-    private readonly lb: LoadAwareLoadBalancer,
-  ) {
-    this.eligible = eligible.map((c) => c.entry);
-    this.ejected = ejected.map((c) => c.entry);
-    for (const c of [...eligible, ...ejected]) this.byEntry.set(c.entry, c);
-    this.sampler = this.eligible.length > LARGE_POOL ? new WeightedSampler(this.eligible) : undefined;
-  }
-
-  private readonly sampler: WeightedSampler | undefined;
-
-  pick(args: PickArgs): PickResult {
-    const now = performance.now();
-    const entry = choose(this.eligible, this.ejected, { now, neutralMs: this.lb.neutralMs, random: Math.random, tuning: this.lb.tuning, totalOutstanding: this.lb.outstandingTotal }, this.sampler);
-    const child = entry && this.byEntry.get(entry);
-    if (!child) return { pickResultType: PickResultType.QUEUE, subchannel: null, status: null, onCallStarted: null, onCallEnded: null };
-    const result = child.leaf.getPicker().pick(args);
-    if (result.pickResultType !== PickResultType.COMPLETE) return result;
-    const load = child.entry.load;
-    const lb = this.lb;
-    let token = 0;
-    const started = result.onCallStarted;
-    const ended = result.onCallEnded;
-    const observer = meshObserver();
-    observer?.picked?.(load.addr);
-    return {
-      ...result,
-      onCallStarted: () => {
-        token = load.start(performance.now());
-        lb.outstandingTotal++;
-        observer?.outstanding?.(load.addr, 1);
-        started?.();
-      },
-      onCallEnded: (code, details, metadata) => {
-        const now = performance.now();
-        if (code === grpc.status.UNAVAILABLE) load.end(token, now, FAILURE_PENALTY_MS, true, false);
-        else if (code === grpc.status.RESOURCE_EXHAUSTED) load.end(token, now, FAILURE_PENALTY_MS);
-        else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, NO_ANSWER_PENALTY_MS, false, false);
-        else load.end(token, now);
-        // Only a call that started counts, once (grpc-js may end one that never started on the subchannel).
-        if (token !== 0) {
-          lb.outstandingTotal--;
-          token = 0;
-        }
-        observer?.outstanding?.(load.addr, -1);
-        ended?.(code, details, metadata);
-      },
-    };
-  }
-}
-
-/**
  * The `load_aware` policy (see picker-load-aware.ts for how it chooses):
  * one pick_first child per endpoint (grpc-js's LeafLoadBalancer, as
  * round_robin and weighted_round_robin use), children kept across resolver
  * updates so a weight change or a joiner does not reconnect anyone, weights
  * from the etcd resolver's endpoint attributes.
  */
-export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
+export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, PickerHost {
   private readonly children = new Map<string, Child>();
   private currentState: ConnectivityState = ConnectivityState.IDLE;
   private updatesPaused = false;
