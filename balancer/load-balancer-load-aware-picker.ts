@@ -1,5 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { choose, LARGE_POOL, WeightedSampler, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
+import { refreshFailureFactor } from './ejection-failures';
+import type { FailureCodes } from './failure-codes';
+import { isTransportReset } from './channel-retry';
 import { meshObserver } from '../core/mesh-observer';
 
 type Picker = grpc.experimental.Picker;
@@ -8,8 +11,6 @@ type PickResult = grpc.experimental.PickResult;
 type LeafLoadBalancer = grpc.experimental.LeafLoadBalancer;
 const { PickResultType } = grpc.experimental;
 
-/** A failure that came back fast (refused, reset) counts as at least this slow. */
-const FAILURE_PENALTY_MS = 250;
 /**
  * An attempt cancelled unanswered (another backend answered first, though it
  * started a hedging delay later; or the deadline passed) counts as at least
@@ -30,6 +31,38 @@ export interface PickerHost {
   readonly tuning: LoadAwareTuning;
   /** Calls in flight over every backend; the picker counts each started attempt in and out, once. */
   outstandingTotal: number;
+  /** Which statuses count against the backend that answered them. */
+  readonly failureCodes: FailureCodes;
+  /** The peers' failure rate, from the last review. */
+  readonly failureReference: number;
+}
+
+/**
+ * How an attempt's end is booked on its backend (per attempt: each hedge
+ * and retry is its own attempt on its own backend, so the policy sees
+ * exactly what each backend did, and a retried failure counts once, where
+ * it happened):
+ * - `ok`, `answered` (a status that is the caller's fault, e.g.
+ *   INVALID_ARGUMENT): a latency sample, and a success for the failure rate.
+ * - `fault` (failure-codes.ts counts it): a failure for the failure rate,
+ *   and no latency sample (a fast failure must not make a broken backend
+ *   look fast, nor a failing one slow: failures steer through the failure
+ *   factor and ejection instead). A DEADLINE_EXCEEDED fault (the backend
+ *   was silent) still counts as a call left unanswered.
+ * - `unanswered` (CANCELLED, a DEADLINE_EXCEEDED or UNAVAILABLE the table
+ *   does not count, a transport reset): no answer, counted as at least
+ *   NO_ANSWER_PENALTY_MS in the mean ejection looks at (not in the peak),
+ *   and neither success nor failure: a hedge cancelled because another
+ *   backend answered first says nothing about failures.
+ */
+export type AttemptEnd = 'ok' | 'answered' | 'fault' | 'unanswered';
+
+export function classifyEnd(code: grpc.status, details: string, silent: boolean, codes: FailureCodes): AttemptEnd {
+  if (code === grpc.status.OK) return 'ok';
+  if (isTransportReset({ code, details, metadata: new grpc.Metadata() })) return 'unanswered';
+  if (codes.counts(code, silent)) return 'fault';
+  if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED || code === grpc.status.UNAVAILABLE) return 'unanswered';
+  return 'answered';
 }
 
 /**
@@ -79,13 +112,17 @@ export class LoadAwarePicker implements Picker {
         started?.();
       },
       onCallEnded: (code, details, metadata) => {
-        const now = performance.now();
-        if (code === grpc.status.UNAVAILABLE) load.end(token, now, FAILURE_PENALTY_MS, true, false);
-        else if (code === grpc.status.RESOURCE_EXHAUSTED) load.end(token, now, FAILURE_PENALTY_MS);
-        else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, NO_ANSWER_PENALTY_MS, false, false);
-        else load.end(token, now);
         // Only a call that started counts, once (grpc-js may end one that never started on the subchannel).
         if (token !== 0) {
+          const now = performance.now();
+          const end = classifyEnd(code, details, load.unansweredSince(token), host.failureCodes);
+          if (end === 'ok' || end === 'answered') load.end(token, now);
+          else if (end === 'unanswered' || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, NO_ANSWER_PENALTY_MS, false, false);
+          else load.endUnmeasured(token, now, code !== grpc.status.UNAVAILABLE);
+          if (end !== 'unanswered') {
+            child.entry.failures.record(end === 'fault', now);
+            refreshFailureFactor(child.entry, now, host.failureReference, host.tuning);
+          }
           host.outstandingTotal--;
           token = 0;
         }

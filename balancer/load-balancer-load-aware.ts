@@ -1,7 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import { EndpointLoad } from './endpoint-load';
-import { DEFAULT_TUNING, markEjected, newPickEntry, reviewEjections, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
+import { DEFAULT_TUNING, LARGE_POOL, newPickEntry, type EjectionCause, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
+import { reviewEjections } from './ejection-review';
+import { ejectionTimeMs, markEjected } from './ejection-time';
+import { refreshFailureFactor } from './ejection-failures';
+import { FailureCodes } from './failure-codes';
 import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { ENDPOINT_ATTRIBUTES_OPTION } from './resolver-etcd';
 import { componentLogger, type Logger } from '../core/logger';
@@ -23,10 +27,18 @@ const REVIEW_INTERVAL_MS = 25;
 
 /**
  * ABSENT: not in the resolver's list (before it appears, after it leaves).
- * ACTIVE: in the rotation. EJECTED: too slow for its peers; probes only.
- * (Connectivity is grpc-js's own: only READY backends are picked at all.)
+ * ACTIVE: in the rotation. EJECTED: too slow or failing too often for its
+ * peers (ejection-review.ts); probes only. DRAINING: weight 0 in the
+ * registry: no new calls while any other backend is READY, calls in flight
+ * finish. (Connectivity is grpc-js's own: only READY backends are picked.)
  */
-export type EndpointHealth = 'ABSENT' | 'ACTIVE' | 'EJECTED';
+export type EndpointHealth = 'ABSENT' | 'ACTIVE' | 'EJECTED' | 'DRAINING';
+
+/** A backend's weight 0 (endpoint-codec.ts DRAIN_WEIGHT): drained, not defaulted. */
+const DRAINED = 0;
+
+/** A review rebuilds a large pool's picker (its sampler's prefix sums) once a failure factor has moved by this much. */
+const FACTOR_REBUILD_STEP = 0.1;
 
 interface Child {
   addr: string;
@@ -55,7 +67,15 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
   neutralMs = 1;
   /** Calls in flight over every backend (for the fair shares of a large pool's picks). */
   outstandingTotal = 0;
+  /** Which statuses count against a backend (failure-codes.ts), from the config. */
+  failureCodes = FailureCodes.DEFAULT;
+  /** The peers' failure rate at the last review (ejection-failures.ts failureReference). */
+  failureReference = 0;
   private reviewTicks = 0;
+  /** Failure factors the current picker was built with (a large pool's sampler depends on them). */
+  private factorsBuilt = new Map<PickEntry, number>();
+  /** Whether every READY backend is drained and the calls go to them anyway (logged once per spell). */
+  private allDrained = false;
 
   constructor(private readonly helper: ChannelControlHelper) {
     this.log = componentLogger('lb', { policy: LOAD_AWARE });
@@ -65,6 +85,7 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
     if (!(config instanceof LoadAwareConfig)) return false;
     this.tuning = config.tuning;
     this.decayMs = config.decayMs;
+    this.failureCodes = config.failureCodes;
     if (!endpoints.ok) {
       if (this.children.size === 0) this.updateState(ConnectivityState.TRANSIENT_FAILURE, new UnavailablePicker(endpoints.error), endpoints.error.details);
       return true;
@@ -89,15 +110,18 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
       let child = this.children.get(addr);
       if (!child) {
         const leaf = new Leaf(endpoint, createChildChannelControlHelper(this.helper, { updateState: (state, _picker, err) => this.onChildState(state, err) }), childOptions, resolutionNote);
-        child = { addr, leaf, entry: newPickEntry(new EndpointLoad(addr, weight, this.decayMs), since), health: 'ABSENT' };
+        child = { addr, leaf, entry: newPickEntry(new EndpointLoad(addr, weight, this.decayMs), since, this.tuning.failureDecayMs), health: 'ABSENT' };
         this.children.set(addr, child);
-        this.setHealth(child, 'ACTIVE', 'resolved', undefined, { weight });
+        this.setHealth(child, weight === DRAINED ? 'DRAINING' : 'ACTIVE', weight === DRAINED ? 'resolved with weight 0' : 'resolved', undefined, { weight });
         leaf.startConnecting();
       } else {
         child.leaf.updateEndpoint(endpoint, childOptions);
-        if (child.entry.load.weight !== weight) {
-          this.log.info({ event: 'lb.weight', addr, from: child.entry.load.weight, to: weight }, `${addr} weight ${child.entry.load.weight} -> ${weight}`);
+        const from = child.entry.load.weight;
+        if (from !== weight) {
+          this.log.info({ event: 'lb.weight', addr, from, to: weight }, `${addr} weight ${from} -> ${weight}`);
           child.entry.load.weight = weight;
+          if (weight === DRAINED) this.setHealth(child, 'DRAINING', 'weight 0: no new calls, calls in flight finish', undefined);
+          else if (from === DRAINED) this.setHealth(child, 'ACTIVE', `weight ${weight}: back in the rotation`, undefined);
         }
       }
     }
@@ -154,11 +178,21 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
     if (this.updatesPaused) return;
     const ready = this.ready();
     if (ready.length > 0) {
+      let pool = ready.filter((c) => c.health !== 'DRAINING');
+      // Every READY backend drained (weight 0 everywhere, a mistake or the last
+      // one left): failing every call would be worse than using them.
+      const allDrained = pool.length === 0;
+      if (allDrained !== this.allDrained) {
+        this.allDrained = allDrained;
+        if (allDrained) this.log.warn({ event: 'lb.all_drained', backends: ready.length }, `every READY backend has weight 0: calls go to them anyway until one has a weight`);
+      }
+      if (allDrained) pool = ready;
+      this.factorsBuilt = new Map(pool.map((c) => [c.entry, c.entry.failureFactor]));
       this.updateState(
         ConnectivityState.READY,
         new LoadAwarePicker(
-          ready.filter((c) => !c.entry.ejected),
-          ready.filter((c) => c.entry.ejected),
+          pool.filter((c) => !c.entry.ejected),
+          pool.filter((c) => c.entry.ejected),
           this,
         ),
         null,
@@ -191,7 +225,8 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
     // Over a large set a review costs ~0.7 µs a backend (0.7 ms at 1,000):
     // review about every 25 ms per 100 backends instead of every tick.
     if (++this.reviewTicks % Math.max(1, Math.ceil(this.children.size / 100)) !== 0) return;
-    const ready = this.ready();
+    // Drained backends get no calls, so they have nothing to be judged on.
+    const ready = this.ready().filter((c) => c.health !== 'DRAINING');
     const now = performance.now();
     const r = reviewEjections(
       ready.map((c) => c.entry),
@@ -199,31 +234,61 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
       this.tuning,
     );
     if (r.referenceMs !== undefined) this.neutralMs = r.referenceMs;
-    // A child no longer READY is out of the picker anyway; it comes back ACTIVE and re-measured.
+    this.failureReference = r.failureReference;
+    // A child no longer READY is out of the picker anyway; it comes back ACTIVE and re-measured, failures forgotten.
     const readySet = new Set(ready);
-    for (const c of this.children.values()) if (c.entry.ejected && !readySet.has(c)) this.setHealth(c, 'ACTIVE', 'connection left READY', r.referenceMs);
-    if (r.eject.length === 0 && r.readmit.length === 0) return;
+    for (const c of this.children.values()) {
+      if (c.entry.ejected && !readySet.has(c) && c.health === 'EJECTED') {
+        c.entry.failures.reset();
+        this.setHealth(c, 'ACTIVE', 'connection left READY', r.referenceMs);
+      }
+    }
+    let changed = false;
     for (const e of r.readmit) {
       e.load.forgetPeak();
-      this.setHealth(this.childOf(e), 'ACTIVE', 'mean latency back near its peers', r.referenceMs);
+      const forFailures = e.ejectedFor === 'failures';
+      // Judged afresh: its probe answered; the multiplier remembers how often it was out.
+      e.failures.reset();
+      this.setHealth(this.childOf(e), 'ACTIVE', forFailures ? 'probe answered after its time out' : 'mean latency back near its peers', r.referenceMs);
+      changed = true;
     }
-    for (const e of r.eject) this.setHealth(this.childOf(e), 'EJECTED', 'mean latency far above its peers', r.referenceMs);
-    this.calculateAndUpdateState();
+    for (const e of r.extend) {
+      this.setHealth(this.childOf(e), 'EJECTED', 'probe failed: out again, for longer', r.referenceMs, {}, 'failures');
+      changed = true;
+    }
+    for (const e of r.eject) {
+      const cause = r.cause.get(e)!;
+      this.setHealth(this.childOf(e), 'EJECTED', cause === 'failures' ? 'fails far more often than its peers' : 'mean latency far above its peers', r.referenceMs, {}, cause);
+      changed = true;
+    }
+    // Failure factors decay with time as well as with calls; a large pool's sampler is rebuilt once they have moved.
+    for (const c of ready) {
+      refreshFailureFactor(c.entry, now, r.failureReference, this.tuning);
+      if (!changed && Math.abs(c.entry.failureFactor - (this.factorsBuilt.get(c.entry) ?? 1)) >= FACTOR_REBUILD_STEP) changed = ready.length > LARGE_POOL;
+    }
+    if (changed) this.calculateAndUpdateState();
   }
 
   private childOf(e: PickEntry): Child {
     return this.children.get(e.load.addr)!;
   }
 
-  /** The one setter of a backend's health. */
-  private setHealth(c: Child, next: EndpointHealth, reason: string, referenceMs: number | undefined, fields: Record<string, unknown> = {}): void {
+  /**
+   * The one setter of a backend's health. EJECTED takes its `cause`; an
+   * EJECTED backend ejected again (a failed probe) is logged EJECTED ->
+   * EJECTED with its new time out; any other same-state call is a no-op.
+   */
+  private setHealth(c: Child, next: EndpointHealth, reason: string, referenceMs: number | undefined, fields: Record<string, unknown> = {}, cause?: EjectionCause): void {
     const prev = c.health;
-    if (prev === next) return;
+    if (prev === next && next !== 'EJECTED') return;
     c.health = next;
     const now = performance.now();
-    markEjected(c.entry, next === 'EJECTED', now, this.tuning);
+    markEjected(c.entry, next === 'EJECTED' ? (cause ?? 'latency') : undefined, now, this.tuning);
+    const e = c.entry;
+    const failures = e.failures.volume(now) > 0 ? { failureRate: round(e.failures.rate()), failureReference: round(this.failureReference) } : {};
+    const ejection = next === 'EJECTED' ? { cause: e.ejectedFor, multiplier: e.multiplier, ejectionMs: ejectionTimeMs(e, this.tuning) } : {};
     this.log.info(
-      { event: 'lb.endpoint_state', addr: c.addr, from: prev, to: next, reason, ejections: c.entry.ejections, meanMs: round(c.entry.load.meanLatencyMs(now)), stallMs: round(c.entry.load.stallMs(now)), referenceMs: round(referenceMs), outstanding: c.entry.load.outstanding, ...fields },
+      { event: 'lb.endpoint_state', addr: c.addr, from: prev, to: next, reason, ...ejection, meanMs: round(e.load.meanLatencyMs(now)), stallMs: round(e.load.stallMs(now)), referenceMs: round(referenceMs), ...failures, outstanding: e.load.outstanding, ...fields },
       `${c.addr} ${prev} -> ${next}: ${reason}`,
     );
   }
