@@ -161,7 +161,7 @@ export function parseCoordinationName(value: string): string {
   return value;
 }
 
-/** `--weight`: an integer in 1..1000 (the registry's range). */
+/** `--weight`: an integer in 0..1000 (the registry's range; 0 registers the server drained). */
 export function parseWeightFlag(value: string): number {
   const w = /^-?\d+$/.test(value) ? weightOf(Number(value)) : `${JSON.stringify(value)} is not an integer`;
   if (typeof w === 'string') throw new InvalidArgumentError(`${w.replace(/^weight /, '')} (a weight is an integer ${MIN_WEIGHT}..${MAX_WEIGHT})`);
