@@ -3,6 +3,7 @@ import type { ChannelOptions } from '@grpc/grpc-js';
 import { hedgingInterceptor } from './channel-retry';
 import { RetryBudget, type RetryBudgetOptions } from './retry-budget';
 import { LOAD_AWARE, registerLoadAwareBalancer } from './load-balancer-load-aware';
+import { OUTLIER_DETECTION, policyConfig, type LoadAwareOptions } from './lb-policy-config';
 
 /**
  * The channel a mesh client should use: the load-aware policy (default) or
@@ -29,10 +30,12 @@ export interface MeshChannelConfig {
   hedgingDelayMs?: number;
   /** Retry budget: extra attempts per call over 10 s (default 0.2), plus a floor per second (default 10). */
   retryBudget?: RetryBudgetOptions;
+  /** load_aware only: its failure table and ejection bound (lb-policy-config.ts). */
+  loadAware?: LoadAwareOptions;
 }
 
 /** Policies `--lb` accepts. `load_aware` is the default; the others are grpc-js's own. */
-export const LB_POLICIES = [LOAD_AWARE, 'round_robin', 'pick_first'] as const;
+export const LB_POLICIES = [LOAD_AWARE, 'round_robin', 'pick_first', OUTLIER_DETECTION] as const;
 export type LbPolicy = (typeof LB_POLICIES)[number];
 export const DEFAULT_LB: LbPolicy = LOAD_AWARE;
 
@@ -40,7 +43,7 @@ export const DEFAULT_LB: LbPolicy = LOAD_AWARE;
 export function meshServiceConfig(cfg: MeshChannelConfig): object {
   const lb = cfg.lb ?? DEFAULT_LB;
   if (lb === LOAD_AWARE) registerLoadAwareBalancer();
-  return { loadBalancingConfig: [{ [lb]: {} }] };
+  return { loadBalancingConfig: [policyConfig(lb, cfg.loadAware)] };
 }
 
 /** Channel options for a mesh client; spread extra options over them if needed. */

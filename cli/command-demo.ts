@@ -5,6 +5,7 @@ import { intIn, parseLb, parseName, parsePositiveDuration } from './parse';
 import { DEFAULT_LB, type LbPolicy } from '../balancer/channel';
 import { Demo } from '../demo/demo';
 import { addReportOptions } from './load-flags';
+import { addFailureOptions, loadAwareOptionsOf } from './mesh-client';
 import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
 import { addMetricsOption, serveMetrics, type MetricsAddr, type MetricsFlags } from './metrics-flag';
 import { DEFAULT_DASHBOARD_LISTEN, parseListen, warnIfExposed } from './command-dashboard';
@@ -15,6 +16,8 @@ interface DemoFlags extends EtcdFlags, ServiceFlags, MetricsFlags {
   json: boolean;
   election: string;
   lb: LbPolicy;
+  failureCodes?: string[];
+  maxEjectionPercent?: number;
   report?: string;
   csv?: string;
   ui?: MetricsAddr;
@@ -26,10 +29,11 @@ export function demoCommand(): Command {
     .addOption(new Option('--duration <duration>', 'run time; the scenario is spread over it').default(40_000, '40s').argParser(parsePositiveDuration))
     .addOption(new Option('--concurrency <n>', 'calls in flight of the load client').default(8).argParser(intIn(1, 1000)))
     .addOption(new Option('--election <name>', 'election the greeters campaign on').default('demo-index').argParser(parseName))
-    .addOption(new Option('--lb <policy>', 'load-balancing policy of the load client: load_aware, round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb))
+    .addOption(new Option('--lb <policy>', 'load-balancing policy of the load client: load_aware, round_robin, pick_first or outlier_detection').default(DEFAULT_LB).argParser(parseLb))
     .addOption(new Option('--ui [host:port]', `also serve the dashboard (mesh dashboard) on the demo's etcd and print its URL (default ${DEFAULT_DASHBOARD_LISTEN})`).preset(DEFAULT_DASHBOARD_LISTEN).argParser(parseListen))
     .option('--json', 'no live view; print one JSON summary line ({ok, failed, events, ...}) at the end', false);
   addReportOptions(cmd);
+  addFailureOptions(cmd);
   addMetricsOption(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   return cmd.action(async (flags: DemoFlags) => {
@@ -61,6 +65,7 @@ export function demoCommand(): Command {
       forced.unref();
     };
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
+    const loadAware = loadAwareOptionsOf(flags);
     const endpoints = configuredEndpoints(flags);
     // An existing cluster must answer (and accept our credentials) before anything starts.
     if (endpoints) (await connectEtcd(flags, endpoints)).close();
@@ -76,6 +81,7 @@ export function demoCommand(): Command {
       service: flags.service,
       election: flags.election,
       lb: flags.lb,
+      loadAware,
       view: !flags.json,
       signal: abort.signal,
       collectReport: Boolean(flags.report || flags.csv),

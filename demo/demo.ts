@@ -13,6 +13,7 @@ import { TrafficView } from '../services/traffic-view';
 import { createEtcdClient } from '../core/etcd-client';
 import type { EtcdConfig } from '../core/etcd-config';
 import type { LbPolicy } from '../balancer/channel';
+import type { LoadAwareOptions } from '../balancer/lb-policy-config';
 import { componentLogger } from '../core/logger';
 import { ResolverMarkers } from '../services/load-markers';
 import type { LoadMarker } from '../services/load-report';
@@ -29,6 +30,8 @@ export interface DemoEvent {
 export interface DemoOptions {
   /** Load-balancing policy of the load client (default: the mesh's default). */
   lb?: LbPolicy;
+  /** load_aware's failure table and ejection bound (`--failure-codes`, `--max-ejection-percent`). */
+  loadAware?: LoadAwareOptions;
   /** Existing etcd to use; without it a local 3-member cluster is started. */
   etcd?: EtcdConfig;
   /** Total run time, ms (the scenario is spread over it). */
@@ -260,7 +263,7 @@ export class Demo {
 
     for (let i = 0; i < 3; i++) await this.until(this.startServer('started'));
     const target = meshTarget(opts.prefix, opts.service);
-    const channel = openGreeterClient(target, this.client, { name: 'demo', config: { lb: opts.lb } });
+    const channel = openGreeterClient(target, this.client, { name: 'demo', config: { lb: opts.lb, loadAware: opts.loadAware } });
     const greeter = channel.greeter;
     this.checkNotInterrupted();
     this.setState('running');

@@ -172,7 +172,7 @@ describe('load-aware balancing (default policy)', () => {
     ]);
     expect(lb.code).toBe(2);
     expect(lb.stderr.filter(Boolean)).toHaveLength(1);
-    expect(lb.stderr[0]).toMatch(/unknown policy "fastest"; choose one of load_aware, round_robin, pick_first/);
+    expect(lb.stderr[0]).toMatch(/unknown policy "fastest"; choose one of load_aware, round_robin, pick_first, outlier_detection/);
     for (const r of weights) {
       expect(r.code).toBe(2);
       expect(r.stderr.filter(Boolean)).toHaveLength(1);
