@@ -10,12 +10,12 @@ import type { LoadAwareTuning } from './picker-load-aware-tuning';
  * Its excess is its own rate, shrunk towards the reference as if
  * `failurePriorSamples` attempts at that rate had joined it (three failures
  * in a row stand out, one among a thousand does not), minus the reference.
- * - excess >= failureEjectExcess (on at least failureMinVolume attempts):
- *   ejected (ejection-review.ts), within max_ejection_percent.
- * - below it: its pick weight is scaled by 1 - excess / failureEjectExcess
+ * - excess > failureEjectExcess (0.25; on at least failureMinVolume
+ *   attempts): ejected (ejection-review.ts), within max_ejection_percent.
+ * - up to it: its pick weight is scaled by 1 - excess / failureEjectExcess
  *   (the failure factor), so a backend failing part of its calls gets less
- *   traffic in proportion. A backend failing 20% beside healthy peers gets a
- *   third of its weight's share.
+ *   traffic in proportion. A backend failing 20% beside healthy peers keeps
+ *   a fifth of its weight, a quarter of its fair share among four.
  * - every backend failing alike (a bad release, a shared dependency down):
  *   no excess, no ejection and no shift, so the calls' failed share is the
  *   backends' own rate, neither amplified nor hidden.
@@ -56,5 +56,5 @@ export function refreshFailureFactor(e: PickEntry, now: number, reference: numbe
 
 /** Whether `e`, in the rotation, fails enough more than its peers to be ejected. */
 export function failsTooOften(e: PickEntry, now: number, reference: number, tuning: LoadAwareTuning): boolean {
-  return e.failures.volume(now) >= tuning.failureMinVolume && failureExcess(e, now, reference, tuning) >= tuning.failureEjectExcess;
+  return e.failures.volume(now) >= tuning.failureMinVolume && failureExcess(e, now, reference, tuning) > tuning.failureEjectExcess;
 }

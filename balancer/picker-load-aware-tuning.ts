@@ -42,8 +42,8 @@ export interface LoadAwareTuning {
   /** A backend's failure rate is shrunk towards its peers' as if this many attempts at their rate had joined it. */
   failurePriorSamples: number;
   /**
-   * Failure rate above the peers' (the better quarter's) at which a backend
-   * is ejected. Below it the backend's weight is scaled by
+   * Failure rate above the peers' (the better quarter's) over which a backend
+   * is ejected. Up to it the backend's weight is scaled by
    * 1 - excess / failureEjectExcess: a backend failing a part of its calls
    * gets less traffic in proportion.
    */
@@ -68,6 +68,6 @@ export const DEFAULT_TUNING: LoadAwareTuning = {
   maxEjectionPercent: 50,
   failureDecayMs: 1_000,
   failurePriorSamples: 5,
-  failureEjectExcess: 0.3,
+  failureEjectExcess: 0.25,
   failureMinVolume: 3,
 };

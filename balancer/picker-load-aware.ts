@@ -23,8 +23,8 @@ export { DEFAULT_TUNING, type LoadAwareTuning } from './picker-load-aware-tuning
  *    picks, not every other one.
  * 4. The first candidate is kept unless its cost (peak EWMA latency x
  *    its overload against its weight's fair share of the calls in flight,
- *    see EndpointLoad.cost, divided by its failure factor) exceeds
- *    `overrideRatio` times the second's: then the second takes the call,
+ *    see EndpointLoad.cost) exceeds `overrideRatio` times the second's (the
+ *    second's divided by its failure factor): then the second takes the call,
  *    and the round robin is told so (the first keeps its turn, the second
  *    is charged for it, each within one round's worth of credit). Overrides
  *    therefore move calls off a backend that is slow, stuck or overloaded
@@ -212,7 +212,9 @@ export function choose(eligible: PickEntry[], ejected: PickEntry[], ctx: PickCon
   const second = secondBesides(pool, first, totalWeight, ctx.random, sampled ? sampler : undefined);
   const fair = (e: PickEntry) => (totalOutstanding * pickWeight(e)) / totalWeight;
   const warming = (e: PickEntry) => ctx.now - e.since < ctx.tuning.warmupMs;
-  const a = first.load.cost(ctx.now, ctx.neutralMs, fair(first), warming(first)) / first.failureFactor;
+  // The first's failures already cut its turns (its pick weight); the second's raise its price, so a
+  // failing backend, which answers fast, does not take the calls a momentarily slow one is passed over for.
+  const a = first.load.cost(ctx.now, ctx.neutralMs, fair(first), warming(first));
   const b = second.load.cost(ctx.now, ctx.neutralMs, fair(second), warming(second)) / second.failureFactor;
   if (a <= ctx.tuning.overrideRatio * b) return picked(first, ctx.now);
   if (!sampled) {

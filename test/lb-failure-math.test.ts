@@ -174,7 +174,7 @@ describe('failure rate and factor (endpoint-failures.ts, ejection-failures.ts)',
     expect(failureExcess(lone, 0, 0, DEFAULT_TUNING)).toBeCloseTo(1 / 6, 5);
     lone.failures.record(true, 0);
     lone.failures.record(true, 0);
-    expect(failureExcess(lone, 0, 0, DEFAULT_TUNING)).toBeGreaterThanOrEqual(DEFAULT_TUNING.failureEjectExcess);
+    expect(failureExcess(lone, 0, 0, DEFAULT_TUNING)).toBeGreaterThan(DEFAULT_TUNING.failureEjectExcess);
     const busy = entries(1)[0];
     for (let i = 0; i < 1000; i++) busy.failures.record(i === 500, 0);
     expect(failureExcess(busy, 0, 0, DEFAULT_TUNING)).toBeLessThan(0.002);
@@ -185,10 +185,10 @@ describe('failure rate and factor (endpoint-failures.ts, ejection-failures.ts)',
     for (const e of all) expect(failureExcess(e, 0, 0.1, DEFAULT_TUNING)).toBeLessThan(0.01);
   });
 
-  it('scales the pick weight linearly: 20% above the peers keeps a third, 30% (the ejection line) keeps the floor', () => {
+  it('scales the pick weight linearly: 20% above the peers keeps a fifth, 25% (the ejection line) keeps the floor', () => {
     expect(failureFactorOf(0, DEFAULT_TUNING)).toBe(1);
-    expect(failureFactorOf(0.2, DEFAULT_TUNING)).toBeCloseTo(1 / 3, 9);
-    expect(failureFactorOf(0.3, DEFAULT_TUNING)).toBe(0.02);
+    expect(failureFactorOf(0.2, DEFAULT_TUNING)).toBeCloseTo(0.2, 9);
+    expect(failureFactorOf(0.25, DEFAULT_TUNING)).toBe(0.02);
     expect(failureFactorOf(1, DEFAULT_TUNING)).toBe(0.02);
   });
 });
