@@ -12,6 +12,11 @@ import type { LoadAwareTuning } from './picker-load-aware-tuning';
  * in a row stand out, one among a thousand does not), minus the reference.
  * - excess > failureEjectExcess (0.25; on at least failureMinVolume
  *   attempts): ejected (ejection-review.ts), within max_ejection_percent.
+ * - a run of failures in a row its peers' rate would make rarer than once
+ *   in a million (at least failureConsecutive, 5, with healthy peers; 6 at
+ *   a 10% reference, 9 at 20%, none above 50%): ejected too. A backend that
+ *   breaks all at once is caught in a few calls this way, while its rate,
+ *   over a window still full of its earlier successes, rises for a second.
  * - up to it: its pick weight is scaled by 1 - excess / failureEjectExcess
  *   (the failure factor), so a backend failing part of its calls gets less
  *   traffic in proportion. A backend failing 20% beside healthy peers keeps
@@ -54,7 +59,24 @@ export function refreshFailureFactor(e: PickEntry, now: number, reference: numbe
   e.failureFactor = failureFactorOf(failureExcess(e, now, reference, tuning), tuning);
 }
 
+/** A run of failures in a row at the peers' failure rate less likely than this is no accident. */
+const RUN_ODDS = 1e-6;
+
+/** How many failures in a row eject a backend whose peers fail at rate `reference` (Infinity: none do). */
+export function failureRunLimit(reference: number, tuning: LoadAwareTuning): number {
+  if (reference >= 0.5) return Infinity;
+  if (reference <= 0) return tuning.failureConsecutive;
+  return Math.max(tuning.failureConsecutive, Math.ceil(Math.log(RUN_ODDS) / Math.log(reference)));
+}
+
+/** How strongly `e` should be ejected for failures now: 0 when it should not; a run of failures ranks above any excess. */
+export function failureSeverity(e: PickEntry, now: number, reference: number, tuning: LoadAwareTuning): number {
+  if (e.failures.consecutive >= failureRunLimit(reference, tuning)) return 1 + e.failures.consecutive / 1e6;
+  const excess = failureExcess(e, now, reference, tuning);
+  return e.failures.volume(now) >= tuning.failureMinVolume && excess > tuning.failureEjectExcess ? excess : 0;
+}
+
 /** Whether `e`, in the rotation, fails enough more than its peers to be ejected. */
 export function failsTooOften(e: PickEntry, now: number, reference: number, tuning: LoadAwareTuning): boolean {
-  return e.failures.volume(now) >= tuning.failureMinVolume && failureExcess(e, now, reference, tuning) > tuning.failureEjectExcess;
+  return failureSeverity(e, now, reference, tuning) > 0;
 }

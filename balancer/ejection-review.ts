@@ -1,7 +1,7 @@
 import { lowerMedian, type EjectionCause, type PickEntry } from './picker-load-aware';
 import type { LoadAwareTuning } from './picker-load-aware-tuning';
 import { ejectionTimeMs, maxEjected } from './ejection-time';
-import { failsTooOften, failureExcess, failureReference } from './ejection-failures';
+import { failureReference, failureSeverity } from './ejection-failures';
 
 /**
  * Which backends leave the rotation and which come back, reviewed on a
@@ -19,7 +19,8 @@ import { failsTooOften, failureExcess, failureReference } from './ejection-failu
  * is under `readmitRatio` times the median and its time out has passed.
  *
  * For failures (ejection-failures.ts): a backend failing more than its
- * peers by `failureEjectExcess` is ejected; it gets no call until its time
+ * peers by `failureEjectExcess`, or failing a run of calls in a row its
+ * peers' rate makes implausible, is ejected; it gets no call until its time
  * out has passed, then one probe at a time: a probe that succeeds lets it
  * back (judged afresh), one that fails ejects it again for longer. Any
  * ejected backend whose probe fails is held for failures from then on.
@@ -82,9 +83,8 @@ export function reviewEjections(entries: PickEntry[], now: number, tuning: LoadA
   const room = maxEjected(entries.length, tuning.maxEjectionPercent) - stillOut;
   const cause = new Map<PickEntry, EjectionCause>();
   if (room <= 0) return { referenceMs: ref, failureReference: failRef, eject: [], cause, readmit, extend };
-  const failing = entries
-    .filter((e) => !e.ejected && failsTooOften(e, now, failRef, tuning))
-    .sort((x, y) => failureExcess(y, now, failRef, tuning) - failureExcess(x, now, failRef, tuning));
+  const severity = new Map(entries.filter((e) => !e.ejected).map((e) => [e, failureSeverity(e, now, failRef, tuning)]));
+  const failing = [...severity.keys()].filter((e) => severity.get(e)! > 0).sort((x, y) => severity.get(y)! - severity.get(x)!);
   for (const e of failing) cause.set(e, 'failures');
   const slow =
     ref === undefined

@@ -14,6 +14,9 @@
  *   are not recorded at all: they are neither success nor failure.
  * - `last` is the most recent recorded outcome and when it came: a backend
  *   ejected for failures is let back in on its probe's outcome.
+ * - `consecutive` counts the failures since its last success: a backend
+ *   that breaks all at once shows it in a few calls, long before a rate
+ *   over a window full of its earlier successes does.
  */
 export class EndpointFailures {
   private attempts = 0;
@@ -21,6 +24,8 @@ export class EndpointFailures {
   private at = 0;
   /** The most recent recorded attempt: when it ended and whether it failed. */
   last: { at: number; failed: boolean } | undefined;
+  /** Failures recorded since the last success (or reset). */
+  consecutive = 0;
 
   constructor(private readonly decayMs = 1_000) {}
 
@@ -31,6 +36,7 @@ export class EndpointFailures {
     this.failures = this.failures * w + (failed ? 1 : 0);
     this.at = Math.max(this.at, now);
     this.last = { at: now, failed };
+    this.consecutive = failed ? this.consecutive + 1 : 0;
   }
 
   /** Decayed attempt count at `now`. */
@@ -53,6 +59,7 @@ export class EndpointFailures {
     this.attempts = 0;
     this.failures = 0;
     this.last = undefined;
+    this.consecutive = 0;
   }
 
   private weight(now: number): number {

@@ -35,6 +35,8 @@ export interface PickerHost {
   readonly failureCodes: FailureCodes;
   /** The peers' failure rate, from the last review. */
   readonly failureReference: number;
+  /** A failure was just booked on `entry`: the host may review ejections at once rather than on its next tick. */
+  failed(entry: PickEntry): void;
 }
 
 /**
@@ -122,6 +124,7 @@ export class LoadAwarePicker implements Picker {
           if (end !== 'unanswered') {
             child.entry.failures.record(end === 'fault', now);
             refreshFailureFactor(child.entry, now, host.failureReference, host.tuning);
+            if (end === 'fault') host.failed(child.entry);
           }
           host.outstandingTotal--;
           token = 0;

@@ -50,6 +50,11 @@ export interface LoadAwareTuning {
   failureEjectExcess: number;
   /** Decayed attempts a backend's failure rate must stand on before it is ejected for it. */
   failureMinVolume: number;
+  /**
+   * Failures in a row that eject a backend at once (with healthy peers;
+   * more when the peers fail too, see ejection-failures.ts failureRunLimit).
+   */
+  failureConsecutive: number;
 }
 
 export const DEFAULT_TUNING: LoadAwareTuning = {
@@ -70,4 +75,5 @@ export const DEFAULT_TUNING: LoadAwareTuning = {
   failurePriorSamples: 5,
   failureEjectExcess: 0.25,
   failureMinVolume: 3,
+  failureConsecutive: 5,
 };

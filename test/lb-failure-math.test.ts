@@ -4,7 +4,7 @@ import { EndpointLoad } from '../balancer/endpoint-load';
 import { EndpointFailures } from '../balancer/endpoint-failures';
 import { BadFailureCodesError, DEFAULT_FAILURE_CODES, FailureCodes } from '../balancer/failure-codes';
 import { choose, DEFAULT_TUNING, newPickEntry, type LoadAwareTuning, type PickEntry } from '../balancer/picker-load-aware';
-import { failureExcess, failureFactorOf, failureReference, refreshFailureFactor } from '../balancer/ejection-failures';
+import { failureExcess, failureFactorOf, failureReference, failureRunLimit, refreshFailureFactor } from '../balancer/ejection-failures';
 import { ejectionTimeMs, markEjected, maxEjected } from '../balancer/ejection-time';
 import { reviewEjections } from '../balancer/ejection-review';
 import { classifyEnd } from '../balancer/load-balancer-load-aware-picker';
@@ -244,6 +244,24 @@ describe('ejection for failures (ejection-review.ts, ejection-time.ts)', () => {
     expect(ejectionTimeMs(out, DEFAULT_TUNING)).toBe(750);
   });
 
+  it('a backend that breaks all at once, with a window full of earlier successes, is ejected after five failures in a row; at the peers\' own rate such a run must be rarer than one in a million', () => {
+    const es = entries(4);
+    for (let i = 0; i < 500; i++) for (const e of es) e.failures.record(false, i);
+    for (let i = 0; i < 4; i++) es[0].failures.record(true, 500);
+    expect(reviewEjections(es, 500, DEFAULT_TUNING).eject).toEqual([]);
+    es[0].failures.record(true, 500);
+    expect(failureExcess(es[0], 500, 0, DEFAULT_TUNING)).toBeLessThan(0.02); // its rate barely moved
+    expect(reviewEjections(es, 500, DEFAULT_TUNING).eject).toEqual([es[0]]);
+    expect([0, 0.01, 0.1, 0.2, 0.49, 0.5].map((r) => failureRunLimit(r, DEFAULT_TUNING))).toEqual([5, 5, 6, 9, 20, Infinity]);
+    // Peers failing 10%: five in a row is not enough, six is.
+    const flaky = entries(4);
+    for (let i = 0; i < 500; i++) flaky.forEach((e) => e.failures.record(i % 10 === 0, i));
+    for (let i = 0; i < 5; i++) flaky[0].failures.record(true, 500);
+    expect(reviewEjections(flaky, 500, DEFAULT_TUNING).eject).toEqual([]);
+    flaky[0].failures.record(true, 500);
+    expect(reviewEjections(flaky, 500, DEFAULT_TUNING).eject).toEqual([flaky[0]]);
+  });
+
   it('ejects at most max_ejection_percent of the backends (default: fewer than half), none when every backend fails alike', () => {
     const two = broken(50);
     for (let i = 0; i < 50; i++) two[1].failures.record(true, 0);
@@ -266,6 +284,15 @@ describe('whole runs on a fake clock (4 backends, concurrency 16, 2 ms calls)', 
     expect(pct(la.failed, la.calls)).toBeLessThan(1);
     expect(pct(rr.failed, rr.calls)).toBeCloseTo(25, 0);
     expect(la.perSecond[0][0]).toBeLessThan(50); // 0.1 s of its fair share would be ~200
+  });
+
+  it('one backend that breaks 3 s into the run: under 1% of the calls after that fail, its failures stop within 0.1 s', () => {
+    const la = run(4, 8, (i, t) => (i === 0 && t >= 3_000 ? 1 : 0));
+    const after = la.perSecond.slice(3).reduce((n, s) => n + s.reduce((a, b) => a + b, 0), 0);
+    console.log(`[failure math] breaks at 3 s: ${la.failed} failed of ${after} calls after (${pct(la.failed, after).toFixed(3)}%); its calls per second ${la.perSecond.map((s) => s[0]).join(' ')}`);
+    expect(pct(la.failed, after)).toBeLessThan(1);
+    // ~2,000 calls a second are its share; 0.1 s of them would be 200.
+    expect(la.perSecond[3][0]).toBeLessThan(200);
   });
 
   it('one backend failing 20%: at most half its fair share (round robin: all of it)', () => {
