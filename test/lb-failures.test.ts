@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { afterAll, beforeAll, describe, it, type TestContext } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, REPO } from './harness/mesh-process';
-import { freePort } from './harness/ports';
+import { freePort, waitFor } from './harness/ports';
 import { PeerProcess } from './harness/peer-process';
 import { DEBIAN_PYTHON, ensurePythonGrpc } from './harness/peer-python';
 import type { PeerAvailability } from './harness/peer-debian';
@@ -96,11 +96,26 @@ describe('failing backends: load_aware beside round_robin (C-core peers among me
     const { expect } = ctx;
     const prefix = 'fail1';
     const [broken] = await Promise.all([startFailing(prefix, 'INTERNAL', 1), startMeshServer(prefix), startMeshServer(prefix), startMeshServer(prefix)]);
-    const la = await load(prefix, 'load_aware', 3);
-    const rr = await load(prefix, 'round_robin', 3);
-    const od = await load(prefix, 'outlier_detection', 3);
+    // Healthy until the load has run a warm-up second (every backend connected), then broken at once.
+    const healed = (n: number) => broken.proc.eventsNamed('healed').length >= n;
+    broken.proc.proc.kill('SIGUSR1');
+    await waitFor('peer healed', () => healed(1));
+    const breakingRun = async (lb: string) => {
+      const l = startLoad(prefix, lb, 3, ['--warmup', '1s']);
+      // Broken as the measured run begins (the warm-up's calls are left out of the report).
+      await l.proc.waitForLog('load.phase', { to: 'measuring' });
+      broken.proc.proc.kill('SIGUSR2');
+      const report = await l.report;
+      const n = broken.proc.eventsNamed('healed').length;
+      broken.proc.proc.kill('SIGUSR1');
+      await waitFor('peer healed', () => healed(n + 1));
+      return { report, proc: l.proc };
+    };
+    const la = await breakingRun('load_aware');
+    const rr = await breakingRun('round_robin');
+    const od = await breakingRun('outlier_detection');
     console.log(
-      `[lb failures] broken backend, 3 s at concurrency 16: failed load_aware ${f(failedPct(la.report))}% of ${la.report.requests} (ejected ${ejections(la.proc, broken.addr)}x, then held out by failed probes), ` +
+      `[lb failures] broken at once after a warm-up second, 3 s at concurrency 16: failed load_aware ${f(failedPct(la.report))}% of ${la.report.requests} (ejected ${ejections(la.proc, broken.addr)}x, then held out by failed probes), ` +
         `round_robin ${f(failedPct(rr.report))}% of ${rr.report.requests}, outlier_detection ${f(failedPct(od.report))}% of ${od.report.requests}`,
     );
     expect(failedPct(la.report)).toBeLessThanOrEqual(1);
@@ -109,11 +124,12 @@ describe('failing backends: load_aware beside round_robin (C-core peers among me
     const firstEjection = la.proc.logs.find((l) => l.event === 'lb.endpoint_state' && l.addr === broken.addr && l.to === 'EJECTED');
     expect(firstEjection).toMatchObject({ cause: 'failures' });
 
-    // Heal it 2.5 s into a run: its per-second share (from the load's CSV) must be back near 25% within 10 s.
+    // Broken from the start of a run, healed 2.5 s into it: its per-second share (from the load's CSV) must be back near 25% within 10 s.
+    broken.proc.proc.kill('SIGUSR2');
     const csv = path.join(tmp, 'heal.csv');
     const healing = startLoad(prefix, 'load_aware', 6, ['--csv', csv]);
-    // The load's first balancer line marks its start (the CSV's seconds count from there).
-    const startLine = await healing.proc.waitForLog('lb.endpoint_state', {});
+    // The CSV's seconds count from the load's start.
+    const startLine = await healing.proc.waitForLog('load.started', {});
     await new Promise((r) => setTimeout(r, 2_500));
     broken.proc.proc.kill('SIGUSR1');
     const healedAtS = (Date.now() - (startLine.time as number)) / 1000;

@@ -97,7 +97,7 @@ describe('weights over their whole range, busy and at light load', () => {
     const col = rows[0].indexOf(`calls:${a.addr}`);
     const perSecond = rows.slice(1).map((row) => Number(row[col]));
     // The seconds wholly inside the drain (from one after it was applied to the one before it ended).
-    const start = Number(load.proc.logs.find((l) => l.event === 'lb.endpoint_state')!.time);
+    const start = Number(load.proc.logs.find((l) => l.event === 'load.started')!.time);
     const first = Math.ceil(((drained.time as number) - start) / 1000) + 1;
     const last = Math.floor(((back.time as number) - start) / 1000);
     const during = perSecond.slice(first - 1, last);
