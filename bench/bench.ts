@@ -29,6 +29,7 @@ import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE } from '../balancer/subset';
 import { Report, fmtDist, fmtMB, median, round } from './bench-report';
 import { benchLoadAware, type LoadAwareResult } from './bench-load-aware';
 import { benchMetrics } from './bench-metrics';
+import { benchErrors, errorsUnavailable, reportErrors } from './bench-errors';
 
 interface Flags {
   quick: boolean;
@@ -38,7 +39,7 @@ interface Flags {
   only?: string[];
 }
 
-const SECTIONS = ['overhead', 'fairness', 'lb', 'leave', 'join', 'scale', 'metrics'] as const;
+const SECTIONS = ['overhead', 'fairness', 'lb', 'errors', 'leave', 'join', 'scale', 'metrics'] as const;
 type Section = (typeof SECTIONS)[number];
 
 interface Plan {
@@ -158,6 +159,18 @@ async function main(flags: Flags): Promise<void> {
     log(`load-aware vs round_robin at concurrency 16: equal backends (${p.lbEqualRuns} alternating runs each), one slow backend (SIGSTOP 40 ms / SIGCONT 10 ms), weights 90/10, brownout; ${p.lbRunMs / 1000} s runs`);
     lb = await benchLoadAware({ etcd, writer, prefix: `${prefix}lb`, service, runMs: p.lbRunMs, warmMs: p.lbWarmMs, equalRuns: p.lbEqualRuns, concurrency: 16 }, log);
     json.loadAware = lb;
+  }
+
+  if (only.has('errors')) {
+    const runMs = flags.quick ? 2_500 : 10_000;
+    const why = errorsUnavailable();
+    if (why) log(`errors: skipped (${why})`);
+    else {
+      log(`errors: a failing C-core peer among 3 mesh servers, load_aware vs round_robin vs outlier_detection at concurrency 16: broken (${runMs / 1000} s, then healed ${runMs / 1000} s), flaky 20%, all four failing 10%; ${runMs / 1000} s runs`);
+      const errors = await benchErrors({ etcd, writer, prefix: `${prefix}err`, service, runMs, concurrency: 16 }, log);
+      json.errors = errors;
+      reportErrors(report, errors, runMs / 1000);
+    }
   }
 
   let leave: LeaveResult | undefined;
