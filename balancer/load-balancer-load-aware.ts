@@ -61,6 +61,7 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
   private lastError: string | null = null;
   private reviewTimer: NodeJS.Timeout | undefined;
   private reviewSoon: NodeJS.Immediate | undefined;
+  private lastReviewAt = -Infinity;
   private readonly log: Logger;
   private decayMs = 300;
   tuning: LoadAwareTuning = DEFAULT_TUNING;
@@ -231,6 +232,8 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
    */
   failed(entry: PickEntry): void {
     if (this.reviewSoon || entry.ejected || entry.failures.consecutive < failureRunLimit(this.failureReference, this.tuning)) return;
+    // A run that cannot be ejected (the bound is reached) would ask again on every failure: over a large pool a review costs up to a millisecond.
+    if (performance.now() - this.lastReviewAt < REVIEW_INTERVAL_MS / 5) return;
     this.reviewSoon = setImmediate(() => {
       this.reviewSoon = undefined;
       this.reviewNow();
@@ -246,6 +249,7 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
   }
 
   private reviewNow(): void {
+    this.lastReviewAt = performance.now();
     // Drained backends get no calls, so they have nothing to be judged on.
     const ready = this.ready().filter((c) => c.health !== 'DRAINING');
     const now = performance.now();
