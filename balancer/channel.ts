@@ -4,6 +4,7 @@ import { hedgingInterceptor } from './channel-retry';
 import { RetryBudget, type RetryBudgetOptions } from './retry-budget';
 import { LOAD_AWARE, registerLoadAwareBalancer } from './load-balancer-load-aware';
 import { withHealthCheck } from './load-balancer-health-check';
+import { OUTLIER_DETECTION, policyConfig, type LoadAwareOptions } from './lb-policy-config';
 
 /**
  * The channel a mesh client should use: the load-aware policy (default) or
@@ -37,10 +38,12 @@ export interface MeshChannelConfig {
    * Unset: none (A17's default); not with pick_first (load-balancer-health-check.ts).
    */
   healthCheckConfig?: { serviceName: string };
+  /** load_aware only: its failure table and ejection bound (lb-policy-config.ts). */
+  loadAware?: LoadAwareOptions;
 }
 
 /** Policies `--lb` accepts. `load_aware` is the default; the others are grpc-js's own. */
-export const LB_POLICIES = [LOAD_AWARE, 'round_robin', 'pick_first'] as const;
+export const LB_POLICIES = [LOAD_AWARE, 'round_robin', 'pick_first', OUTLIER_DETECTION] as const;
 export type LbPolicy = (typeof LB_POLICIES)[number];
 export const DEFAULT_LB: LbPolicy = LOAD_AWARE;
 
@@ -48,7 +51,7 @@ export const DEFAULT_LB: LbPolicy = LOAD_AWARE;
 export function meshServiceConfig(cfg: MeshChannelConfig): object {
   const lb = cfg.lb ?? DEFAULT_LB;
   if (lb === LOAD_AWARE) registerLoadAwareBalancer();
-  return withHealthCheck({ loadBalancingConfig: [{ [lb]: {} }] }, cfg.healthCheckConfig);
+  return withHealthCheck({ loadBalancingConfig: [policyConfig(lb, cfg.loadAware)] }, cfg.healthCheckConfig);
 }
 
 /** Channel options for a mesh client; spread extra options over them if needed. */

@@ -33,12 +33,19 @@ export interface EndpointRecord {
 
 /** Default weight of a backend whose Metadata names none (or a bad one). */
 export const DEFAULT_WEIGHT = 100;
-export const MIN_WEIGHT = 1;
+/**
+ * Weight 0 drains a backend: it stays registered and connected, takes no
+ * new calls while another backend can, and its calls in flight finish
+ * (the load_aware policy; round_robin ignores weights). A valid weight,
+ * never defaulted.
+ */
+export const DRAIN_WEIGHT = 0;
+export const MIN_WEIGHT = DRAIN_WEIGHT;
 export const MAX_WEIGHT = 1000;
 
 /** The attributes the mesh reads from (and writes into) Metadata. */
 export interface EndpointAttributes {
-  /** Relative share of traffic, MIN_WEIGHT..MAX_WEIGHT; DEFAULT_WEIGHT when unset or bad. */
+  /** Relative share of traffic, MIN_WEIGHT..MAX_WEIGHT (0: drained); DEFAULT_WEIGHT when unset or bad. */
   weight: number;
   zone?: string;
   version?: string;

@@ -76,6 +76,30 @@ export class EndpointLoad {
     this.observe(penalisePeak ? Math.max(elapsed, penaltyMs) : elapsed, now, Math.max(elapsed, penaltyMs));
   }
 
+  /**
+   * The call `token` ended at `now` without a latency sample: it failed in a
+   * way the failure count books (endpoint-failures.ts), and its duration
+   * says nothing about how fast the backend serves. `answered` as in end().
+   */
+  endUnmeasured(token: number, now: number, answered: boolean): void {
+    if (!this.inFlight.has(token)) return;
+    this.inFlight.delete(token);
+    if (answered) {
+      this.lastAnswerAt = now;
+      this.sentSinceAnswer = this.inFlight.size > 0;
+    }
+  }
+
+  /**
+   * True when the backend has answered nothing since call `token` started
+   * (a DEADLINE_EXCEEDED then is the backend's stall, not a tight deadline);
+   * false for an unknown token.
+   */
+  unansweredSince(token: number): boolean {
+    const started = this.inFlight.get(token);
+    return started !== undefined && this.lastAnswerAt <= started;
+  }
+
   /** Fold one latency sample (ms) taken at `now` into the peak EWMA and (as `meanSampleMs`, default the same) the mean. */
   observe(sampleMs: number, now: number, meanSampleMs = sampleMs): void {
     const s = Math.max(0, sampleMs);

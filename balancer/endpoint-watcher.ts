@@ -49,6 +49,8 @@ export interface EndpointWatcherEvents {
 export class EndpointWatcher extends EventEmitter<EndpointWatcherEvents> {
   private readonly log: Logger;
   private readonly records = new Map<string, EndpointRecord>();
+  /** The value each key's warnings were last logged for: a warning is logged once per change of the record, not on every re-list or rewrite of the same value. */
+  private readonly warnedFor = new Map<string, string>();
   private readonly lw: ListWatch;
   private flushScheduled = false;
   private flushTimer: NodeJS.Timeout | undefined;
@@ -111,15 +113,23 @@ export class EndpointWatcher extends EventEmitter<EndpointWatcherEvents> {
     const key = kv.key.toString('utf8');
     if (deleted) {
       this.records.delete(key);
+      this.warnedFor.delete(key);
       return;
     }
     const rec = decodeEndpoint(key, kv.value);
+    const value = kv.value.toString('utf8');
+    const fresh = this.warnedFor.get(key) !== value;
     if (rec instanceof DecodeError) {
-      this.log.warn({ event: 'watcher.bad_record', key, reason: rec.reason }, `skipping bad registry record ${key}: ${rec.reason}`);
+      this.warnedFor.set(key, value);
+      if (fresh) this.log.warn({ event: 'watcher.bad_record', key, reason: rec.reason }, `skipping bad registry record ${key}: ${rec.reason}`);
       this.records.delete(key);
       return;
     }
-    for (const w of rec.warnings) this.log.warn({ event: 'watcher.bad_metadata', key, reason: w }, `registry record ${key}: ${w}`);
+    if (rec.warnings.length === 0) this.warnedFor.delete(key);
+    else {
+      this.warnedFor.set(key, value);
+      if (fresh) for (const w of rec.warnings) this.log.warn({ event: 'watcher.bad_metadata', key, reason: w }, `registry record ${key}: ${w}`);
+    }
     this.records.set(key, rec);
   }
 

@@ -1,83 +1,44 @@
 import * as grpc from '@grpc/grpc-js';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import { EndpointLoad } from './endpoint-load';
-import { choose, DEFAULT_TUNING, LARGE_POOL, markEjected, newPickEntry, reviewEjections, WeightedSampler, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
+import { DEFAULT_TUNING, LARGE_POOL, newPickEntry, type EjectionCause, type LoadAwareTuning, type PickEntry } from './picker-load-aware';
+import { reviewEjections } from './ejection-review';
+import { ejectionTimeMs, markEjected } from './ejection-time';
+import { failureRunLimit, refreshFailureFactor } from './ejection-failures';
+import { FailureCodes } from './failure-codes';
 import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { ENDPOINT_ATTRIBUTES_OPTION } from './resolver-etcd';
 import { componentLogger, type Logger } from '../core/logger';
-import { meshObserver } from '../core/mesh-observer';
+import { LOAD_AWARE, LoadAwareConfig } from './load-balancer-load-aware-config';
+import { LoadAwarePicker, type PickerHost } from './load-balancer-load-aware-picker';
 
 type Endpoint = grpc.experimental.Endpoint;
 type Picker = grpc.experimental.Picker;
-type PickArgs = grpc.experimental.PickArgs;
-type PickResult = grpc.experimental.PickResult;
 type ChannelControlHelper = grpc.experimental.ChannelControlHelper;
 type LeafLoadBalancer = grpc.experimental.LeafLoadBalancer;
 const ConnectivityState = grpc.connectivityState;
 type ConnectivityState = grpc.connectivityState;
-const { PickResultType, QueuePicker, UnavailablePicker, LeafLoadBalancer: Leaf, createChildChannelControlHelper, subchannelAddressToString } = grpc.experimental;
+const { QueuePicker, UnavailablePicker, LeafLoadBalancer: Leaf, createChildChannelControlHelper, subchannelAddressToString } = grpc.experimental;
 
-/** The policy's name in service configs and on the command line (`--lb load_aware`). */
-export const LOAD_AWARE = 'load_aware';
+export { LOAD_AWARE, LoadAwareConfig } from './load-balancer-load-aware-config';
 
 /** How often ejections are reviewed, ms. */
 const REVIEW_INTERVAL_MS = 25;
 
-/** A failure that came back fast (refused, reset) counts as at least this slow. */
-const FAILURE_PENALTY_MS = 250;
-/**
- * An attempt cancelled unanswered (another backend answered first, though it
- * started a hedging delay later; or the deadline passed) counts as at least
- * this slow in the mean that ejection looks at (not in the peak that picking
- * looks at): losing a hedge race is strong evidence of slowness.
- */
-const NO_ANSWER_PENALTY_MS = 100;
-
 /**
  * ABSENT: not in the resolver's list (before it appears, after it leaves).
- * ACTIVE: in the rotation. EJECTED: too slow for its peers; probes only.
- * (Connectivity is grpc-js's own: only READY backends are picked at all.)
+ * ACTIVE: in the rotation. EJECTED: too slow or failing too often for its
+ * peers (ejection-review.ts); probes only. DRAINING: weight 0 in the
+ * registry: no new calls while any other backend is READY, calls in flight
+ * finish. (Connectivity is grpc-js's own: only READY backends are picked.)
  */
-export type EndpointHealth = 'ABSENT' | 'ACTIVE' | 'EJECTED';
+export type EndpointHealth = 'ABSENT' | 'ACTIVE' | 'EJECTED' | 'DRAINING';
 
-/** `{ "load_aware": { "decayMs"?: number, "probeIntervalMs"?: number, ... } }` in a service config. */
-export class LoadAwareConfig implements grpc.experimental.TypedLoadBalancingConfig {
-  constructor(
-    readonly decayMs: number,
-    readonly tuning: LoadAwareTuning,
-  ) {}
+/** A backend's weight 0 (endpoint-codec.ts DRAIN_WEIGHT): drained, not defaulted. */
+const DRAINED = 0;
 
-  getLoadBalancerName(): string {
-    return LOAD_AWARE;
-  }
-
-  toJsonObject(): object {
-    return { [LOAD_AWARE]: { decayMs: this.decayMs, ...this.tuning } };
-  }
-
-  static createFromJson(obj: unknown): LoadAwareConfig {
-    const o = (obj ?? {}) as Record<string, unknown>;
-    const num = (k: string, def: number): number => {
-      const v = o[k];
-      if (v === undefined) return def;
-      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new Error(`load_aware config: ${k} must be a positive number`);
-      return v;
-    };
-    return new LoadAwareConfig(num('decayMs', 300), {
-      overrideRatio: num('overrideRatio', DEFAULT_TUNING.overrideRatio),
-      probeIntervalMs: num('probeIntervalMs', DEFAULT_TUNING.probeIntervalMs),
-      ejectRatio: num('ejectRatio', DEFAULT_TUNING.ejectRatio),
-      ejectMinGapMs: num('ejectMinGapMs', DEFAULT_TUNING.ejectMinGapMs),
-      ejectPriorSamples: num('ejectPriorSamples', DEFAULT_TUNING.ejectPriorSamples),
-      readmitRatio: num('readmitRatio', DEFAULT_TUNING.readmitRatio),
-      warmupMs: num('warmupMs', DEFAULT_TUNING.warmupMs),
-      baseEjectionMs: num('baseEjectionMs', DEFAULT_TUNING.baseEjectionMs),
-      maxEjectionMs: num('maxEjectionMs', DEFAULT_TUNING.maxEjectionMs),
-      stallRatio: num('stallRatio', DEFAULT_TUNING.stallRatio),
-      stallMinGapMs: num('stallMinGapMs', DEFAULT_TUNING.stallMinGapMs),
-    });
-  }
-}
+/** A review rebuilds a large pool's picker (its sampler's prefix sums) once a failure factor has moved by this much. */
+const FACTOR_REBUILD_STEP = 0.1;
 
 interface Child {
   addr: string;
@@ -87,83 +48,20 @@ interface Child {
 }
 
 /**
- * Picks over READY children with the load-aware math of
- * picker-load-aware.ts. Each attempt is counted on its backend from
- * `onCallStarted` to `onCallEnded` (hedged attempts and cancelled losers
- * included: a loser's time counts as latency, which is how a stuck backend
- * shows itself).
- */
-class LoadAwarePicker implements Picker {
-  private readonly eligible: PickEntry[];
-  private readonly ejected: PickEntry[];
-  private readonly byEntry = new Map<PickEntry, Child>();
-
-  constructor(
-    eligible: Child[],
-    ejected: Child[],
-    private readonly lb: LoadAwareLoadBalancer,
-  ) {
-    this.eligible = eligible.map((c) => c.entry);
-    this.ejected = ejected.map((c) => c.entry);
-    for (const c of [...eligible, ...ejected]) this.byEntry.set(c.entry, c);
-    this.sampler = this.eligible.length > LARGE_POOL ? new WeightedSampler(this.eligible) : undefined;
-  }
-
-  private readonly sampler: WeightedSampler | undefined;
-
-  pick(args: PickArgs): PickResult {
-    const now = performance.now();
-    const entry = choose(this.eligible, this.ejected, { now, neutralMs: this.lb.neutralMs, random: Math.random, tuning: this.lb.tuning, totalOutstanding: this.lb.outstandingTotal }, this.sampler);
-    const child = entry && this.byEntry.get(entry);
-    if (!child) return { pickResultType: PickResultType.QUEUE, subchannel: null, status: null, onCallStarted: null, onCallEnded: null };
-    const result = child.leaf.getPicker().pick(args);
-    if (result.pickResultType !== PickResultType.COMPLETE) return result;
-    const load = child.entry.load;
-    const lb = this.lb;
-    let token = 0;
-    const started = result.onCallStarted;
-    const ended = result.onCallEnded;
-    const observer = meshObserver();
-    observer?.picked?.(load.addr);
-    return {
-      ...result,
-      onCallStarted: () => {
-        token = load.start(performance.now());
-        lb.outstandingTotal++;
-        observer?.outstanding?.(load.addr, 1);
-        started?.();
-      },
-      onCallEnded: (code, details, metadata) => {
-        const now = performance.now();
-        if (code === grpc.status.UNAVAILABLE) load.end(token, now, FAILURE_PENALTY_MS, true, false);
-        else if (code === grpc.status.RESOURCE_EXHAUSTED) load.end(token, now, FAILURE_PENALTY_MS);
-        else if (code === grpc.status.CANCELLED || code === grpc.status.DEADLINE_EXCEEDED) load.end(token, now, NO_ANSWER_PENALTY_MS, false, false);
-        else load.end(token, now);
-        // Only a call that started counts, once (grpc-js may end one that never started on the subchannel).
-        if (token !== 0) {
-          lb.outstandingTotal--;
-          token = 0;
-        }
-        observer?.outstanding?.(load.addr, -1);
-        ended?.(code, details, metadata);
-      },
-    };
-  }
-}
-
-/**
  * The `load_aware` policy (see picker-load-aware.ts for how it chooses):
  * one pick_first child per endpoint (grpc-js's LeafLoadBalancer, as
  * round_robin and weighted_round_robin use), children kept across resolver
  * updates so a weight change or a joiner does not reconnect anyone, weights
  * from the etcd resolver's endpoint attributes.
  */
-export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
+export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, PickerHost {
   private readonly children = new Map<string, Child>();
   private currentState: ConnectivityState = ConnectivityState.IDLE;
   private updatesPaused = false;
   private lastError: string | null = null;
   private reviewTimer: NodeJS.Timeout | undefined;
+  private reviewSoon: NodeJS.Immediate | undefined;
+  private lastReviewAt = -Infinity;
   private readonly log: Logger;
   private decayMs = 300;
   tuning: LoadAwareTuning = DEFAULT_TUNING;
@@ -171,7 +69,15 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
   neutralMs = 1;
   /** Calls in flight over every backend (for the fair shares of a large pool's picks). */
   outstandingTotal = 0;
+  /** Which statuses count against a backend (failure-codes.ts), from the config. */
+  failureCodes = FailureCodes.DEFAULT;
+  /** The peers' failure rate at the last review (ejection-failures.ts failureReference). */
+  failureReference = 0;
   private reviewTicks = 0;
+  /** Failure factors the current picker was built with (a large pool's sampler depends on them). */
+  private factorsBuilt = new Map<PickEntry, number>();
+  /** Whether every READY backend is drained and the calls go to them anyway (logged once per spell). */
+  private allDrained = false;
 
   constructor(private readonly helper: ChannelControlHelper) {
     this.log = componentLogger('lb', { policy: LOAD_AWARE });
@@ -181,6 +87,7 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
     if (!(config instanceof LoadAwareConfig)) return false;
     this.tuning = config.tuning;
     this.decayMs = config.decayMs;
+    this.failureCodes = config.failureCodes;
     if (!endpoints.ok) {
       if (this.children.size === 0) this.updateState(ConnectivityState.TRANSIENT_FAILURE, new UnavailablePicker(endpoints.error), endpoints.error.details);
       return true;
@@ -205,15 +112,18 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
       let child = this.children.get(addr);
       if (!child) {
         const leaf = new Leaf(endpoint, createChildChannelControlHelper(this.helper, { updateState: (state, _picker, err) => this.onChildState(state, err) }), childOptions, resolutionNote);
-        child = { addr, leaf, entry: newPickEntry(new EndpointLoad(addr, weight, this.decayMs), since), health: 'ABSENT' };
+        child = { addr, leaf, entry: newPickEntry(new EndpointLoad(addr, weight, this.decayMs), since, this.tuning.failureDecayMs), health: 'ABSENT' };
         this.children.set(addr, child);
-        this.setHealth(child, 'ACTIVE', 'resolved', undefined, { weight });
+        this.setHealth(child, weight === DRAINED ? 'DRAINING' : 'ACTIVE', weight === DRAINED ? 'resolved with weight 0' : 'resolved', undefined, { weight });
         leaf.startConnecting();
       } else {
         child.leaf.updateEndpoint(endpoint, childOptions);
-        if (child.entry.load.weight !== weight) {
-          this.log.info({ event: 'lb.weight', addr, from: child.entry.load.weight, to: weight }, `${addr} weight ${child.entry.load.weight} -> ${weight}`);
+        const from = child.entry.load.weight;
+        if (from !== weight) {
+          this.log.info({ event: 'lb.weight', addr, from, to: weight }, `${addr} weight ${from} -> ${weight}`);
           child.entry.load.weight = weight;
+          if (weight === DRAINED) this.setHealth(child, 'DRAINING', 'weight 0: no new calls, calls in flight finish', undefined);
+          else if (from === DRAINED) this.setHealth(child, 'ACTIVE', `weight ${weight}: back in the rotation`, undefined);
         }
       }
     }
@@ -247,6 +157,8 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
   destroy(): void {
     if (this.reviewTimer) clearInterval(this.reviewTimer);
     this.reviewTimer = undefined;
+    if (this.reviewSoon) clearImmediate(this.reviewSoon);
+    this.reviewSoon = undefined;
     for (const c of this.children.values()) c.leaf.destroy();
     this.children.clear();
   }
@@ -270,11 +182,21 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
     if (this.updatesPaused) return;
     const ready = this.ready();
     if (ready.length > 0) {
+      let pool = ready.filter((c) => c.health !== 'DRAINING');
+      // Every READY backend drained (weight 0 everywhere, a mistake or the last
+      // one left): failing every call would be worse than using them.
+      const allDrained = pool.length === 0;
+      if (allDrained !== this.allDrained) {
+        this.allDrained = allDrained;
+        if (allDrained) this.log.warn({ event: 'lb.all_drained', backends: ready.length }, `every READY backend has weight 0: calls go to them anyway until one has a weight`);
+      }
+      if (allDrained) pool = ready;
+      this.factorsBuilt = new Map(pool.map((c) => [c.entry, c.entry.failureFactor]));
       this.updateState(
         ConnectivityState.READY,
         new LoadAwarePicker(
-          ready.filter((c) => !c.entry.ejected),
-          ready.filter((c) => c.entry.ejected),
+          pool.filter((c) => !c.entry.ejected),
+          pool.filter((c) => c.entry.ejected),
           this,
         ),
         null,
@@ -302,12 +224,34 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
     this.reviewTimer.unref();
   }
 
+  /**
+   * PickerHost: a failure was booked on `entry`. A run long enough to eject
+   * it is reviewed on the next turn of the event loop rather than up to a
+   * tick later: a backend that broke all at once takes a quarter of the
+   * calls until then.
+   */
+  failed(entry: PickEntry): void {
+    if (this.reviewSoon || entry.ejected || entry.failures.consecutive < failureRunLimit(this.failureReference, this.tuning)) return;
+    // A run that cannot be ejected (the bound is reached) would ask again on every failure: over a large pool a review costs up to a millisecond.
+    if (performance.now() - this.lastReviewAt < REVIEW_INTERVAL_MS / 5) return;
+    this.reviewSoon = setImmediate(() => {
+      this.reviewSoon = undefined;
+      this.reviewNow();
+    });
+  }
+
   /** Periodic: neutral latency for newcomers, and ejection / re-admission (each logged OLD -> NEW). */
   private review(): void {
     // Over a large set a review costs ~0.7 µs a backend (0.7 ms at 1,000):
     // review about every 25 ms per 100 backends instead of every tick.
     if (++this.reviewTicks % Math.max(1, Math.ceil(this.children.size / 100)) !== 0) return;
-    const ready = this.ready();
+    this.reviewNow();
+  }
+
+  private reviewNow(): void {
+    this.lastReviewAt = performance.now();
+    // Drained backends get no calls, so they have nothing to be judged on.
+    const ready = this.ready().filter((c) => c.health !== 'DRAINING');
     const now = performance.now();
     const r = reviewEjections(
       ready.map((c) => c.entry),
@@ -315,31 +259,63 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer {
       this.tuning,
     );
     if (r.referenceMs !== undefined) this.neutralMs = r.referenceMs;
-    // A child no longer READY is out of the picker anyway; it comes back ACTIVE and re-measured.
+    this.failureReference = r.failureReference;
+    // A child no longer READY is out of the picker anyway; it comes back ACTIVE and re-measured, failures forgotten.
     const readySet = new Set(ready);
-    for (const c of this.children.values()) if (c.entry.ejected && !readySet.has(c)) this.setHealth(c, 'ACTIVE', 'connection left READY', r.referenceMs);
-    if (r.eject.length === 0 && r.readmit.length === 0) return;
+    for (const c of this.children.values()) {
+      if (c.entry.ejected && !readySet.has(c) && c.health === 'EJECTED') {
+        c.entry.failures.reset();
+        this.setHealth(c, 'ACTIVE', 'connection left READY', r.referenceMs);
+      }
+    }
+    let changed = false;
     for (const e of r.readmit) {
       e.load.forgetPeak();
-      this.setHealth(this.childOf(e), 'ACTIVE', 'mean latency back near its peers', r.referenceMs);
+      const forFailures = e.ejectedFor === 'failures';
+      // Judged afresh: its probe answered; the multiplier remembers how often it was out.
+      e.failures.reset();
+      this.setHealth(this.childOf(e), 'ACTIVE', forFailures ? 'probe answered after its time out' : 'mean latency back near its peers', r.referenceMs);
+      changed = true;
     }
-    for (const e of r.eject) this.setHealth(this.childOf(e), 'EJECTED', 'mean latency far above its peers', r.referenceMs);
-    this.calculateAndUpdateState();
+    for (const e of r.extend) {
+      this.setHealth(this.childOf(e), 'EJECTED', 'probe failed: out again, for longer', r.referenceMs, {}, 'failures');
+      changed = true;
+    }
+    for (const e of r.eject) {
+      const cause = r.cause.get(e)!;
+      const run = e.failures.consecutive;
+      const reason = cause === 'latency' ? 'mean latency far above its peers' : run >= failureRunLimit(r.failureReference, this.tuning) ? `${run} failures in a row` : 'fails far more often than its peers';
+      this.setHealth(this.childOf(e), 'EJECTED', reason, r.referenceMs, {}, cause);
+      changed = true;
+    }
+    // Failure factors decay with time as well as with calls; a large pool's sampler is rebuilt once they have moved.
+    for (const c of ready) {
+      refreshFailureFactor(c.entry, now, r.failureReference, this.tuning);
+      if (!changed && Math.abs(c.entry.failureFactor - (this.factorsBuilt.get(c.entry) ?? 1)) >= FACTOR_REBUILD_STEP) changed = ready.length > LARGE_POOL;
+    }
+    if (changed) this.calculateAndUpdateState();
   }
 
   private childOf(e: PickEntry): Child {
     return this.children.get(e.load.addr)!;
   }
 
-  /** The one setter of a backend's health. */
-  private setHealth(c: Child, next: EndpointHealth, reason: string, referenceMs: number | undefined, fields: Record<string, unknown> = {}): void {
+  /**
+   * The one setter of a backend's health. EJECTED takes its `cause`; an
+   * EJECTED backend ejected again (a failed probe) is logged EJECTED ->
+   * EJECTED with its new time out; any other same-state call is a no-op.
+   */
+  private setHealth(c: Child, next: EndpointHealth, reason: string, referenceMs: number | undefined, fields: Record<string, unknown> = {}, cause?: EjectionCause): void {
     const prev = c.health;
-    if (prev === next) return;
+    if (prev === next && next !== 'EJECTED') return;
     c.health = next;
     const now = performance.now();
-    markEjected(c.entry, next === 'EJECTED', now, this.tuning);
+    markEjected(c.entry, next === 'EJECTED' ? (cause ?? 'latency') : undefined, now, this.tuning);
+    const e = c.entry;
+    const failures = e.failures.volume(now) > 0 ? { failureRate: round(e.failures.rate()), failureReference: round(this.failureReference) } : {};
+    const ejection = next === 'EJECTED' ? { cause: e.ejectedFor, multiplier: e.multiplier, ejectionMs: ejectionTimeMs(e, this.tuning) } : {};
     this.log.info(
-      { event: 'lb.endpoint_state', addr: c.addr, from: prev, to: next, reason, ejections: c.entry.ejections, meanMs: round(c.entry.load.meanLatencyMs(now)), stallMs: round(c.entry.load.stallMs(now)), referenceMs: round(referenceMs), outstanding: c.entry.load.outstanding, ...fields },
+      { event: 'lb.endpoint_state', addr: c.addr, from: prev, to: next, reason, ...ejection, meanMs: round(e.load.meanLatencyMs(now)), stallMs: round(e.load.stallMs(now)), referenceMs: round(referenceMs), ...failures, outstanding: e.load.outstanding, ...fields },
       `${c.addr} ${prev} -> ${next}: ${reason}`,
     );
   }

@@ -1,7 +1,7 @@
 /** What one bench run covers: its sections (`--only`) and the sizes of a `--quick` or a full run. */
 
 /** The sections, in the order `--only` lists them. */
-export const SECTIONS = ['overhead', 'fairness', 'lb', 'leave', 'join', 'scale', 'metrics', 'xds'] as const;
+export const SECTIONS = ['overhead', 'fairness', 'lb', 'errors', 'leave', 'join', 'scale', 'metrics', 'xds'] as const;
 export type Section = (typeof SECTIONS)[number];
 
 /** The command line, as parsed. */

@@ -3,6 +3,7 @@ import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE } from '../balancer/subset';
 import { fmtDist, fmtMB, median, round, type Report } from './bench-report';
 import type { BenchFlags, Plan } from './bench-plan';
 import type { BenchFigures } from './bench-stages';
+import { reportErrors } from './bench-errors';
 
 /**
  * The table's rows: for every figure a run has, in a fixed order (not the
@@ -122,6 +123,7 @@ export function addRows(report: Report, f: BenchFigures, p: Plan, flags: BenchFl
     report.row('metrics', 'rps on / off (medians)', `${m.onRps} / ${m.offRps}`);
     report.row('metrics', 'failed calls', String(m.failed), '0', m.failed === 0);
   }
+  if (f.errors) reportErrors(report, f.errors, f.errors.runS);
   if (f.xds) {
     const x = f.xds;
     report.row('xds', 'etcd put → push received, 1 client, 1,000 endpoints', fmtDist(x.pushLatency), 'p99 <= 100 ms', x.pushLatency.p99 <= 100);

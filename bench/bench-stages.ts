@@ -18,6 +18,7 @@ import { benchWide, type WideResult } from './scale-wide';
 import { benchLoadAware, type LoadAwareResult } from './bench-load-aware';
 import { benchMetrics, type MetricsOverheadResult } from './bench-metrics';
 import { benchXds, type XdsBenchResult } from './bench-xds';
+import { benchErrors, errorsUnavailable, type ErrorsResult } from './bench-errors';
 import type { BenchFlags, Plan, Section } from './bench-plan';
 
 /**
@@ -29,6 +30,8 @@ export interface BenchFigures {
   overhead?: OverheadResult;
   fairness10?: FairnessResult;
   loadAware?: LoadAwareResult;
+  /** The broken/flaky/all-failing stage, and the length of its runs, s. */
+  errors?: ErrorsResult & { runS: number };
   trafficLoad?: { ratePerSecond: number; concurrency: number };
   leave?: LeaveResult;
   join?: JoinResult;
@@ -101,6 +104,15 @@ export async function runStages(c: StageContext): Promise<BenchFigures> {
     const p = c.plan;
     log(`load-aware vs round_robin at concurrency 16: equal backends (${p.lbEqualRuns} alternating runs each), one slow backend (SIGSTOP 40 ms / SIGCONT 10 ms), weights 90/10, brownout; ${p.lbRunMs / 1000} s runs`);
     figures.loadAware = await benchLoadAware({ etcd, writer, prefix: `${prefix}lb`, service, runMs: p.lbRunMs, warmMs: p.lbWarmMs, equalRuns: p.lbEqualRuns, concurrency: 16 }, log);
+  }
+  if (c.only.has('errors')) {
+    const runMs = flags.quick ? 2_500 : 10_000;
+    const why = errorsUnavailable();
+    if (why) log(`errors: skipped (${why})`);
+    else {
+      log(`errors: a failing C-core peer among 3 mesh servers, load_aware vs round_robin vs outlier_detection at concurrency 16: broken (${runMs / 1000} s, then healed ${runMs / 1000} s), flaky 20%, all four failing 10%; ${runMs / 1000} s runs`);
+      figures.errors = { ...(await benchErrors({ etcd, writer, prefix: `${prefix}err`, service, runMs, concurrency: 16 }, log)), runS: runMs / 1000 };
+    }
   }
   await leaveAndJoin(c, fx, extra, figures);
   // Every server still running (the 3 base ones; the stages' own are stopped by them): nothing else runs yet.

@@ -3,7 +3,7 @@ import { addEtcdOptions, addServiceOptions, errorText } from './common';
 import { intIn, parseDuration, parseLb, parsePositiveDuration, parseTarget } from './parse';
 import { DEFAULT_LB } from '../balancer/channel';
 import { addClientTlsOptions } from './tls';
-import { addHealthCheckOptions, addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
+import { addFailureOptions, addHealthCheckOptions, addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
 import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
 import { sayHello } from '../services/greeter-client';
 import * as grpc from '@grpc/grpc-js';
@@ -46,9 +46,10 @@ export function clientCommand(): Command {
     .addOption(new Option('--count <n>', 'stop after n calls (default: until Ctrl-C)').argParser(intIn(1, 1_000_000_000)))
     .addOption(new Option('--deadline <duration>', 'deadline of each call, retries included').default(1000, '1s').argParser(parsePositiveDuration))
     .addOption(new Option('--target <target>', 'any grpc-js target instead of the etcd resolver').argParser(parseTarget))
-    .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware, round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb));
+    .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware, round_robin, pick_first or outlier_detection').default(DEFAULT_LB).argParser(parseLb));
   addSubsetOptions(cmd);
   addHealthCheckOptions(cmd);
+  addFailureOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   addMetricsOption(cmd);

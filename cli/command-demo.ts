@@ -5,6 +5,7 @@ import { intIn, parseLb, parseName, parsePositiveDuration } from './parse';
 import { DEFAULT_LB, type LbPolicy } from '../balancer/channel';
 import { Demo } from '../demo/demo';
 import { addReportOptions } from './load-flags';
+import { addFailureOptions, loadAwareOptionsOf } from './mesh-client';
 import { writeReportCsv, writeReportHtml, type ReportInput } from '../services/load-report';
 import { addMetricsOption, serveMetrics, type MetricsAddr, type MetricsFlags } from './metrics-flag';
 import { DEFAULT_DASHBOARD_LISTEN, parseListen, warnIfExposed } from './command-dashboard';
@@ -18,6 +19,8 @@ interface DemoFlags extends EtcdFlags, ServiceFlags, MetricsFlags {
   lb: LbPolicy;
   healthCheck: boolean;
   healthService?: string;
+  failureCodes?: string[];
+  maxEjectionPercent?: number;
   report?: string;
   csv?: string;
   ui?: MetricsAddr;
@@ -29,11 +32,12 @@ export function demoCommand(): Command {
     .addOption(new Option('--duration <duration>', 'run time; the scenario is spread over it').default(40_000, '40s').argParser(parsePositiveDuration))
     .addOption(new Option('--concurrency <n>', 'calls in flight of the load client').default(8).argParser(intIn(1, 1000)))
     .addOption(new Option('--election <name>', 'election the greeters campaign on').default('demo-index').argParser(parseName))
-    .addOption(new Option('--lb <policy>', 'load-balancing policy of the load client: load_aware, round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb))
+    .addOption(new Option('--lb <policy>', 'load-balancing policy of the load client: load_aware, round_robin, pick_first or outlier_detection').default(DEFAULT_LB).argParser(parseLb))
     .addOption(new Option('--ui [host:port]', `also serve the dashboard (mesh dashboard) on the demo's etcd and print its URL (default ${DEFAULT_DASHBOARD_LISTEN})`).preset(DEFAULT_DASHBOARD_LISTEN).argParser(parseListen))
     .option('--json', 'no live view; print one JSON summary line ({ok, failed, events, ...}) at the end', false);
   addReportOptions(cmd);
   addHealthCheckOptions(cmd);
+  addFailureOptions(cmd);
   addMetricsOption(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   return cmd.action(async (flags: DemoFlags) => {
@@ -66,6 +70,7 @@ export function demoCommand(): Command {
     };
     for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(sig, onSignal);
     const healthCheck = healthCheckFromFlags(flags) ?? false;
+    const loadAware = loadAwareOptionsOf(flags);
     const endpoints = configuredEndpoints(flags);
     // An existing cluster must answer (and accept our credentials) before anything starts.
     if (endpoints) (await connectEtcd(flags, endpoints)).close();
@@ -82,6 +87,7 @@ export function demoCommand(): Command {
       election: flags.election,
       lb: flags.lb,
       healthCheck,
+      loadAware,
       view: !flags.json,
       signal: abort.signal,
       collectReport: Boolean(flags.report || flags.csv),

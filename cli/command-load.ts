@@ -3,7 +3,7 @@ import { addEtcdOptions, addServiceOptions } from './common';
 import { intIn, parseLb, parsePositiveDuration, parseTarget } from './parse';
 import { DEFAULT_LB } from '../balancer/channel';
 import { addClientTlsOptions } from './tls';
-import { addHealthCheckOptions, addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
+import { addFailureOptions, addHealthCheckOptions, addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
 import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
 import { runLoad, type LoadReport } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
@@ -38,11 +38,12 @@ export function loadCommand(): Command {
     .addOption(new Option('--deadline <duration>', 'deadline of each call, retries and hedges included').default(1000, '1s').argParser(parsePositiveDuration))
     .addOption(new Option('--target <target>', 'any grpc-js target (e.g. ipv4:127.0.0.1:50051,127.0.0.1:50052) instead of the etcd resolver').argParser(parseTarget))
     .addOption(new Option('--name <name>', 'name sent in each request').default('load'))
-    .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware (slow backends get little traffic; weights honoured), round_robin or pick_first').default(DEFAULT_LB).argParser(parseLb))
+    .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware (slow or failing backends get little traffic; weights honoured), round_robin, pick_first or outlier_detection (grpc-js\'s, around round_robin)').default(DEFAULT_LB).argParser(parseLb))
     .option('--json', 'print one JSON summary object as the last stdout line', false);
   addLoadModeOptions(cmd);
   addSubsetOptions(cmd);
   addHealthCheckOptions(cmd);
+  addFailureOptions(cmd);
   addEtcdOptions(addServiceOptions(cmd));
   addClientTlsOptions(cmd);
   addMetricsOption(cmd);

@@ -29,7 +29,7 @@ export function serverCommand(): Command {
     .addOption(new Option('--advertise <host[:port]>', 'address clients dial, registered in etcd and named in replies (default: --host and the bound port); needed when binding 0.0.0.0 or ::').argParser(parseAdvertise))
     .addOption(new Option('--ttl <seconds>', 'lease TTL').default(10).argParser(parseTtl))
     .option('--no-register', 'serve only; do not register in etcd')
-    .addOption(new Option('--weight <n>', 'relative share of traffic, 1..1000, written into the registration').default(DEFAULT_WEIGHT).argParser(parseWeightFlag))
+    .addOption(new Option('--weight <n>', 'relative share of traffic, 0..1000 (0: registered but drained), written into the registration').default(DEFAULT_WEIGHT).argParser(parseWeightFlag))
     .addOption(new Option('--zone <zone>', 'zone written into the registration').argParser(parseName))
     .addOption(new Option('--elect <name>', 'also campaign in election NAME: the leader builds the shared index (progress in progress/NAME), followers load it').argParser(parseName));
   addEtcdOptions(addServiceOptions(cmd));

@@ -6,7 +6,11 @@ import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE, CLIENT_ID_OPTION, MAX_CLIENT_ID, S
 import { clientCredentials, type ClientTlsFlags } from './tls';
 import { meshTarget, openGreeterClient, type GreeterClient } from '../services/greeter-client';
 import { servicePrefix } from '../balancer/endpoint-codec';
-import type { LbPolicy } from '../balancer/channel';
+import { DEFAULT_LB, type LbPolicy } from '../balancer/channel';
+import { LOAD_AWARE } from '../balancer/load-balancer-load-aware-config';
+import { parseEjectionPercent, parseFailureCodes } from './parse';
+import { DEFAULT_FAILURE_CODES } from '../balancer/failure-codes';
+import type { LoadAwareOptions } from '../balancer/lb-policy-config';
 
 /** Flags of a command that calls the greeters (`client`, `load`). */
 export interface MeshClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags {
@@ -22,6 +26,10 @@ export interface MeshClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags
   healthCheck?: boolean;
   /** `--health-service`: the service name each backend's health Watch asks about; default "" (the server as a whole). */
   healthService?: string;
+  /** `--failure-codes`: status code names that count against a backend (load_aware). */
+  failureCodes?: string[];
+  /** `--max-ejection-percent`: at most this share of backends ejected at once (load_aware). */
+  maxEjectionPercent?: number;
 }
 
 /** `--no-health-check` and `--health-service`, shared by `client`, `load` and `demo`. */
@@ -39,6 +47,25 @@ export function healthCheckFromFlags(flags: { healthCheck?: boolean; healthServi
   }
   if (flags.lb === 'pick_first' && flags.healthService !== undefined) throw new UsageError('--lb pick_first does no health checking (gRPC A17); --health-service does not apply');
   return { serviceName: flags.healthService ?? '' };
+}
+
+/** `--failure-codes` and `--max-ejection-percent`, shared by `client`, `load` and `demo`: load_aware's failure handling. */
+export function addFailureOptions(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--failure-codes <codes>', `status codes that count against the backend that answered them, comma-separated, or none (load_aware; default ${DEFAULT_FAILURE_CODES.join(',')}, DEADLINE_EXCEEDED only when the backend was silent)`).argParser(parseFailureCodes))
+    .addOption(new Option('--max-ejection-percent <p>', 'at most this share of the backends ejected at once, for failures or latency (load_aware; default 50: fewer than half)').argParser(parseEjectionPercent));
+}
+
+/**
+ * The load_aware options the flags ask for; a UsageError (exit 2) when they
+ * are given with another policy, which has no such settings.
+ */
+export function loadAwareOptionsOf(flags: { lb?: LbPolicy; failureCodes?: string[]; maxEjectionPercent?: number }): LoadAwareOptions | undefined {
+  const given = [flags.failureCodes !== undefined && '--failure-codes', flags.maxEjectionPercent !== undefined && '--max-ejection-percent'].filter(Boolean);
+  if (given.length === 0) return undefined;
+  const lb = flags.lb ?? DEFAULT_LB;
+  if (lb !== LOAD_AWARE) throw new UsageError(`${given.join(' and ')} set${given.length === 1 ? 's' : ''} the ${LOAD_AWARE} policy; --lb ${lb} has no such setting`);
+  return { failureCodes: flags.failureCodes, maxEjectionPercent: flags.maxEjectionPercent };
 }
 
 /** `--subset` and `--client-id`, shared by `client` and `load`. */
@@ -74,11 +101,12 @@ export async function openMeshClient(flags: MeshClientFlags): Promise<MeshClient
   if (flags.target && flags.clientId !== undefined) throw new UsageError('--client-id picks a subset of the etcd registry; it does not apply to --target');
   if (flags.clientId !== undefined && flags.subset === 0) throw new UsageError('--client-id only matters when subsetting (--subset 0 turns it off)');
   const healthCheckConfig = healthCheckFromFlags(flags);
+  const loadAware = loadAwareOptionsOf(flags);
   const tls = clientCredentials(flags, target);
   const registry = flags.target ? undefined : servicePrefix(flags.prefix, flags.service);
   const etcd = registry ? await connectEtcd(flags, undefined, { readPrefix: registry }) : undefined;
   const subsetOptions = { ...(flags.subset !== undefined ? { [SUBSET_SIZE_OPTION]: flags.subset } : {}), ...(flags.clientId !== undefined ? { [CLIENT_ID_OPTION]: flags.clientId } : {}) };
-  const channel = openGreeterClient(target, etcd, { credentials: tls.credentials, options: { ...tls.options, ...subsetOptions }, config: { lb: flags.lb, healthCheckConfig } });
+  const channel = openGreeterClient(target, etcd, { credentials: tls.credentials, options: { ...tls.options, ...subsetOptions }, config: { lb: flags.lb, healthCheckConfig, loadAware } });
   let closed = false;
   return {
     target,

@@ -6,6 +6,7 @@ import { ETCD_SCHEME, keyPrefixOf } from '../balancer/resolver-etcd';
 import { isHostPort, MAX_WEIGHT, MIN_WEIGHT, parseWeight as weightOf } from '../balancer/endpoint-codec';
 import { LB_POLICIES, type LbPolicy } from '../balancer/channel';
 import { validateCoordinationName } from '../coordination/lock-name';
+import { BadFailureCodesError, FailureCodes } from '../balancer/failure-codes';
 
 /**
  * Value parsers for CLI flags. Each throws commander's InvalidArgumentError,
@@ -161,11 +162,28 @@ export function parseCoordinationName(value: string): string {
   return value;
 }
 
-/** `--weight`: an integer in 1..1000 (the registry's range). */
+/** `--weight`: an integer in 0..1000 (the registry's range; 0 registers the server drained). */
 export function parseWeightFlag(value: string): number {
   const w = /^-?\d+$/.test(value) ? weightOf(Number(value)) : `${JSON.stringify(value)} is not an integer`;
   if (typeof w === 'string') throw new InvalidArgumentError(`${w.replace(/^weight /, '')} (a weight is an integer ${MIN_WEIGHT}..${MAX_WEIGHT})`);
   return w;
+}
+
+/** `--failure-codes`: status code names, comma-separated (`INTERNAL,UNKNOWN`), or `none`; returns the names. */
+export function parseFailureCodes(value: string): string[] {
+  try {
+    return [...FailureCodes.parse(value).names];
+  } catch (err) {
+    if (err instanceof BadFailureCodesError) throw new InvalidArgumentError(err.message);
+    throw err;
+  }
+}
+
+/** `--max-ejection-percent`: a number in (0, 100]. */
+export function parseEjectionPercent(value: string): number {
+  const n = /^\s*\d+(\.\d+)?\s*$/.test(value) ? Number(value) : NaN;
+  if (!(n > 0 && n <= 100)) throw new InvalidArgumentError(`${JSON.stringify(value)} is not a percentage in (0, 100]`);
+  return n;
 }
 
 /** `--lb`: one of the policies the mesh registers. */

@@ -8,6 +8,7 @@ import { runLoad, type LoadReport, type LoadTick } from '../services/load-genera
 import { createEtcdClient } from '../core/etcd-client';
 import type { EtcdConfig } from '../core/etcd-config';
 import type { LbPolicy } from '../balancer/channel';
+import type { LoadAwareOptions } from '../balancer/lb-policy-config';
 import { componentLogger } from '../core/logger';
 import { ResolverMarkers } from '../services/load-markers';
 import type { LoadMarker } from '../services/load-report';
@@ -18,6 +19,8 @@ export interface DemoOptions {
   lb?: LbPolicy;
   /** The load client's health checking (gRPC A17): default on, service "" (the server as a whole); false: off. */
   healthCheck?: { serviceName: string } | false;
+  /** load_aware's failure table and ejection bound (`--failure-codes`, `--max-ejection-percent`). */
+  loadAware?: LoadAwareOptions;
   /** Existing etcd to use; without it a local 3-member cluster is started. */
   etcd?: EtcdConfig;
   /** Total run time, ms (the scenario is spread over it). */
@@ -169,7 +172,7 @@ export class Demo {
     await this.startUp();
     const client = this.client!;
     const target = meshTarget(opts.prefix, opts.service);
-    const channel = openGreeterClient(target, client, { name: 'demo', config: { lb: opts.lb, healthCheckConfig: opts.healthCheck === false ? undefined : (opts.healthCheck ?? { serviceName: '' }) } });
+    const channel = openGreeterClient(target, client, { name: 'demo', config: { lb: opts.lb, loadAware: opts.loadAware, healthCheckConfig: opts.healthCheck === false ? undefined : (opts.healthCheck ?? { serviceName: '' }) } });
     this.interruption.check();
     this.setState('running');
 

@@ -28,7 +28,9 @@ describe('endpoint codec (Go naming/endpoints format)', () => {
     expect(read('{"weight":"250"}').attributes.weight).toBe(250);
     expect(read('null')).toMatchObject({ metadata: null, attributes: { weight: DEFAULT_WEIGHT }, warnings: [] });
     expect(read('"not json"')).toMatchObject({ metadata: 'not json', attributes: { weight: DEFAULT_WEIGHT }, warnings: [] });
-    for (const bad of ['0', '-5', '"heavy"', '1001', '2.5', 'true']) {
+    // Weight 0 is valid: it drains the backend (never defaulted).
+    expect(read('{"weight":0}')).toMatchObject({ attributes: { weight: 0 }, warnings: [] });
+    for (const bad of ['-5', '"heavy"', '1001', '2.5', 'true']) {
       const r = read(`{"weight":${bad}}`);
       expect(r.attributes.weight).toBe(DEFAULT_WEIGHT);
       expect(r.warnings).toHaveLength(1);
@@ -40,6 +42,7 @@ describe('endpoint codec (Go naming/endpoints format)', () => {
     expect(ours.attributes).toEqual({ weight: 7, version: '1.2' });
     expect(parseWeight(1000)).toBe(1000);
     expect(parseWeight(1)).toBe(1);
+    expect(parseWeight(0)).toBe(0);
   });
 
   it('rejects garbage with a reason, never throws', () => {

@@ -130,14 +130,21 @@ describe('load-aware balancing (default policy)', () => {
     await servedCounts([heavy, light]);
   });
 
-  it('a bad weight written by hand: a warning naming the key, the default weight used; the backend keeps serving', async () => {
+  it('a bad weight written by hand: a warning naming the key, once per change of the record, the default weight used; the backend keeps serving', async () => {
     const s = await startServer('bw', ['--no-register']);
     const key = `bw/greeter/${s.addr}`;
-    await t.etcd!.etcdctl(['put', key, JSON.stringify({ Op: 0, Addr: s.addr, Metadata: JSON.stringify({ weight: 0 }) })]);
-    const { report, proc } = await load('bw', ['--concurrency', '2', '--duration', '1s']);
-    const warning = proc.logs.find((l) => l.event === 'watcher.bad_metadata');
+    const bad = JSON.stringify({ Op: 0, Addr: s.addr, Metadata: JSON.stringify({ weight: 5000 }) });
+    await t.etcd!.etcdctl(['put', key, bad]);
+    const loading = load('bw', ['--concurrency', '2', '--duration', '2s']);
+    await new Promise((r) => setTimeout(r, 1200));
+    // The same value written again (as a registration re-granting its lease would): no second warning.
+    await t.etcd!.etcdctl(['put', key, bad]);
+    const { report, proc } = await loading;
+    const warnings = proc.logs.filter((l) => l.event === 'watcher.bad_metadata');
+    expect(warnings).toHaveLength(1);
+    const warning = warnings[0];
     expect(warning).toMatchObject({ key });
-    expect(String(warning!.reason)).toMatch(/weight 0 is out of range 1\.\.1000; using the default weight 100/);
+    expect(String(warning.reason)).toMatch(/weight 5000 is out of range 0\.\.1000; using the default weight 100/);
     expect(proc.logs.find((l) => l.event === 'lb.endpoint_state' && l.addr === s.addr)).toMatchObject({ weight: 100 });
     expect(report.failed).toBe(0);
     expect(report.ok).toBeGreaterThan(0);
@@ -161,15 +168,15 @@ describe('load-aware balancing (default policy)', () => {
   it('--lb: unknown names and bad --weight values exit 2 with one line', async () => {
     const [lb, ...weights] = await Promise.all([
       runMesh(['load', '--lb', 'fastest', '--etcd', t.etcd!.endpoints]),
-      ...['0', 'heavy', '1001'].map((w) => runMesh(['server', '--port', '0', '--weight', w, '--etcd', t.etcd!.endpoints])),
+      ...['-1', 'heavy', '1001'].map((w) => runMesh(['server', '--port', '0', '--weight', w, '--etcd', t.etcd!.endpoints])),
     ]);
     expect(lb.code).toBe(2);
     expect(lb.stderr.filter(Boolean)).toHaveLength(1);
-    expect(lb.stderr[0]).toMatch(/unknown policy "fastest"; choose one of load_aware, round_robin, pick_first/);
+    expect(lb.stderr[0]).toMatch(/unknown policy "fastest"; choose one of load_aware, round_robin, pick_first, outlier_detection/);
     for (const r of weights) {
       expect(r.code).toBe(2);
       expect(r.stderr.filter(Boolean)).toHaveLength(1);
-      expect(r.stderr[0]).toMatch(/--weight .*(out of range 1\.\.1000|is not an integer)/);
+      expect(r.stderr[0]).toMatch(/--weight .*(out of range 0\.\.1000|is not an integer)/);
     }
   });
 });
