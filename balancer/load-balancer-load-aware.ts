@@ -9,6 +9,7 @@ import { FailureCodes } from './failure-codes';
 import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { ENDPOINT_ATTRIBUTES_OPTION } from './resolver-etcd';
 import { componentLogger, type Logger } from '../core/logger';
+import { meshObserver } from '../core/mesh-observer';
 import { LOAD_AWARE, LoadAwareConfig } from './load-balancer-load-aware-config';
 import { LoadAwarePicker, type PickerHost } from './load-balancer-load-aware-picker';
 
@@ -314,6 +315,7 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
     const e = c.entry;
     const failures = e.failures.volume(now) > 0 ? { failureRate: round(e.failures.rate()), failureReference: round(this.failureReference) } : {};
     const ejection = next === 'EJECTED' ? { cause: e.ejectedFor, multiplier: e.multiplier, ejectionMs: ejectionTimeMs(e, this.tuning) } : {};
+    if (next === 'EJECTED' || prev === 'EJECTED') meshObserver()?.ejection?.(c.addr, next === 'EJECTED', e.ejectedFor ?? cause ?? 'latency');
     this.log.info(
       { event: 'lb.endpoint_state', addr: c.addr, from: prev, to: next, reason, ...ejection, meanMs: round(e.load.meanLatencyMs(now)), stallMs: round(e.load.stallMs(now)), referenceMs: round(referenceMs), ...failures, outstanding: e.load.outstanding, ...fields },
       `${c.addr} ${prev} -> ${next}: ${reason}`,

@@ -68,7 +68,7 @@ export class MeshMetrics implements MeshObserver {
     this.lag = new Histogram({ name: 'mesh_resolver_delivery_lag_seconds', help: 'From the first registry change of a batch to its delivery to the channel (coalescing and rate limit included).', labelNames: ['registry'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers });
     this.lease = new Gauge({ name: 'mesh_registration_lease_state', help: 'State of the lease registration: 1 for the current state, 0 for the others.', labelNames: ['key', 'state'], registers });
     this.ejected = new Gauge({ name: 'mesh_lb_backend_ejected', help: 'Whether the load-aware policy ejects each backend now (1) or not (0).', labelNames: ['backend'], registers });
-    this.ejections = new Counter({ name: 'mesh_lb_ejections_total', help: 'Ejections by the load-aware policy, by backend and reason (slow: latency far above its peers; failing: failures far above its peers).', labelNames: ['backend', 'reason'], registers });
+    this.ejections = new Counter({ name: 'mesh_lb_ejections_total', help: 'Ejections by the load-aware policy, by backend and reason (latency: far slower than its peers; failures: failing far more often than its peers).', labelNames: ['backend', 'reason'], registers });
     this.health = new Gauge({ name: 'mesh_lb_backend_health', help: 'Client-side health check (gRPC A17) of each backend: 1 for the current state, 0 for the others.', labelNames: ['backend', 'state'], registers });
     this.reregistrations = new Counter({ name: 'mesh_registration_reregistrations_total', help: 'Registrations written again under a fresh lease after the lease was lost.', labelNames: ['key'], registers });
   }

@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, it, type TestContext } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, REPO } from './harness/mesh-process';
 import { freePort, waitFor } from './harness/ports';
-import { PeerProcess } from './harness/peer-process';
+import { peerProcess } from './harness/peer-process';
+import { needTool } from './harness/need-tool';
 import { DEBIAN_PYTHON, ensurePythonGrpc } from './harness/peer-python';
 import type { PeerAvailability } from './harness/peer-debian';
 import { EtcdctlRegistration } from './harness/peer-etcdctl';
@@ -37,26 +38,25 @@ beforeAll(async () => {
 afterAll(async () => {
   await stopTestEtcd(t, async () => {
     await Promise.all(registrations.map((r) => r.close()));
-    await PeerProcess.killAll();
     await MeshProcess.killAll();
   });
   rmSync(tmp, { recursive: true, force: true });
 });
 
 function needPython(ctx: TestContext): void {
-  if (!python.ok) ctx.skip(`python3-grpcio unavailable: ${python.reason}`);
+  needTool(ctx, python, 'python3-grpcio');
 }
 
 interface Failing {
-  proc: PeerProcess;
+  proc: MeshProcess;
   addr: string;
 }
 
 /** A C-core greeter failing `fraction` of its calls with `code`, registered under `prefix` by etcdctl. */
 async function startFailing(prefix: string, code: string, fraction: number): Promise<Failing> {
   const port = await freePort();
-  const proc = new PeerProcess(`failing greeter :${port}`, DEBIAN_PYTHON, ['-u', path.join(REPO, 'test', 'peers', 'greeter_server.py'), String(port), '--fail-code', code, '--fail-fraction', String(fraction)]);
-  await proc.waitForEvent('listening');
+  const proc = peerProcess(DEBIAN_PYTHON, ['-u', path.join(REPO, 'test', 'peers', 'greeter_server.py'), String(port), '--fail-code', code, '--fail-fraction', String(fraction)]);
+  await proc.waitForLog('listening');
   const addr = `127.0.0.1:${port}`;
   registrations.push(await EtcdctlRegistration.register(t.etcd!, `${prefix}/greeter/${addr}`, addr));
   return { proc, addr };
@@ -97,17 +97,17 @@ describe('failing backends: load_aware beside round_robin (C-core peers among me
     const prefix = 'fail1';
     const [broken] = await Promise.all([startFailing(prefix, 'INTERNAL', 1), startMeshServer(prefix), startMeshServer(prefix), startMeshServer(prefix)]);
     // Healthy until the load has run a warm-up second (every backend connected), then broken at once.
-    const healed = (n: number) => broken.proc.eventsNamed('healed').length >= n;
-    broken.proc.proc.kill('SIGUSR1');
+    const healed = (n: number) => broken.proc.logsNamed('healed').length >= n;
+    broken.proc.kill('SIGUSR1');
     await waitFor('peer healed', () => healed(1));
     const breakingRun = async (lb: string) => {
       const l = startLoad(prefix, lb, 3, ['--warmup', '1s']);
       // Broken as the measured run begins (the warm-up's calls are left out of the report).
       await l.proc.waitForLog('load.phase', { to: 'measuring' });
-      broken.proc.proc.kill('SIGUSR2');
+      broken.proc.kill('SIGUSR2');
       const report = await l.report;
-      const n = broken.proc.eventsNamed('healed').length;
-      broken.proc.proc.kill('SIGUSR1');
+      const n = broken.proc.logsNamed('healed').length;
+      broken.proc.kill('SIGUSR1');
       await waitFor('peer healed', () => healed(n + 1));
       return { report, proc: l.proc };
     };
@@ -125,13 +125,13 @@ describe('failing backends: load_aware beside round_robin (C-core peers among me
     expect(firstEjection).toMatchObject({ cause: 'failures' });
 
     // Broken from the start of a run, healed 2.5 s into it: its per-second share (from the load's CSV) must be back near 25% within 10 s.
-    broken.proc.proc.kill('SIGUSR2');
+    broken.proc.kill('SIGUSR2');
     const csv = path.join(tmp, 'heal.csv');
     const healing = startLoad(prefix, 'load_aware', 6, ['--csv', csv]);
     // The CSV's seconds count from the load's start.
     const startLine = await healing.proc.waitForLog('load.started', {});
     await new Promise((r) => setTimeout(r, 2_500));
-    broken.proc.proc.kill('SIGUSR1');
+    broken.proc.kill('SIGUSR1');
     const healedAtS = (Date.now() - (startLine.time as number)) / 1000;
     const report = await healing.report;
     const shares = perSecondShares(csv, broken.addr);
@@ -165,7 +165,7 @@ describe('failing backends: load_aware beside round_robin (C-core peers among me
     const la = await load(prefix, 'load_aware', 3);
     // The peers report their counts once a second: wait for the last of the run.
     await new Promise((r) => setTimeout(r, 1_500));
-    const answered = peers.reduce((n, p) => n + Number(p.proc.eventsNamed('calls').at(-1)?.calls ?? 0), 0);
+    const answered = peers.reduce((n, p) => n + Number(p.proc.logsNamed('calls').at(-1)?.calls ?? 0), 0);
     const rr = await load(prefix, 'round_robin', 3);
     const outs = ejections(la.proc);
     const forFailures = la.proc.logs.filter((l) => l.event === 'lb.endpoint_state' && l.to === 'EJECTED' && l.cause === 'failures').length;

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, it, type TestContext } from 'vitest';
 import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
 import { MeshProcess, runMesh } from './harness/mesh-process';
 import { freePort, waitFor } from './harness/ports';
-import { PeerProcess } from './harness/peer-process';
+import { peerProcess } from './harness/peer-process';
 import { ensurePythonGrpc, PythonGreeter } from './harness/peer-python';
 import { buildGoPeers, ensureGoToolchain, type GoPeers } from './harness/peer-go';
 import { EtcdctlRegistration } from './harness/peer-etcdctl';
@@ -67,7 +67,6 @@ afterAll(async () => {
   for (const g of grpcServers) g.forceShutdown();
   await stopTestEtcd(t, async () => {
     await Promise.all(registrations.map((r) => r.close()));
-    await PeerProcess.killAll();
   });
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -102,8 +101,8 @@ async function cCoreServer(service: string): Promise<Backend> {
 
 async function goServer(service: string): Promise<Backend> {
   const port = await freePort();
-  const proc = new PeerProcess(`go greeter :${port}`, go!.server, ['-port', String(port), '-etcd', t.etcd!.endpoints, '-target', `services/${service}`, '-ttl', '5']);
-  await proc.waitForEvent('registered');
+  const proc = peerProcess(go!.server, ['-port', String(port), '-etcd', t.etcd!.endpoints, '-target', `services/${service}`, '-ttl', '5']);
+  await proc.waitForLog('registered');
   return { addr: `127.0.0.1:${port}`, key: `services/${service}/127.0.0.1:${port}`, registeredAt: Date.now() };
 }
 
@@ -162,7 +161,7 @@ describe.concurrent('xDS clients we did not write, through mesh xds', () => {
       const failedAtKill = c.failed() - failedBefore;
       const after = c.totals(goneAt);
       const startAt = c.ticks[0]?.t ?? 0;
-      console.log(`xds ${kind}: failed calls: before all backends answered ${c.failed(0, c.firstAt(backends[backends.length - 1].addr) ?? 0)}, until the kill ${c.failed(0, killAt)} (${c.proc.eventsNamed('error').map((e) => `${Number(e.t) - startAt} ms ${String(e.code)}: ${String(e.details)}`).join('; ')}); joiner registered at +${joiner.registeredAt - startAt} ms, drain at +${drainAt - startAt} ms`);
+      console.log(`xds ${kind}: failed calls: before all backends answered ${c.failed(0, c.firstAt(backends[backends.length - 1].addr) ?? 0)}, until the kill ${c.failed(0, killAt)} (${c.proc.logsNamed('error').map((e) => `${Number(e.t) - startAt} ms ${String(e.code)}: ${String(e.details)}`).join('; ')}); joiner registered at +${joiner.registeredAt - startAt} ms, drain at +${drainAt - startAt} ms`);
       console.log(`xds ${kind}: ${backends.length + 1} backends reached; joiner's first call ${joinMs} ms after its registration; last call to the draining one ${drainMs} ms after the drain mark; SIGKILLed one: last call ${c.lastCallTo(killed.addr) - killAt} ms after the kill, lease gone ${goneAt - killAt} ms after, ${failedAtKill} calls failed at the kill (${c.errors().slice(-1)}); after: ${JSON.stringify(after)}`);
       expect(joinMs).toBeLessThan(1_000);
       expect(drainMs).toBeLessThan(1_000);

@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 import { REPO } from './mesh-process';
-import { PeerProcess } from './peer-process';
+import { peerProcess } from './peer-process';
+import type { MeshProcess } from '../../demo/mesh-process';
 import { DEBIAN_PYTHON } from './peer-python';
 import { waitFor } from './ports';
 
@@ -36,7 +37,7 @@ const WINDOW_MS = 200;
 export class XdsClientPeer {
   private constructor(
     readonly kind: XdsClientKind,
-    readonly proc: PeerProcess,
+    readonly proc: MeshProcess,
   ) {}
 
   static async start(kind: XdsClientKind, target: string, bootstrapFile: string, opts: XdsClientOptions = {}): Promise<XdsClientPeer> {
@@ -44,19 +45,19 @@ export class XdsClientPeer {
     const env = { GRPC_XDS_BOOTSTRAP: bootstrapFile, ...opts.env };
     const proc =
       kind === 'c-core'
-        ? new PeerProcess(`xds client (C core) ${target}`, DEBIAN_PYTHON, ['-u', path.join(REPO, 'test', 'peers', 'xds_client.py'), ...args], env)
-        : new PeerProcess(`xds client (grpc-js-xds) ${target}`, process.execPath, [path.join(REPO, 'test', 'peers', 'xds-client-node.js'), ...args], env);
-    await proc.waitForEvent('started');
+        ? peerProcess(DEBIAN_PYTHON, ['-u', path.join(REPO, 'test', 'peers', 'xds_client.py'), ...args], env)
+        : peerProcess(process.execPath, [path.join(REPO, 'test', 'peers', 'xds-client-node.js'), ...args], env);
+    await proc.waitForLog('started');
     return new XdsClientPeer(kind, proc);
   }
 
   get ticks(): XdsTick[] {
-    return this.proc.eventsNamed('tick') as unknown as XdsTick[];
+    return this.proc.logsNamed('tick') as unknown as XdsTick[];
   }
 
   /** Epoch ms of the first reply from `backend`, if any. */
   firstAt(backend: string): number | undefined {
-    const e = this.proc.eventsNamed('first').find((f) => f.backend === backend);
+    const e = this.proc.logsNamed('first').find((f) => f.backend === backend);
     return e ? Number(e.t) : undefined;
   }
 
@@ -102,7 +103,7 @@ export class XdsClientPeer {
 
   /** The first errors the client printed (code and details). */
   errors(): string[] {
-    return this.proc.eventsNamed('error').map((e) => `${String(e.code)}: ${String(e.details)}`);
+    return this.proc.logsNamed('error').map((e) => `${String(e.code)}: ${String(e.details)}`);
   }
 
   /** Wait for the next window to be printed, so counts up to now are in. */
