@@ -1,10 +1,9 @@
 import { Command, Option } from 'commander';
-import { addEtcdOptions, addServiceOptions, errorText } from './common';
+import { errorText } from './common';
 import { intIn, parseDuration, parseLb, parsePositiveDuration, parseTarget } from './parse';
 import { DEFAULT_LB } from '../balancer/channel';
-import { addClientTlsOptions } from './tls';
-import { addFailureOptions, addHealthCheckOptions, addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
-import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
+import { addMeshClientOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
+import { serveMetrics, type MetricsFlags } from './metrics-flag';
 import { sayHello } from '../services/greeter-client';
 import * as grpc from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
@@ -47,12 +46,7 @@ export function clientCommand(): Command {
     .addOption(new Option('--deadline <duration>', 'deadline of each call, retries included').default(1000, '1s').argParser(parsePositiveDuration))
     .addOption(new Option('--target <target>', 'any grpc-js target instead of the etcd resolver').argParser(parseTarget))
     .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware, round_robin, pick_first or outlier_detection').default(DEFAULT_LB).argParser(parseLb));
-  addSubsetOptions(cmd);
-  addHealthCheckOptions(cmd);
-  addFailureOptions(cmd);
-  addEtcdOptions(addServiceOptions(cmd));
-  addClientTlsOptions(cmd);
-  addMetricsOption(cmd);
+  addMeshClientOptions(cmd);
   return cmd.action(async (flags: ClientFlags) => {
     // Before the channel: it takes the client-metrics interceptor when built.
     const served = await serveMetrics(flags);

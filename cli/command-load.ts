@@ -1,10 +1,8 @@
 import { Command, Option } from 'commander';
-import { addEtcdOptions, addServiceOptions } from './common';
 import { intIn, parseLb, parsePositiveDuration, parseTarget } from './parse';
 import { DEFAULT_LB } from '../balancer/channel';
-import { addClientTlsOptions } from './tls';
-import { addFailureOptions, addHealthCheckOptions, addSubsetOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
-import { addMetricsOption, serveMetrics, type MetricsFlags } from './metrics-flag';
+import { addMeshClientOptions, openMeshClient, type MeshClientFlags } from './mesh-client';
+import { serveMetrics, type MetricsFlags } from './metrics-flag';
 import { runLoad, type LoadReport } from '../services/load-generator';
 import { TrafficView } from '../services/traffic-view';
 import { addLoadModeOptions, type LoadModeFlags } from './load-flags';
@@ -41,12 +39,7 @@ export function loadCommand(): Command {
     .addOption(new Option('--lb <policy>', 'load-balancing policy: load_aware (slow or failing backends get little traffic; weights honoured), round_robin, pick_first or outlier_detection (grpc-js\'s, around round_robin)').default(DEFAULT_LB).argParser(parseLb))
     .option('--json', 'print one JSON summary object as the last stdout line', false);
   addLoadModeOptions(cmd);
-  addSubsetOptions(cmd);
-  addHealthCheckOptions(cmd);
-  addFailureOptions(cmd);
-  addEtcdOptions(addServiceOptions(cmd));
-  addClientTlsOptions(cmd);
-  addMetricsOption(cmd);
+  addMeshClientOptions(cmd);
   return cmd.action(async (flags: LoadFlags) => {
     // Before the channel: it takes the client-metrics interceptor when built.
     const served = await serveMetrics(flags);

@@ -93,6 +93,10 @@ export function xdsCommand(): Command {
         await served?.http.close();
         throw new CommandFailure((err as Error).message);
       }
+      if (observer) {
+        const plane = server;
+        observer.clients = () => plane.clientInfo();
+      }
       process.stdout.write(`${server.address}\n`);
       await signal.stopped;
       await server.close();

@@ -1,9 +1,10 @@
 import type { Etcd3 } from 'etcd3';
 import { Option, type Command } from 'commander';
-import { connectEtcd, UsageError, type EtcdFlags, type ServiceFlags } from './common';
+import { addEtcdOptions, addServiceOptions, connectEtcd, UsageError, type EtcdFlags, type ServiceFlags } from './common';
 import { intIn } from './parse';
 import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE, CLIENT_ID_OPTION, MAX_CLIENT_ID, SUBSET_SIZE_OPTION } from '../balancer/subset';
-import { clientCredentials, type ClientTlsFlags } from './tls';
+import { addClientTlsOptions, clientCredentials, type ClientTlsFlags } from './tls';
+import { addMetricsOption } from './metrics-flag';
 import { meshTarget, openGreeterClient, type GreeterClient } from '../services/greeter-client';
 import { servicePrefix } from '../balancer/endpoint-codec';
 import { DEFAULT_LB, type LbPolicy } from '../balancer/channel';
@@ -30,6 +31,21 @@ export interface MeshClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags
   failureCodes?: string[];
   /** `--max-ejection-percent`: at most this share of backends ejected at once (load_aware). */
   maxEjectionPercent?: number;
+}
+
+/**
+ * What every command that calls the mesh takes after its own flags (client,
+ * load), in this order (their --help lists them so): subsetting, health
+ * checking, load_aware's failure handling, the registry and etcd, TLS, metrics.
+ */
+export function addMeshClientOptions(cmd: Command): Command {
+  addSubsetOptions(cmd);
+  addHealthCheckOptions(cmd);
+  addFailureOptions(cmd);
+  addEtcdOptions(addServiceOptions(cmd));
+  addClientTlsOptions(cmd);
+  addMetricsOption(cmd);
+  return cmd;
 }
 
 /** `--no-health-check` and `--health-service`, shared by `client`, `load` and `demo`. */

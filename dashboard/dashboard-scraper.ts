@@ -51,6 +51,22 @@ export interface TrafficView {
   notScraped: NotScraped;
   /** What bounds the scraping (so the page can say it). */
   limits: { registry: ScrapeRegistryPolicy; maxTargets: number; maxBodyBytes: number; timeoutMs: number; maxBackoffMs: number };
+  /** xDS clients connected to the scraped `mesh xds` control planes (mesh_xds_client_info), with the plane's /metrics address. */
+  xdsClients: XdsClientRow[];
+}
+
+/** One connected xDS client, as its control plane reports it. */
+export interface XdsClientRow {
+  plane: string;
+  nodeId: string;
+  userAgent: string;
+  zone: string;
+  /** `LDS:greeter;CDS:greeter;...` */
+  subscribed: string;
+  /** `LDS:17;CDS:17;...` (etcd revisions) */
+  ackedVersion: string;
+  /** `EDS@17: detail`, or '' */
+  lastNack: string;
 }
 
 export interface ScraperOptions {
@@ -75,6 +91,8 @@ interface Sample {
   /** A client's view: each backend's health-check state, and the backends it ejects. */
   health: Map<string, string>;
   ejected: Set<string>;
+  /** A control plane's view: its connected xDS clients. */
+  xds: Omit<XdsClientRow, 'plane'>[];
 }
 
 interface Tick {
@@ -89,7 +107,8 @@ const SECONDS_BUCKET = 'grpc_server_handling_seconds_bucket';
 const PICKS = 'mesh_lb_picks_total';
 const HEALTH = 'mesh_lb_backend_health';
 const EJECTED = 'mesh_lb_backend_ejected';
-const WANTED = new Set([HANDLED, SECONDS_BUCKET, PICKS, HEALTH, EJECTED]);
+const XDS_CLIENT = 'mesh_xds_client_info';
+const WANTED = new Set([HANDLED, SECONDS_BUCKET, PICKS, HEALTH, EJECTED, XDS_CLIENT]);
 /** Reads in flight at once: bounds the memory a round can take (each read holds at most maxBodyBytes). */
 const PARALLEL = 16;
 
@@ -171,7 +190,7 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
   private async read(addr: string): Promise<Sample> {
     const text = await readMetrics(addr, { timeoutMs: this.timeoutMs, maxBytes: this.maxBodyBytes, agent: this.agent });
     const { samples } = parsePromText(text, WANTED);
-    const s: Sample = { at: Date.now(), server: false, client: false, handled: 0, buckets: new Map(), picks: new Map(), health: new Map(), ejected: new Set() };
+    const s: Sample = { at: Date.now(), server: false, client: false, handled: 0, buckets: new Map(), picks: new Map(), health: new Map(), ejected: new Set(), xds: [] };
     for (const m of samples) {
       if (m.name === HANDLED) {
         s.server = true;
@@ -186,6 +205,9 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
         s.health.set(m.labels.backend, m.labels.state);
       } else if (m.name === EJECTED && m.labels.backend && m.value === 1) {
         s.ejected.add(m.labels.backend);
+      } else if (m.name === XDS_CLIENT && m.value === 1) {
+        const l = m.labels;
+        s.xds.push({ nodeId: l.node_id ?? '', userAgent: l.user_agent ?? '', zone: l.zone ?? '', subscribed: l.subscribed ?? '', ackedVersion: l.acked_version ?? '', lastNack: l.last_nack ?? '' });
       }
     }
     if (s.buckets.size) s.server = true;
@@ -310,6 +332,7 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
       },
       targets: targets.sort((a, b) => (a.addr < b.addr ? -1 : 1)),
       notScraped: this.notScraped,
+      xdsClients: [...this.last].flatMap(([plane, s]) => s.xds.map((c) => ({ plane, ...c }))),
       limits: { registry: this.chooser.policy, maxTargets: this.chooser.maxTargets, maxBodyBytes: this.maxBodyBytes, timeoutMs: this.timeoutMs, maxBackoffMs: this.maxBackoffMs },
     };
   }

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { XdsObserver, XdsTypeName } from './xds-observer';
+import type { XdsClientInfo, XdsObserver, XdsTypeName } from './xds-observer';
 
 /**
  * `mesh xds --metrics HOST:PORT`: the control plane's own families, beside
@@ -17,6 +17,8 @@ export class XdsMetrics implements XdsObserver {
   private readonly bad: Counter<'reason'>;
   private readonly version: Gauge;
   private readonly resources: Gauge<'type'>;
+  /** The connected clients, read at scrape time (set by whoever holds the server). */
+  clients: () => XdsClientInfo[] = () => [];
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -27,6 +29,17 @@ export class XdsMetrics implements XdsObserver {
     this.latency = new Histogram({ name: 'mesh_xds_push_latency_seconds', help: 'From a registry change reaching the control plane to the push written to a client, by resource type.', labelNames: ['type'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers });
     this.bad = new Counter({ name: 'mesh_xds_bad_requests_total', help: 'ADS streams ended for a request that could not be served, by reason.', labelNames: ['reason'], registers });
     this.version = new Gauge({ name: 'mesh_xds_snapshot_revision', help: 'The etcd revision of the state being served (its version_info).', registers });
+    const self = this;
+    new Gauge({
+      name: 'mesh_xds_client_info',
+      help: 'One series per connected xDS client (value 1): node id, user agent, zone, what it subscribes to (type:names;...), the versions it ACKed (type:version;...), its last NACK (type@version: detail).',
+      labelNames: ['node_id', 'user_agent', 'zone', 'subscribed', 'acked_version', 'last_nack'],
+      registers,
+      collect() {
+        this.reset();
+        for (const c of self.clients()) this.set(clientLabels(c), 1);
+      },
+    });
     this.resources = new Gauge({ name: 'mesh_xds_resources', help: 'Resources in the state being served, by type.', labelNames: ['type'], registers });
   }
 
@@ -59,4 +72,20 @@ export class XdsMetrics implements XdsObserver {
     this.version.set(Number(version));
     for (const [type, n] of Object.entries(counts)) this.resources.set({ type }, n);
   }
+}
+
+/** A client's labels: lists as `TYPE:a,b;TYPE:c`, so one series says all (text, for people and the dashboard). */
+export function clientLabels(c: XdsClientInfo): Record<string, string> {
+  const list = (m: Partial<Record<string, string | string[]>>) =>
+    Object.entries(m)
+      .map(([type, v]) => `${type}:${Array.isArray(v) ? v.join(',') : v}`)
+      .join(';');
+  return {
+    node_id: c.nodeId,
+    user_agent: c.userAgent,
+    zone: c.zone,
+    subscribed: list(c.subscribed),
+    acked_version: list(c.acked),
+    last_nack: c.lastNack ? `${c.lastNack.type}@${c.lastNack.version}: ${c.lastNack.detail}`.slice(0, 500) : '',
+  };
 }

@@ -28,3 +28,18 @@ export interface XdsObserver {
   /** A new snapshot is being served: its version (etcd revision) and resource count per type. */
   snapshot?(version: string, counts: Record<XdsTypeName, number>): void;
 }
+
+/** One connected xDS client as the control plane knows it (`mesh xds --metrics`: mesh_xds_client_info; the dashboard lists them). */
+export interface XdsClientInfo {
+  /** Its node id ('' before its first request). */
+  nodeId: string;
+  /** `user_agent_name user_agent_version` from its node. */
+  userAgent: string;
+  zone: string;
+  /** What it subscribes to, per type: resource names, or `*` for a wildcard. */
+  subscribed: Partial<Record<XdsTypeName, string[]>>;
+  /** The last version it ACKed, per type. */
+  acked: Partial<Record<XdsTypeName, string>>;
+  /** Its last NACK: type, the version it refused, its error detail, when (ms since the epoch). */
+  lastNack?: { type: XdsTypeName; version: string; detail: string; at: number };
+}

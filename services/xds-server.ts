@@ -7,7 +7,7 @@ import { XdsRegistry, type RegistryState } from './xds-registry';
 import { XdsSnapshotBuilder, type XdsSnapshot } from './xds-snapshot';
 import { AdsStream } from './xds-stream';
 import type { XdsLbPolicy } from './xds-resources';
-import type { XdsObserver, XdsTypeName } from './xds-observer';
+import type { XdsClientInfo, XdsObserver, XdsTypeName } from './xds-observer';
 
 /**
  * `mesh xds`: an xDS control plane (the Aggregated Discovery Service, state
@@ -104,6 +104,11 @@ export class XdsServer {
   /** The snapshot served now (undefined while WAITING). */
   get snapshot(): XdsSnapshot | undefined {
     return this.snap;
+  }
+
+  /** Every client connected now: what it subscribes to, has ACKed, last NACKed. */
+  clientInfo(): XdsClientInfo[] {
+    return [...this.streams].map((s) => s.info);
   }
 
   /** Node ids of the clients connected now (one per open ADS stream; '' before its first request). */

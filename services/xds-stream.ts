@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from '../core/logger';
 import { isXdsTypeUrl, TYPE_SHORT, TYPE_URL, XDS_TYPE_URLS, type DiscoveryRequest, type DiscoveryResponse, type XdsTypeUrl } from './xds-protos';
 import type { XdsResource, XdsSnapshot } from './xds-snapshot';
-import type { XdsObserver } from './xds-observer';
+import type { XdsClientInfo, XdsObserver } from './xds-observer';
 
 /**
  * One client's ADS stream, state of the world (SotW), as the xDS protocol
@@ -51,6 +51,9 @@ const WILDCARD_TYPES: ReadonlySet<string> = new Set([TYPE_URL.listener, TYPE_URL
 export class AdsStream {
   private readonly types = new Map<XdsTypeUrl, TypeState>();
   private nodeId = '';
+  private userAgent = '';
+  private zone = '';
+  private lastNack: XdsClientInfo['lastNack'];
   private nonces = 0;
   private closed = false;
 
@@ -74,6 +77,17 @@ export class AdsStream {
     return this.nodeId;
   }
 
+  /** What this client subscribes to and has accepted, for the metrics and the dashboard. */
+  get info(): XdsClientInfo {
+    const subscribed: XdsClientInfo['subscribed'] = {};
+    const acked: XdsClientInfo['acked'] = {};
+    for (const [type, st] of this.types) {
+      subscribed[TYPE_SHORT[type]] = st.wildcard ? ['*', ...st.names] : [...st.names];
+      if (st.acked !== undefined) acked[TYPE_SHORT[type]] = st.acked;
+    }
+    return { nodeId: this.nodeId, userAgent: this.userAgent, zone: this.zone, subscribed, acked, lastNack: this.lastNack };
+  }
+
   /** A new snapshot: push every subscribed type whose content changed (unless a response of that type is in flight). */
   onSnapshot(snapshot: XdsSnapshot): void {
     for (const type of XDS_TYPE_URLS) {
@@ -94,6 +108,8 @@ export class AdsStream {
     if (req.node && !this.nodeId) {
       this.nodeId = req.node.id;
       const n = req.node;
+      this.userAgent = `${n.user_agent_name ?? ''} ${n.user_agent_version ?? ''}`.trim();
+      this.zone = n.locality?.zone ?? '';
       this.log.info({ event: 'xds.client', node: n.id, cluster: n.cluster, zone: n.locality?.zone, userAgent: `${n.user_agent_name} ${n.user_agent_version ?? ''}`.trim(), peer: this.call.getPeer() }, `xDS client ${JSON.stringify(n.id)} connected (${n.user_agent_name} ${n.user_agent_version ?? ''})`);
     }
     const type = req.type_url;
@@ -119,6 +135,7 @@ export class AdsStream {
         const detail = req.error_detail.message;
         this.log.warn({ event: 'xds.nack', node: this.nodeId, type: TYPE_SHORT[type], version: st.sentVersion, acked: st.acked, error: detail }, `xDS client ${JSON.stringify(this.nodeId)} rejected ${TYPE_SHORT[type]} version ${st.sentVersion}: ${detail}`);
         this.observer.nacked?.(TYPE_SHORT[type], this.nodeId, detail);
+        this.lastNack = { type: TYPE_SHORT[type], version: st.sentVersion, detail, at: Date.now() };
       } else {
         st.acked = st.sentVersion;
         this.log.debug({ event: 'xds.ack', node: this.nodeId, type: TYPE_SHORT[type], version: st.sentVersion }, 'ACK');

@@ -188,6 +188,9 @@
     fillTable('traffic', tr.backends, function (b) {
       return [b.backend, (b.share * 100).toFixed(1) + '%', b.rps.toFixed(1), b.p50Ms === null ? '-' : b.p50Ms.toFixed(2), b.p99Ms === null ? '-' : b.p99Ms.toFixed(2), healthText(b.health), b.ejectedBy ? String(b.ejectedBy) : '-'];
     });
+    fillTable('xds-clients', tr.xdsClients || [], function (c) {
+      return [c.nodeId || '-', c.userAgent || '-', c.subscribed || '-', c.ackedVersion || '-', c.lastNack || '-'];
+    });
     $('traffic-note').textContent = 'last ' + tr.summaryS + ' s in the table, ' + tr.windowS + ' s in the charts';
     $('targets').textContent = targetsNote(tr);
   }
