@@ -6,6 +6,16 @@
 export interface LoadAwareTuning {
   /** The first candidate keeps the call unless its cost is over overrideRatio x the second's. */
   overrideRatio: number;
+  /**
+   * ...and by at least this many ms: at light load a backend's latency is a
+   * millisecond or two, and a pause in its process (GC, a burst of calls
+   * queued behind each other) makes it look 3x slower than its peers for a
+   * while (its peak EWMA); without a floor those moments took a
+   * heavy-weighted backend's calls (1000/100/100 at 500 calls/s open loop:
+   * 79-80% where 83.3% is its weight; with 15 ms, 83.3%). A slow backend
+   * (tens of ms) or a stalled one is still passed over at once.
+   */
+  overrideMinGapMs: number;
   /** A backend silent (calls unanswered) for longer than max(stallRatio x median, median + stallMinGapMs) is ejected. */
   stallRatio: number;
   stallMinGapMs: number;
@@ -59,6 +69,7 @@ export interface LoadAwareTuning {
 
 export const DEFAULT_TUNING: LoadAwareTuning = {
   overrideRatio: 3,
+  overrideMinGapMs: 15,
   stallRatio: 3,
   stallMinGapMs: 100,
   probeIntervalMs: 200,

@@ -24,7 +24,8 @@ export { DEFAULT_TUNING, type LoadAwareTuning } from './picker-load-aware-tuning
  * 4. The first candidate is kept unless its cost (peak EWMA latency x
  *    its overload against its weight's fair share of the calls in flight,
  *    see EndpointLoad.cost) exceeds `overrideRatio` times the second's (the
- *    second's divided by its failure factor): then the second takes the call,
+ *    second's divided by its failure factor), and by `overrideMinGapMs` at
+ *    least (a GC pause at light load is not slowness): then the second takes the call,
  *    and the round robin is told so (the first keeps its turn, the second
  *    is charged for it, each within one round's worth of credit). Overrides
  *    therefore move calls off a backend that is slow, stuck or overloaded
@@ -216,7 +217,7 @@ export function choose(eligible: PickEntry[], ejected: PickEntry[], ctx: PickCon
   // failing backend, which answers fast, does not take the calls a momentarily slow one is passed over for.
   const a = first.load.cost(ctx.now, ctx.neutralMs, fair(first), warming(first));
   const b = second.load.cost(ctx.now, ctx.neutralMs, fair(second), warming(second)) / second.failureFactor;
-  if (a <= ctx.tuning.overrideRatio * b) return picked(first, ctx.now);
+  if (a <= ctx.tuning.overrideRatio * b || a - b < ctx.tuning.overrideMinGapMs) return picked(first, ctx.now);
   if (!sampled) {
     // The round robin charged the first for this call; it went to the second.
     first.current = Math.min(first.current + totalWeight, totalWeight);

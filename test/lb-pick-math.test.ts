@@ -184,16 +184,22 @@ describe('choosing', () => {
     expect(shareAfter).toBeGreaterThan(0.25);
   });
 
-  it('the first candidate loses to the second only when its cost is over overrideRatio times higher', () => {
+  it('the first candidate loses to the second only when its cost is over overrideRatio times higher, and by overrideMinGapMs', () => {
+    // 10 > 3 x 3, but only 7 ms more (< overrideMinGapMs): a blip at light load, not slowness; each keeps its turn.
+    const near = entries(100, 100);
+    near[0].load.observe(10, 0);
+    near[1].load.observe(3, 0);
+    const blips = Array.from({ length: 10 }, () => choose(near, [], ctx(near, 0)));
+    expect(blips.filter((p) => p === near[0]).length).toBe(5);
     const es = entries(100, 100);
-    es[0].load.observe(10, 0);
-    es[1].load.observe(3, 0);
-    // 10 > 3 x 3: the second wins whenever the first is drawn.
+    es[0].load.observe(30, 0);
+    es[1].load.observe(8, 0);
+    // 30 > 3 x 8, and 22 ms more: the second wins whenever the first is drawn.
     const picks = Array.from({ length: 10 }, () => choose(es, [], ctx(es, 0)));
     expect(picks.every((p) => p === es[1])).toBe(true);
-    // 10 < 3 x 4: each keeps its round-robin turn, and the one passed over ten
+    // 30 < 3 x 12: each keeps its round-robin turn, and the one passed over ten
     // times gets back what it lost, but no more than one round's credit (one turn here).
-    es[1].load.observe(4, 0);
+    es[1].load.observe(12, 0);
     const picks2 = Array.from({ length: 10 }, () => choose(es, [], ctx(es, 0)));
     expect(picks2.filter((p) => p === es[0]).length).toBe(6);
     const picks3 = Array.from({ length: 10 }, () => choose(es, [], ctx(es, 0)));
