@@ -115,6 +115,8 @@ export class HealthWatch {
     this.stopCall();
     this.subscribers.clear();
     this.real.removeConnectivityStateListener(this.onConnectivity);
+    // The backend left this channel: its health series goes with it.
+    meshObserver()?.healthState?.(this.real.getAddress(), 'CLOSED');
     // The client is not closed: its channel is the subchannel's own, shared (grpc-js's ORCA watcher uses it too).
   }
 

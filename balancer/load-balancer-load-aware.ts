@@ -160,7 +160,10 @@ export class LoadAwareLoadBalancer implements grpc.experimental.LoadBalancer, Pi
     this.reviewTimer = undefined;
     if (this.reviewSoon) clearImmediate(this.reviewSoon);
     this.reviewSoon = undefined;
-    for (const c of this.children.values()) c.leaf.destroy();
+    for (const c of this.children.values()) {
+      if (c.health === 'EJECTED') meshObserver()?.ejection?.(c.addr, false, 'channel closed');
+      c.leaf.destroy();
+    }
     this.children.clear();
   }
 

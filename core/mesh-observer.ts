@@ -23,7 +23,7 @@ export interface MeshObserver {
   deliveryLag?(registry: string, ms: number): void;
   /** The load-aware policy ejected `backend` (`reason`: slow, failing, ...) or let it back in (`ejected` false). */
   ejection?(backend: string, ejected: boolean, reason: string): void;
-  /** The client-side health check (gRPC A17) of `backend` moved to `state` (SERVING, NOT_SERVING, FAILED, UNIMPLEMENTED, ...). */
+  /** The client-side health check (gRPC A17) of `backend` moved to `state` (SERVING, NOT_SERVING, FAILED, UNIMPLEMENTED, ...); CLOSED when the check ends (the backend left the channel). */
   healthState?(backend: string, state: string): void;
   /** A lease registration of `key` moved to `state`; `regrant` when that state is a fresh grant after a lost lease. */
   leaseState?(key: string, state: string, regrant: boolean): void;

@@ -291,7 +291,9 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
     // The clients' views, from each one's last scrape.
     const health = new Map<string, Record<string, number>>();
     const ejectedBy = new Map<string, number>();
-    for (const s of this.last.values()) {
+    // Only targets that answered their last read: a dead client's or plane's last word is not news.
+    const answering = [...this.last].filter(([addr]) => this.status.get(addr)?.ok !== false);
+    for (const [, s] of answering) {
       for (const [b, state] of s.health) {
         const h = health.get(b) ?? {};
         h[state] = (h[state] ?? 0) + 1;
@@ -332,7 +334,7 @@ export class DashboardScraper extends EventEmitter<{ update: [view: TrafficView]
       },
       targets: targets.sort((a, b) => (a.addr < b.addr ? -1 : 1)),
       notScraped: this.notScraped,
-      xdsClients: [...this.last].flatMap(([plane, s]) => s.xds.map((c) => ({ plane, ...c }))),
+      xdsClients: answering.flatMap(([plane, s]) => s.xds.map((c) => ({ plane, ...c }))),
       limits: { registry: this.chooser.policy, maxTargets: this.chooser.maxTargets, maxBodyBytes: this.maxBodyBytes, timeoutMs: this.timeoutMs, maxBackoffMs: this.maxBackoffMs },
     };
   }

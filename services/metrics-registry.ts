@@ -116,6 +116,10 @@ export class MeshMetrics implements MeshObserver {
   }
 
   healthState(backend: string, state: string): void {
+    if (state === 'CLOSED') {
+      for (const s of HEALTH_STATES) this.health.remove({ backend, state: s });
+      return;
+    }
     for (const s of new Set([...HEALTH_STATES, state])) this.health.set({ backend, state: s }, s === state ? 1 : 0);
   }
 

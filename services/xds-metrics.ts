@@ -80,12 +80,14 @@ export function clientLabels(c: XdsClientInfo): Record<string, string> {
     Object.entries(m)
       .map(([type, v]) => `${type}:${Array.isArray(v) ? v.join(',') : v}`)
       .join(';');
+  // Every label is the client's own text: bounded, so one client cannot swell /metrics past a scraper's cap.
+  const cap = (text: string) => text.slice(0, 500);
   return {
-    node_id: c.nodeId,
-    user_agent: c.userAgent,
-    zone: c.zone,
-    subscribed: list(c.subscribed),
-    acked_version: list(c.acked),
-    last_nack: c.lastNack ? `${c.lastNack.type}@${c.lastNack.version}: ${c.lastNack.detail}`.slice(0, 500) : '',
+    node_id: cap(c.nodeId),
+    user_agent: cap(c.userAgent),
+    zone: cap(c.zone),
+    subscribed: cap(list(c.subscribed)),
+    acked_version: cap(list(c.acked)),
+    last_nack: c.lastNack ? cap(`${c.lastNack.type}@${c.lastNack.version}: ${c.lastNack.detail}`) : '',
   };
 }

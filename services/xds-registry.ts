@@ -120,7 +120,7 @@ export class XdsRegistry extends EventEmitter<XdsRegistryEvents> {
       }
       let list = grouped.get(service);
       if (!list) grouped.set(service, (list = []));
-      list.push({ key: rec.key, ...where, weight: rec.attributes.weight, zone: rec.attributes.zone ?? '', draining: isDraining(rec) });
+      list.push({ key: rec.key, ...where, weight: rec.attributes.weight, zone: rec.attributes.zone ?? '', draining: isDraining(rec) || rec.attributes.weight === 0 });
     }
     for (const [service, endpoints] of this.last?.services ?? []) {
       if (grouped.has(service)) continue;

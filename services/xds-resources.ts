@@ -165,7 +165,8 @@ export function loadAssignmentResource(service: string, endpoints: readonly XdsE
       lb_endpoints: list.map((e) => ({
         endpoint: { address: { socket_address: { protocol: 'TCP', address: e.ip, port_value: e.port } } },
         health_status: e.draining && !panic ? 'DRAINING' : 'HEALTHY',
-        load_balancing_weight: u32(e.weight),
+        // Envoy's schema wants >= 1: a weight-0 endpoint (draining, above) keeps 1 here.
+        load_balancing_weight: u32(Math.max(1, e.weight)),
       })),
     };
   });

@@ -106,7 +106,12 @@ describe('ejection and health, in metrics and on the dashboard', () => {
       expect(h.health).toEqual({ SERVING: 1 });
       expect(h.ejectedBy).toBe(0);
     }
-    load.kill('SIGTERM');
+    // The client dies: what it last said is not shown as if it still held.
+    load.kill('SIGKILL');
     await load.exitWithin(15_000);
+    await waitFor('the dashboard to stop showing the dead client\'s views', async () => {
+      const topo = (await (await fetch(`${url}api/topology`)).json()) as { traffic: { backends: Backend[] } };
+      return topo.traffic.backends.every((x) => x.ejectedBy === 0 && Object.keys(x.health).length === 0) ? true : undefined;
+    }, 10_000, 200);
   }, 90_000);
 });

@@ -84,7 +84,10 @@ describe('server --advertise and client --subset (loopback)', () => {
     expect(initial).toEqual(subsetFor(addrs, 0, 2));
     // The two slices of a round are disjoint: client 1 holds neither of these, so the loss leaves it be.
     const lost = initial[0];
-    await servers[addrs.indexOf(lost)].shutdown('test: a held server leaves');
+    // It leaves once client 0 calls it (a new connection takes calls only after its first health answer).
+    const leaving = servers[addrs.indexOf(lost)];
+    await waitFor(`client 0 calling ${lost}`, () => (leaving.servedCount > 0 ? true : undefined), 10_000);
+    await leaving.shutdown('test: a held server leaves');
     const change = await c0.waitForLogLine((l) => l.event === 'resolver.subset_change' && Array.isArray(l.removed) && (l.removed as string[]).length > 0, 15_000, 'subset change after the loss');
     expect(await c1.exitWithin(20_000)).toBe(0);
     const r1 = { stdout: c1.stdout };

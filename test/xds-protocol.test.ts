@@ -61,6 +61,7 @@ describe('mesh xds on the wire (ADS, state of the world)', () => {
     await put('p1', 'greeter', '127.0.0.1:7001', { weight: 100, zone: 'a' });
     await put('p1', 'greeter', '127.0.0.1:7002', { weight: 300, zone: 'a' });
     await put('p1', 'greeter', '127.0.0.1:7003', { weight: 50, zone: 'b', draining: true });
+    await put('p1', 'greeter', '127.0.0.1:7006', { weight: 0, zone: 'b' }); // weight 0: the mesh's drain
     await put('p1', 'other', '127.0.0.1:7004');
     const rev = await put('p1', 'other', 'localhost:7005'); // not an IP: left out, warned
     const s = await startServer('p1');
@@ -100,7 +101,7 @@ describe('mesh xds on the wire (ADS, state of the world)', () => {
     }));
     expect(localities).toEqual([
       { zone: 'a', weight: 400, endpoints: ['127.0.0.1:7001 w100 HEALTHY', '127.0.0.1:7002 w300 HEALTHY'] },
-      { zone: 'b', weight: 1, endpoints: ['127.0.0.1:7003 w50 DRAINING'] },
+      { zone: 'b', weight: 1, endpoints: ['127.0.0.1:7003 w50 DRAINING', '127.0.0.1:7006 w1 DRAINING'] },
     ]);
     expect(logs.some((l) => l.event === 'xds.endpoint_skipped' && String(l.key).endsWith('localhost:7005'))).toBe(true);
   });
