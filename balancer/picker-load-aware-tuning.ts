@@ -12,8 +12,10 @@ export interface LoadAwareTuning {
    * queued behind each other) makes it look 3x slower than its peers for a
    * while (its peak EWMA); without a floor those moments took a
    * heavy-weighted backend's calls (1000/100/100 at 500 calls/s open loop:
-   * 79-80% where 83.3% is its weight; with 15 ms, 83.3%). A slow backend
-   * (tens of ms) or a stalled one is still passed over at once.
+   * 74-80% where 83.3% is its weight, and 74% with a 15 ms floor: pauses of
+   * 20-50 ms happen on a shared 2-core machine; with 50 ms, 83.2-83.3%). A
+   * backend slower than that, or stalled, is still passed over at once, and
+   * a slow one is ejected by its mean latency (ejection-review.ts).
    */
   overrideMinGapMs: number;
   /** A backend silent (calls unanswered) for longer than max(stallRatio x median, median + stallMinGapMs) is ejected. */
@@ -69,7 +71,7 @@ export interface LoadAwareTuning {
 
 export const DEFAULT_TUNING: LoadAwareTuning = {
   overrideRatio: 3,
-  overrideMinGapMs: 15,
+  overrideMinGapMs: 50,
   stallRatio: 3,
   stallMinGapMs: 100,
   probeIntervalMs: 200,

@@ -192,14 +192,14 @@ describe('choosing', () => {
     const blips = Array.from({ length: 10 }, () => choose(near, [], ctx(near, 0)));
     expect(blips.filter((p) => p === near[0]).length).toBe(5);
     const es = entries(100, 100);
-    es[0].load.observe(30, 0);
-    es[1].load.observe(8, 0);
-    // 30 > 3 x 8, and 22 ms more: the second wins whenever the first is drawn.
+    es[0].load.observe(80, 0);
+    es[1].load.observe(20, 0);
+    // 80 > 3 x 20, and 60 ms more: the second wins whenever the first is drawn.
     const picks = Array.from({ length: 10 }, () => choose(es, [], ctx(es, 0)));
     expect(picks.every((p) => p === es[1])).toBe(true);
-    // 30 < 3 x 12: each keeps its round-robin turn, and the one passed over ten
+    // 80 < 3 x 30: each keeps its round-robin turn, and the one passed over ten
     // times gets back what it lost, but no more than one round's credit (one turn here).
-    es[1].load.observe(12, 0);
+    es[1].load.observe(30, 0);
     const picks2 = Array.from({ length: 10 }, () => choose(es, [], ctx(es, 0)));
     expect(picks2.filter((p) => p === es[0]).length).toBe(6);
     const picks3 = Array.from({ length: 10 }, () => choose(es, [], ctx(es, 0)));
