@@ -113,13 +113,19 @@ export function demoCommand(): Command {
       process.stdout.write(`\ndemo finished: ${summary.ok} calls ok, ${summary.failed} failed; leaders in turn: ${summary.leaders.join(' -> ') || '-'}\n`);
     }
     // An interruption exits as the shell reports a signal: 128 + its number (SIGHUP 129, SIGINT 130, SIGTERM 143).
-    process.exitCode = interrupted ? 128 + (osConstants.signals[interrupted] ?? 0) : summary.failed === 0 ? 0 : 1;
+    const code = interrupted ? 128 + (osConstants.signals[interrupted] ?? 0) : summary.failed === 0 ? 0 : 1;
     if (interrupted === 'SIGHUP' && (process.stdin.isTTY || process.stdout.isTTY || process.stderr.isTTY)) {
       // The terminal is gone: node's normal exit would restore the tty's
       // modes and abort on EIO. Everything is cleaned up, so die of the
       // hang-up itself (the shell sees 129 all the same).
       process.removeAllListeners('SIGHUP');
       process.kill(process.pid, 'SIGHUP');
+      return;
     }
+    // Exit explicitly rather than by draining the event loop: node's own
+    // teardown after a natural end restores the default signal actions, so
+    // a Ctrl-C in those last milliseconds (the repeat of a double press)
+    // would kill the process by SIGINT instead of the exit code it chose.
+    process.stdout.write('', () => process.exit(code));
   });
 }
