@@ -57,6 +57,18 @@ function startLoad(prefix: string, durationS: number, env: Record<string, string
   return { proc, report };
 }
 
+/**
+ * End a load once what a test waits for has happened: `steadyMs` more of
+ * traffic (the calls after the fault count too), then SIGINT, on which
+ * `mesh load` stops starting calls, awaits those in flight and reports.
+ * Loads are started with a cap (`durationS`) they normally never reach.
+ */
+async function endLoad(load: { proc: MeshProcess; report: Promise<LoadReport> }, steadyMs = 1000): Promise<LoadReport> {
+  await new Promise((r) => setTimeout(r, steadyMs));
+  load.proc.kill('SIGINT');
+  return load.report;
+}
+
 async function loadRunning(load: { proc: MeshProcess }): Promise<void> {
   await load.proc.waitForLog('watcher.state', { to: 'WATCHING' });
   await new Promise((r) => setTimeout(r, 1000)); // one second of steady traffic before the fault
@@ -74,13 +86,13 @@ async function stopAll(servers: Server[]): Promise<void> {
 describe('faults under load (3-member etcd, concurrency 32, 1 s deadline)', () => {
   it('1. a server SIGKILLed: zero failed RPCs; its key disappears when its lease expires', async () => {
     const servers = await startServers('f1', 3);
-    const load = startLoad('f1', 5);
+    const load = startLoad('f1', 30);
     await loadRunning(load);
     const t0 = Date.now();
     servers[0].proc.kill('SIGKILL');
     await waitFor('key expiry', async () => !(await keyExists(servers[0].key)), (TTL + 3) * 1000, 50);
     const expiredAfterMs = Date.now() - t0;
-    const report = await load.report;
+    const report = await endLoad(load, 500);
     console.log(`[fault 1] SIGKILL: failed=${report.failed} ok=${report.ok} key expired after ${expiredAfterMs} ms (TTL ${TTL}s)`);
     expect(report.failed).toBe(0);
     expect(report.ok).toBeGreaterThan(1000);
@@ -90,7 +102,7 @@ describe('faults under load (3-member etcd, concurrency 32, 1 s deadline)', () =
 
   it('2. a server SIGTERMed: zero failed RPCs; its key is gone in under 1 s; exit 0', async () => {
     const servers = await startServers('f2', 3);
-    const load = startLoad('f2', 4);
+    const load = startLoad('f2', 30);
     await loadRunning(load);
     const watcher = await client.watch().key(servers[0].key).create();
     const gone = new Promise<number>((resolve) => watcher.on('delete', () => resolve(Date.now())));
@@ -99,7 +111,7 @@ describe('faults under load (3-member etcd, concurrency 32, 1 s deadline)', () =
     const goneMs = (await gone) - t0;
     await watcher.cancel();
     const exit = await servers[0].proc.exited;
-    const report = await load.report;
+    const report = await endLoad(load, 500);
     console.log(`[fault 2] SIGTERM: failed=${report.failed} ok=${report.ok} key gone after ${goneMs} ms`);
     expect(exit.code).toBe(0);
     expect(goneMs).toBeLessThan(1000);
@@ -126,7 +138,7 @@ describe('faults under load (3-member etcd, concurrency 32, 1 s deadline)', () =
 
   it('4. the whole etcd cluster frozen for 3x the TTL: zero failed RPCs; every server registered again within 5 s', async () => {
     const servers = await startServers('f4', 3);
-    const load = startLoad('f4', 3 * TTL + 8);
+    const load = startLoad('f4', 30);
     await loadRunning(load);
     const frozenAt = Date.now();
     for (let i = 0; i < 3; i++) etcd.signal(i, 'SIGSTOP');
@@ -139,7 +151,7 @@ describe('faults under load (3-member etcd, concurrency 32, 1 s deadline)', () =
     const reRegistered = (s: Server) => s.proc.logs.some((l) => l.event === 'registration.state' && l.to === 'REGISTERED' && (l.time as number) > frozenAt);
     await waitFor('all servers registered again', async () => servers.every(reRegistered) && (await Promise.all(servers.map((s) => keyExists(s.key)))).every(Boolean), 10_000, 20);
     const reRegisteredMs = Date.now() - answered;
-    const report = await load.report;
+    const report = await endLoad(load);
     const held = load.proc.logs.filter((l: LogLine) => l.event === 'resolver.empty_held').length;
     console.log(`[fault 4] etcd frozen ${3 * TTL}s: failed=${report.failed} ok=${report.ok}; all re-registered ${reRegisteredMs} ms after etcd answered; empty sets held back: ${held}`);
     expect(report.failed).toBe(0);
@@ -151,14 +163,14 @@ describe('faults under load (3-member etcd, concurrency 32, 1 s deadline)', () =
   it('5. the etcd leader SIGKILLed, then restarted: zero failed RPCs; registrations hold', async () => {
     await etcd.waitHealthy();
     const servers = await startServers('f5', 3);
-    const load = startLoad('f5', 7);
+    const load = startLoad('f5', 30);
     await loadRunning(load);
     const leader = await etcd.leaderIndex();
     await etcd.kill(leader);
     await new Promise((r) => setTimeout(r, 2000));
     await etcd.restart(leader);
-    const report = await load.report;
     await waitFor('all keys present', async () => (await Promise.all(servers.map((s) => keyExists(s.key)))).every(Boolean), 10_000, 50);
+    const report = await endLoad(load);
     console.log(`[fault 5] leader m${leader} killed and restarted: failed=${report.failed} ok=${report.ok}`);
     expect(report.failed).toBe(0);
     await stopAll(servers);
@@ -200,13 +212,13 @@ describe('faults under load (3-member etcd, concurrency 32, 1 s deadline)', () =
 
   it('7. a registration key deleted by hand under load: the server registers again; zero failed RPCs', async () => {
     const servers = await startServers('f7', 3);
-    const load = startLoad('f7', 4);
+    const load = startLoad('f7', 30);
     await loadRunning(load);
     const t0 = Date.now();
     await etcd.etcdctl(['del', servers[0].key]);
     await waitFor('key back', () => keyExists(servers[0].key), 5000, 20);
     const backMs = Date.now() - t0;
-    const report = await load.report;
+    const report = await endLoad(load);
     console.log(`[fault 7] key deleted by hand: back after ${backMs} ms; failed=${report.failed}`);
     expect(report.failed).toBe(0);
     expect(backMs).toBeLessThan(2000);
@@ -218,7 +230,7 @@ describe('faults under load (3-member etcd, concurrency 32, 1 s deadline)', () =
     // No keepalive pings (standard servers forbid fast ones): the load-aware
     // policy finds the hung backend from its calls and logs when it stops
     // picking it (EJECTED) and when it picks it again (ACTIVE).
-    const load = startLoad('f8', 9);
+    const load = startLoad('f8', 30);
     await loadRunning(load);
     const hung = servers[0];
     const stoppedAt = Date.now();
@@ -226,7 +238,9 @@ describe('faults under load (3-member etcd, concurrency 32, 1 s deadline)', () =
     await new Promise((r) => setTimeout(r, 4000));
     const resumedAt = Date.now();
     hung.proc.kill('SIGCONT');
-    const report = await load.report;
+    const activeAgain = () => load.proc.logs.some((l) => l.event === 'lb.endpoint_state' && l.addr === hung.addr && l.to === 'ACTIVE' && (l.time as number) >= resumedAt);
+    await waitFor('the resumed server picked again', activeAgain, 10_000, 20).catch(() => undefined);
+    const report = await endLoad(load);
     const transitions = load.proc.logs.filter((l) => l.event === 'lb.endpoint_state' && l.addr === hung.addr).map((l) => ({ t: l.time as number, to: l.to as string }));
     const left = transitions.find((x) => x.t >= stoppedAt && x.to === 'EJECTED');
     const back = transitions.find((x) => x.t >= resumedAt && x.to === 'ACTIVE');
