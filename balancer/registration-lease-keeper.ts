@@ -31,7 +31,10 @@ const probes = new WeakMap<Etcd3, Promise<void>>();
  * - A member resumed with the rest of a frozen cluster answers Status before
  *   the cluster has re-elected a leader (a grant sent then fails "no
  *   leader"), and etcd3's open circuit breaker answers BrokenCircuitError
- *   (not "recoverable" to etcd3): both mean "not yet".
+ *   (not "recoverable" to etcd3): both mean "not yet". An answer without a
+ *   leader resets the backoff (the next try 50-150 ms later): etcd is back,
+ *   the election takes about one election timeout, and the 1 s the backoff
+ *   grew to during the outage would be waited on top of it.
  *
  * Ends with the client: a closed client throws at once.
  */
@@ -52,7 +55,14 @@ export function whenEtcdAnswers(client: Etcd3): Promise<void> {
         if (done) return;
         client.maintenance.status().then(
           (status) => {
-            if (status.leader && status.leader !== '0') finish();
+            if (status.leader && status.leader !== '0') return finish();
+            // A member answered, without a leader yet (an election after a
+            // freeze takes about one election timeout): ask again soon rather
+            // than at the 1 s the backoff grew to while etcd was silent.
+            if (done) return;
+            backoff.reset();
+            clearTimeout(timer);
+            timer = setTimeout(attempt, 50 + backoff.next());
           },
           (err: unknown) => {
             if (!isRecoverableError(err as Error) && !(err instanceof BrokenCircuitError)) finish();

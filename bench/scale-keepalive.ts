@@ -8,7 +8,7 @@
  * and etcd's own counters for LeaseKeepAlive (`grpc_server_msg_received_total`,
  * `grpc_server_started_total` - `grpc_server_handled_total` = open streams).
  *
- *   npm run build && node dist/bench/scale-keepalive.js [--leases 1000] [--ttl 5] [--window 30] [--rounds 1] [--members 1]
+ *   npm run build && node dist/bench/scale-keepalive.js [--leases 1000] [--ttl 5] [--window 30] [--rounds 1] [--members 1] [--per-client N] [--modes lease,stream]
  */
 import { readFileSync } from 'node:fs';
 import * as http from 'node:http';
@@ -94,11 +94,15 @@ export interface KeepAliveBenchOptions {
   leases: number;
   ttl: number;
   windowMs: number;
+  /** Registrations per etcd client (default all on one). */
+  perClient?: number;
 }
 
 export interface KeepAliveBenchResult {
   mode: RegistrationKeepAlive;
   leases: number;
+  /** etcd clients in the process. */
+  clients: number;
   ttl: number;
   windowS: number;
   /** Every registration started → all REGISTERED. */
@@ -125,7 +129,7 @@ export async function benchKeepAlive(o: KeepAliveBenchOptions, mode: Registratio
   const p = new FleetProcess();
   try {
     const addrs = Array.from({ length: o.leases }, (_, i) => fleetAddr(i));
-    const { ms } = await p.call<{ ms: number }>({ cmd: 'register', endpoints: o.cluster.endpoints.split(','), prefix, service: 'greeter', addrs, ttl: o.ttl, shared: false, perClient: o.leases, keepAlive: mode }, 180_000);
+    const { ms } = await p.call<{ ms: number }>({ cmd: 'register', endpoints: o.cluster.endpoints.split(','), prefix, service: 'greeter', addrs, ttl: o.ttl, shared: false, perClient: o.perClient ?? o.leases, keepAlive: mode }, 180_000);
     // Settle: the grants and first keepalives are not the steady state.
     await sleep(Math.max(3_000, o.ttl * 1000));
     const etcdPids = o.cluster.members.map((m) => m.proc?.pid);
@@ -142,6 +146,7 @@ export async function benchKeepAlive(o: KeepAliveBenchOptions, mode: Registratio
     const r: KeepAliveBenchResult = {
       mode,
       leases: o.leases,
+      clients: Math.ceil(o.leases / (o.perClient ?? o.leases)),
       ttl: o.ttl,
       windowS: round(windowS, 1),
       registerMs: round(ms, 0),
@@ -155,7 +160,7 @@ export async function benchKeepAlive(o: KeepAliveBenchOptions, mode: Registratio
       rssMB: round(r1.rss / 2 ** 20, 0),
     };
     progress(
-      `  ${mode === 'lease' ? "etcd3's Lease (a stream each)" : 'one shared stream'}: ${o.leases} leases, TTL ${o.ttl} s, ${r.windowS} s window: ` +
+      `  ${mode === 'lease' ? "etcd3's Lease (a stream each)" : 'one stream per client'}: ${o.leases} leases on ${r.clients} etcd client(s), TTL ${o.ttl} s, ${r.windowS} s window: ` +
         `process CPU ${r.cpuS} s (${r.cpuPct}% of a core), etcd CPU ${r.etcdCpuS} s, etcd received ${r.keepAliveMsgsPerS} keepalives/s on ${r.streamsOpen} open streams ` +
         `(${r.streamsStartedInWindow} started in the window), ${r.losses} losses; registered in ${r.registerMs} ms; rss ${r.rssMB} MB`,
     );
@@ -178,12 +183,15 @@ async function main(): Promise<void> {
   const ttl = arg('ttl', 5);
   const windowMs = arg('window', 30) * 1000;
   const rounds = arg('rounds', 1);
+  const m = process.argv.indexOf('--modes');
+  const modes = (m > 0 ? process.argv[m + 1].split(',') : ['lease', 'stream']) as RegistrationKeepAlive[];
+  const perClient = arg('per-client', leases);
   const cluster = await LocalEtcdCluster.start(arg('members', 1));
   const client = createEtcdClient({ endpoints: cluster.members.map((m) => m.endpoint) });
   const results: KeepAliveBenchResult[] = [];
   try {
     for (let i = 0; i < rounds; i++) {
-      for (const mode of ['lease', 'stream'] as const) results.push(await benchKeepAlive({ cluster, client, leases, ttl, windowMs }, mode, console.log));
+      for (const mode of modes) results.push(await benchKeepAlive({ cluster, client, leases, ttl, windowMs, perClient }, mode, console.log));
     }
   } finally {
     client.close();
