@@ -31,10 +31,12 @@ const probes = new WeakMap<Etcd3, Promise<void>>();
  * - A member resumed with the rest of a frozen cluster answers Status before
  *   the cluster has re-elected a leader (a grant sent then fails "no
  *   leader"), and etcd3's open circuit breaker answers BrokenCircuitError
- *   (not "recoverable" to etcd3): both mean "not yet". An answer without a
- *   leader resets the backoff (the next try 50-150 ms later): etcd is back,
- *   the election takes about one election timeout, and the 1 s the backoff
- *   grew to during the outage would be waited on top of it.
+ *   (not "recoverable" to etcd3): both mean "not yet". The first answer
+ *   without a leader resets the backoff (the next try 50-150 ms later, then
+ *   doubling again): etcd is back, the election takes about one election
+ *   timeout, and the 1 s the backoff grew to during the outage would be
+ *   waited on top of it. Only the first: a cluster without quorum answers
+ *   so for as long as it lasts.
  *
  * Ends with the client: a closed client throws at once.
  */
@@ -45,6 +47,7 @@ export function whenEtcdAnswers(client: Etcd3): Promise<void> {
       const backoff = new Backoff(100, 1_000);
       let timer: NodeJS.Timeout | undefined;
       let done = false;
+      let answeredLeaderless = false;
       const finish = () => {
         if (done) return;
         done = true;
@@ -59,7 +62,10 @@ export function whenEtcdAnswers(client: Etcd3): Promise<void> {
             // A member answered, without a leader yet (an election after a
             // freeze takes about one election timeout): ask again soon rather
             // than at the 1 s the backoff grew to while etcd was silent.
-            if (done) return;
+            // Once per probe: a cluster that lost its quorum answers so for
+            // as long as it lasts, and gets the 1 s cadence back.
+            if (done || answeredLeaderless) return;
+            answeredLeaderless = true;
             backoff.reset();
             clearTimeout(timer);
             timer = setTimeout(attempt, 50 + backoff.next());
