@@ -1,6 +1,7 @@
-import type { Etcd3, Lease } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { encodeEndpoint, endpointKey } from './endpoint-codec';
 import { LeaseKeeper } from './registration-lease-keeper';
+import type { KeeperLease, RegistrationKeepAlive } from './registration-keeper-lease';
 import { componentLogger, type Logger } from '../core/logger';
 
 /** One backend of a group: the same fields as a single registration, minus the TTL. */
@@ -17,6 +18,8 @@ export interface RegistrationGroupOptions {
   members: GroupMember[];
   /** Delay before re-granting a lost lease is drawn from [0, this] ms (full jitter); default 500. */
   regrantJitterMs?: number;
+  /** How the lease is kept alive (default `stream`: the etcd client's one LeaseKeepAlive stream). */
+  keepAlive?: RegistrationKeepAlive;
 }
 
 /** etcd's default --max-txn-ops: a transaction may carry at most this many puts. */
@@ -25,8 +28,8 @@ const MAX_TXN_OPS = 128;
 /**
  * Many backends of one process under ONE lease, as etcd's Go
  * `endpoints.Manager` allows (`AddEndpoint(..., clientv3.WithLease(id))`):
- * one keepalive stream and one keepalive per TTL/3 for the whole group
- * instead of one per key, and one grant to redo after an outage instead of
+ * one keepalive per TTL/3 for the whole group instead of one per key (the
+ * keepalive stream is the etcd client's, shared either way), and one grant to redo after an outage instead of
  * N. The keys live and die together: that is the trade.
  *
  * Contract (the same states as a Registration, for the group as a whole):
@@ -55,12 +58,13 @@ export class LeaseRegistrationGroup extends LeaseKeeper {
       events: 'registration_group',
       holds: `${keys.length} keys`,
       closedEarly: 'registration group closed before it completed',
+      keepAlive: opts.keepAlive,
     });
     this.keys = keys;
     this.values = opts.members.map((m) => encodeEndpoint(m.addr, m.metadata ?? null));
   }
 
-  protected override async writeKeys(lease: Lease, isCurrent: () => boolean): Promise<bigint> {
+  protected override async writeKeys(lease: KeeperLease, isCurrent: () => boolean): Promise<bigint> {
     const id = await lease.grant();
     let revision = 0n;
     for (let i = 0; i < this.keys.length && isCurrent(); i += MAX_TXN_OPS) {

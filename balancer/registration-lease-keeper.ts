@@ -1,11 +1,12 @@
 import { EventEmitter } from 'node:events';
-import type { Etcd3, Lease } from 'etcd3';
+import type { Etcd3 } from 'etcd3';
 import { EtcdAuthenticationFailedError, EtcdPermissionDeniedError, EtcdUserNotFoundError, isRecoverableError } from 'etcd3/lib/errors';
 import { BrokenCircuitError } from 'cockatiel';
 import type { RegistrationEvents, RegistrationState } from './registration';
 import { StateCell } from '../core/state-cell';
 import type { Logger } from '../core/logger';
 import { Backoff } from '../core/backoff';
+import { newKeeperLease, type KeeperLease, type RegistrationKeepAlive } from './registration-keeper-lease';
 
 /** The probe loop of each etcd client, while one runs. */
 const probes = new WeakMap<Etcd3, Promise<void>>();
@@ -30,7 +31,12 @@ const probes = new WeakMap<Etcd3, Promise<void>>();
  * - A member resumed with the rest of a frozen cluster answers Status before
  *   the cluster has re-elected a leader (a grant sent then fails "no
  *   leader"), and etcd3's open circuit breaker answers BrokenCircuitError
- *   (not "recoverable" to etcd3): both mean "not yet".
+ *   (not "recoverable" to etcd3): both mean "not yet". The first answer
+ *   without a leader resets the backoff (the next try 50-150 ms later, then
+ *   doubling again): etcd is back, the election takes about one election
+ *   timeout, and the 1 s the backoff grew to during the outage would be
+ *   waited on top of it. Only the first: a cluster without quorum answers
+ *   so for as long as it lasts.
  *
  * Ends with the client: a closed client throws at once.
  */
@@ -41,6 +47,7 @@ export function whenEtcdAnswers(client: Etcd3): Promise<void> {
       const backoff = new Backoff(100, 1_000);
       let timer: NodeJS.Timeout | undefined;
       let done = false;
+      let answeredLeaderless = false;
       const finish = () => {
         if (done) return;
         done = true;
@@ -51,7 +58,17 @@ export function whenEtcdAnswers(client: Etcd3): Promise<void> {
         if (done) return;
         client.maintenance.status().then(
           (status) => {
-            if (status.leader && status.leader !== '0') finish();
+            if (status.leader && status.leader !== '0') return finish();
+            // A member answered, without a leader yet (an election after a
+            // freeze takes about one election timeout): ask again soon rather
+            // than at the 1 s the backoff grew to while etcd was silent.
+            // Once per probe: a cluster that lost its quorum answers so for
+            // as long as it lasts, and gets the 1 s cadence back.
+            if (done || answeredLeaderless) return;
+            answeredLeaderless = true;
+            backoff.reset();
+            clearTimeout(timer);
+            timer = setTimeout(attempt, 50 + backoff.next());
           },
           (err: unknown) => {
             if (!isRecoverableError(err as Error) && !(err instanceof BrokenCircuitError)) finish();
@@ -77,6 +94,8 @@ export interface LeaseKeeperOptions {
   holds: string;
   /** The error start() rejects with when closed before the first registration (and not refused). */
   closedEarly: string;
+  /** How the lease is kept alive (default `stream`: one LeaseKeepAlive stream per etcd client). */
+  keepAlive?: RegistrationKeepAlive;
 }
 
 /**
@@ -90,23 +109,28 @@ export interface LeaseKeeperOptions {
  * - A failed grant or write revokes its lease (if the write landed and only
  *   the answer was lost, the orphan would hold keys for a TTL) and retries
  *   on a full-jitter backoff capped at 500 ms, once etcd answers a probe.
- * - etcd3's Lease emits `lost` and never re-grants: on LOST we wait for the
+ * - The lease (registration-keeper-lease.ts) is kept alive on the etcd
+ *   client's one LeaseKeepAlive stream (core/lease-keepalive-stream.ts,
+ *   shared by every registration, group and lease of that client): it is
+ *   `lost` when etcd answers TTL 0 or no keepalive is confirmed within the
+ *   TTL (send time of the last answered keepalive + TTL, monotonic clock).
+ *   A lost lease is never re-granted by itself: on LOST we wait for the
  *   probe shared by every registration on the client (whenEtcdAnswers), then
  *   a full-jitter delay (a fleet that lost etcd together does not grant in
  *   one burst), then grant a fresh lease and write every key again.
- * - etcd3's Lease judges "lost after 2xTTL without a keepalive" on the wall
- *   clock; a client from createEtcdClient has that check on monotonic time
- *   (patchEtcd3LeaseClock in etcd-client.ts). Nothing here reads the wall
- *   clock for lease validity.
+ * - With `keepAlive: 'lease'` it is etcd3's own Lease instead (a stream per
+ *   lease, `lost` after 2xTTL without an answer, on monotonic time with a
+ *   client from createEtcdClient: patchEtcd3LeaseClock in etcd-client.ts).
+ *   Nothing here reads the wall clock for lease validity.
  * - `close()` revokes the live lease or the one still being granted (its
  *   writes may yet land); idempotent; no `state` event after it resolves.
  */
 export abstract class LeaseKeeper extends EventEmitter<RegistrationEvents> {
   protected readonly cell: StateCell<RegistrationState>;
   /** The live lease while REGISTERED (and until a loss is noticed). */
-  protected lease: Lease | undefined;
+  protected lease: KeeperLease | undefined;
   /** The lease of a grant() in flight, until it is registered or abandoned. */
-  private pendingLease: Lease | undefined;
+  private pendingLease: KeeperLease | undefined;
   private currentLeaseId: string | undefined;
   private readonly backoff = new Backoff(50, 500);
   private retryTimer: NodeJS.Timeout | undefined;
@@ -136,7 +160,7 @@ export abstract class LeaseKeeper extends EventEmitter<RegistrationEvents> {
    * the revision of the last write. Stop early once `isCurrent()` is false
    * (close() or a newer grant overtook this one: the lease gets revoked).
    */
-  protected abstract writeKeys(lease: Lease, isCurrent: () => boolean): Promise<bigint>;
+  protected abstract writeKeys(lease: KeeperLease, isCurrent: () => boolean): Promise<bigint>;
 
   /** Keys written at `revision` under a fresh live lease, just before REGISTERED. */
   protected onRegistered(_revision: bigint): void {}
@@ -214,7 +238,7 @@ export abstract class LeaseKeeper extends EventEmitter<RegistrationEvents> {
     const gen = ++this.gen;
     const isCurrent = () => gen === this.gen;
     this.cell.set('GRANTING', reason);
-    const lease = this.client.lease(this.keeper.ttlSeconds);
+    const lease = newKeeperLease(this.client, this.keeper.ttlSeconds, this.keeper.keepAlive);
     this.pendingLease = lease;
     lease.on('lost', (err) => this.onLeaseLost(gen, err));
     try {
@@ -250,7 +274,7 @@ export abstract class LeaseKeeper extends EventEmitter<RegistrationEvents> {
   }
 
   /** The live lease failed a write of ours (not through `lost`): drop it and grant anew at once. */
-  protected leaseFailed(lease: Lease, reason: string, grantReason: string): void {
+  protected leaseFailed(lease: KeeperLease, reason: string, grantReason: string): void {
     this.lease = undefined;
     lease.release();
     this.cell.set('LOST', reason);

@@ -1,8 +1,9 @@
-import type { Etcd3, IEvent, Lease } from 'etcd3';
+import type { Etcd3, IEvent } from 'etcd3';
 import { ResumableWatch } from '../core/resumable-watch';
 import { encodeEndpoint, endpointKey } from './endpoint-codec';
 import type { Registration, RegistrationOptions, RegistrationState } from './registration';
 import { LeaseKeeper } from './registration-lease-keeper';
+import type { KeeperLease } from './registration-keeper-lease';
 import { meshObserver } from '../core/mesh-observer';
 import { componentLogger, type Logger } from '../core/logger';
 
@@ -29,6 +30,7 @@ export class LeaseRegistration extends LeaseKeeper implements Registration {
       events: 'registration',
       holds: 'key',
       closedEarly: `registration of ${key} closed before it completed`,
+      keepAlive: opts.keepAlive,
     });
     this.key = key;
     this.value = encodeEndpoint(opts.addr, opts.metadata ?? null);
@@ -41,8 +43,8 @@ export class LeaseRegistration extends LeaseKeeper implements Registration {
     meshObserver()?.leaseState?.(this.key, next, regrant);
   }
 
-  protected override async writeKeys(lease: Lease): Promise<bigint> {
-    const put = await lease.put(this.key).value(this.value).exec();
+  protected override async writeKeys(lease: KeeperLease): Promise<bigint> {
+    const put = await lease.put(this.key, this.value);
     return BigInt(put.header.revision);
   }
 
@@ -61,7 +63,7 @@ export class LeaseRegistration extends LeaseKeeper implements Registration {
   /**
    * Our key deleted while we hold a live lease (by hand, or by a lease expiry
    * we have not heard of yet): write it again under the current lease. If the
-   * lease is in fact gone, etcd3 turns the put's failure into `lost`, and we
+   * lease is in fact gone, the put's failure (lease not found) is `lost`, and we
    * grant anew. The watch starts right after our own write and resumes from
    * its last event across stream drops, so no deletion goes unseen; if etcd
    * compacted past it while we were cut off, we simply write the key again.
@@ -94,9 +96,7 @@ export class LeaseRegistration extends LeaseKeeper implements Registration {
     const gen = this.generation;
     this.log.warn({ event: 'registration.key_deleted', leaseId: this.leaseId, reason }, `${reason}; writing it again`);
     return lease
-      .put(this.key)
-      .value(this.value)
-      .exec()
+      .put(this.key, this.value)
       .then((res) => {
         if (gen !== this.generation) return undefined;
         this.log.info({ event: 'registration.key_restored', leaseId: this.leaseId }, 'key written again');

@@ -52,4 +52,10 @@ export interface RegistrationOptions {
   ttlSeconds: number;
   /** Any JSON; stored as the record's Metadata. */
   metadata?: unknown;
+  /**
+   * How the lease is kept alive: `stream` (default), every lease of the etcd
+   * client on one LeaseKeepAlive stream, as Go's clientv3; `lease`, etcd3's
+   * own Lease with a stream each (the former behaviour, for comparison).
+   */
+  keepAlive?: 'stream' | 'lease';
 }

@@ -17,6 +17,8 @@ import { LeaseRegistrationGroup } from '../balancer/registration-group';
 import { EtcdResolver, ETCD_CLIENT_OPTION, registerEtcdResolver, unregisterEtcdClient } from '../balancer/resolver-etcd';
 import { SUBSET_SIZE_OPTION } from '../balancer/subset';
 import type { RegistrationState } from '../balancer/registration';
+import type { RegistrationKeepAlive } from '../balancer/registration-keeper-lease';
+import { leaseKeepAliveFor } from '../core/lease-keepalive-stream';
 import { epochNow } from './bench-report';
 import { serveFleetCalls } from './scale-fleet-process';
 
@@ -34,6 +36,8 @@ export interface FleetRegisterRequest {
   shared: boolean;
   /** Registrations per etcd client (a real server has one client each; a few dozen share one here). */
   perClient: number;
+  /** How the leases are kept alive (default `stream`: one LeaseKeepAlive stream per etcd client; `lease`: etcd3's, one per lease). */
+  keepAlive?: RegistrationKeepAlive;
 }
 
 export interface FleetResolveRequest {
@@ -78,6 +82,8 @@ export interface FleetReport {
   };
   rss: number;
   cpuMs: number;
+  /** The shared keepalive streams of this process's etcd clients, summed (zeros with `keepAlive: 'lease'`). */
+  keepAlive: { leases: number; streamsOpened: number; streamFailures: number; sent: number; confirmed: number; lost: number };
 }
 
 const clients: Etcd3[] = [];
@@ -127,14 +133,14 @@ async function register(r: FleetRegisterRequest): Promise<{ ms: number }> {
     });
   };
   if (r.shared) {
-    const g = new LeaseRegistrationGroup(clientFor(0, 1, r.endpoints, pool), { prefix: r.prefix, service: r.service, ttlSeconds: r.ttl, members: r.addrs.map((addr) => ({ addr })) });
+    const g = new LeaseRegistrationGroup(clientFor(0, 1, r.endpoints, pool), { prefix: r.prefix, service: r.service, ttlSeconds: r.ttl, members: r.addrs.map((addr) => ({ addr })), keepAlive: r.keepAlive });
     track(regs.length, g);
     regs.push(g);
     await g.start();
   } else {
     const started: Promise<void>[] = [];
     r.addrs.forEach((addr, i) => {
-      const reg = new LeaseRegistration(clientFor(i, r.perClient, r.endpoints, pool), { prefix: r.prefix, service: r.service, addr, ttlSeconds: r.ttl });
+      const reg = new LeaseRegistration(clientFor(i, r.perClient, r.endpoints, pool), { prefix: r.prefix, service: r.service, addr, ttlSeconds: r.ttl, keepAlive: r.keepAlive });
       track(regs.length, reg);
       regs.push(reg);
       started.push(reg.start());
@@ -221,7 +227,17 @@ function report(): FleetReport {
     },
     rss: process.memoryUsage().rss,
     cpuMs: (cpu.user + cpu.system) / 1000,
+    keepAlive: keepAliveTotals(),
   };
+}
+
+function keepAliveTotals(): FleetReport['keepAlive'] {
+  const t = { leases: 0, streamsOpened: 0, streamFailures: 0, sent: 0, confirmed: 0, lost: 0 };
+  for (const c of clients) {
+    const s = leaseKeepAliveFor(c).stats;
+    for (const k of Object.keys(t) as (keyof typeof t)[]) t[k] += s[k];
+  }
+  return t;
 }
 
 async function stop(): Promise<string> {
