@@ -15,6 +15,7 @@ import { benchLeave, type LeaveResult } from './bench-time-to-leave';
 import { benchScale, type ScaleResult } from './bench-scale';
 import { benchHerd, benchRegistrations, type HerdResult, type RegistrationsResult } from './scale-herd';
 import { benchWide, type WideResult } from './scale-wide';
+import { benchBurst, type BurstResult } from './scale-burst';
 import { benchLoadAware, type LoadAwareResult } from './bench-load-aware';
 import { benchMetrics, type MetricsOverheadResult } from './bench-metrics';
 import { benchXds, type XdsBenchResult } from './bench-xds';
@@ -37,6 +38,7 @@ export interface BenchFigures {
   join?: JoinResult;
   trafficLoop?: { ok: number; failed: number; errors: Record<string, number> };
   scale?: ScaleResult;
+  burst?: BurstResult;
   fleet?: { own: RegistrationsResult; shared: RegistrationsResult; herd: HerdResult; wide: WideResult };
   metrics?: MetricsOverheadResult;
   xds?: XdsBenchResult;
@@ -195,6 +197,8 @@ async function scaleAndFleet(c: StageContext, fx: Fixture, figures: BenchFigures
     { etcdEndpoints: fx.endpoints, client: fx.writer, prefix: `${prefix}scale`, service, sizes: p.scaleSizes, firstSetTrials: p.firstSetTrials, churnPerSecond: p.churnPerSecond, churnSeconds: p.churnSeconds, leases: 4 },
     log,
   );
+  log(`scale: a burst of 1,000 registrations (one transaction, then 1,000 separate puts) under 1 and 50 resolvers in one process, old coalescing vs current, ${p.burstRounds} round(s)`);
+  figures.burst = await benchBurst({ registrations: 1_000, resolverCounts: [1, 50], perClient: 10, settleMs: 500, rounds: p.burstRounds }, log);
   // The herd stops every member, which must not touch the bench's cluster.
   const f = p.fleet;
   const fleetEtcd = await LocalEtcdCluster.start(3);
