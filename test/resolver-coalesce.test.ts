@@ -200,6 +200,21 @@ describe('the coalescing window', () => {
     expect(Math.max(...waits)).toBeLessThan(100 + 60);
   });
 
+  it('changes at random gaps (some urgent) never leave one undelivered: the last is delivered after it, within the cap', async () => {
+    const flushes: number[] = [];
+    const c = new DeliveryCoalescer(() => flushes.push(performance.now()));
+    let last = 0;
+    for (let i = 0; i < 60; i++) {
+      await new Promise((res) => setTimeout(res, Math.floor(Math.random() * 25)));
+      last = performance.now();
+      c.changed(Math.random() < 0.1);
+    }
+    await waitFor('the last change delivered', () => flushes.some((t) => t >= last), 2_000, 5);
+    expect(flushes.find((t) => t >= last)! - last).toBeLessThan(100 + 60);
+    expect(c.pending).toBe(false);
+    c.close();
+  });
+
   it('an urgent change waits for no lull; nothing is delivered after close()', async () => {
     const flushes: number[] = [];
     const c = new DeliveryCoalescer(() => flushes.push(performance.now()), { quietMs: 1_000, maxDelayMs: 2_000 });
