@@ -4,6 +4,7 @@ import { ListWatch, isDelete, type ListWatchState } from '../core/list-watch';
 import { prefixRange } from '../core/resumable-watch';
 import { DecodeError, decodeEndpoint, type EndpointRecord } from './endpoint-codec';
 import { componentLogger, type Logger } from '../core/logger';
+import { DeliveryCoalescer, type CoalesceOptions } from './resolver-etcd-coalesce';
 
 /**
  * IDLE: not started. LISTING: Get of the prefix under way. WATCHING: watch
@@ -36,11 +37,13 @@ export interface EndpointWatcherEvents {
  * answered by a fresh Get whose set replaces the old one whole. Every
  * delivery is the full set, never a delta.
  *
- * - Deliveries are coalesced: the first change after a quiet spell is
- *   delivered on the next tick (no added latency), further changes at most
- *   once per `minIntervalMs` (default 50 ms). A burst of N changes costs one
- *   or two updates, not N, which matters when each update rebuilds grpc-js's
- *   round_robin children for thousands of endpoints.
+ * - Deliveries are coalesced (DeliveryCoalescer, resolver-etcd-coalesce.ts):
+ *   the events of one watch response are applied together, a delivery waits
+ *   for a lull of a few ms, deliveries are at least `minIntervalMs` apart
+ *   (default 50 ms) and no change waits more than about 100 ms. A burst of N
+ *   changes costs one or a few updates, not N, which matters when each
+ *   update rebuilds the set and grpc-js's children for thousands of
+ *   endpoints. The first listing is delivered without waiting for a lull.
  * - While etcd is unreachable nothing is delivered: the last set stands.
  * - Bad records are logged with their key and left out.
  *
@@ -52,9 +55,8 @@ export class EndpointWatcher extends EventEmitter<EndpointWatcherEvents> {
   /** The value each key's warnings were last logged for: a warning is logged once per change of the record, not on every re-list or rewrite of the same value. */
   private readonly warnedFor = new Map<string, string>();
   private readonly lw: ListWatch;
-  private flushScheduled = false;
-  private flushTimer: NodeJS.Timeout | undefined;
-  private lastFlushAt = 0;
+  private readonly coalescer: DeliveryCoalescer;
+  private listed = false;
   private revision = '0';
   private closed = false;
 
@@ -63,9 +65,11 @@ export class EndpointWatcher extends EventEmitter<EndpointWatcherEvents> {
     /** Full key prefix including the trailing slash, e.g. `services/greeter/`. */
     readonly keyPrefix: string,
     log?: Logger,
-    private readonly minIntervalMs = 50,
+    /** Coalescing (resolver-etcd-coalesce.ts); a number: the minimum interval between deliveries, ms. */
+    coalesce: number | Partial<CoalesceOptions> = {},
   ) {
     super();
+    this.coalescer = new DeliveryCoalescer((since) => this.flush(since), typeof coalesce === 'number' ? { minIntervalMs: coalesce } : coalesce);
     this.log = log ?? componentLogger('endpoint-watcher', { prefix: keyPrefix });
     this.lw = new ListWatch(client, prefixRange(keyPrefix), this.log);
     this.lw.on('state', (next, prev, reason) => this.emit('state', next, prev, reason));
@@ -78,12 +82,14 @@ export class EndpointWatcher extends EventEmitter<EndpointWatcherEvents> {
       this.records.clear();
       for (const kv of kvs) this.apply(false, kv);
       this.revision = revision;
-      this.scheduleFlush();
+      // The first set goes out without waiting for a lull: nothing was delivered yet.
+      this.coalescer.changed(!this.listed);
+      this.listed = true;
     });
     this.lw.on('events', (events: IEvent[], revision) => {
       for (const ev of events) this.apply(isDelete(ev), ev.kv);
       this.revision = revision;
-      this.scheduleFlush();
+      this.coalescer.changed();
     });
   }
 
@@ -105,7 +111,7 @@ export class EndpointWatcher extends EventEmitter<EndpointWatcherEvents> {
     this.closed = true;
     // The ListWatch logs the transition to CLOSED and emits `state` once more.
     this.lw.close();
-    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.coalescer.close();
     this.removeAllListeners();
   }
 
@@ -117,36 +123,26 @@ export class EndpointWatcher extends EventEmitter<EndpointWatcherEvents> {
       return;
     }
     const rec = decodeEndpoint(key, kv.value);
-    const value = kv.value.toString('utf8');
-    const fresh = this.warnedFor.get(key) !== value;
-    if (rec instanceof DecodeError) {
+    // The value as text only for the warning bookkeeping (a good record, the usual case, needs none).
+    const warnOnce = () => {
+      const value = kv.value.toString('utf8');
+      const fresh = this.warnedFor.get(key) !== value;
       this.warnedFor.set(key, value);
-      if (fresh) this.log.warn({ event: 'watcher.bad_record', key, reason: rec.reason }, `skipping bad registry record ${key}: ${rec.reason}`);
+      return fresh;
+    };
+    if (rec instanceof DecodeError) {
+      if (warnOnce()) this.log.warn({ event: 'watcher.bad_record', key, reason: rec.reason }, `skipping bad registry record ${key}: ${rec.reason}`);
       this.records.delete(key);
       return;
     }
     if (rec.warnings.length === 0) this.warnedFor.delete(key);
-    else {
-      this.warnedFor.set(key, value);
-      if (fresh) for (const w of rec.warnings) this.log.warn({ event: 'watcher.bad_metadata', key, reason: w }, `registry record ${key}: ${w}`);
-    }
+    else if (warnOnce()) for (const w of rec.warnings) this.log.warn({ event: 'watcher.bad_metadata', key, reason: w }, `registry record ${key}: ${w}`);
     this.records.set(key, rec);
   }
 
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    const pendingSince = performance.now();
-    const flush = () => {
-      this.flushScheduled = false;
-      this.flushTimer = undefined;
-      if (this.closed) return;
-      this.lastFlushAt = performance.now();
-      this.emit('update', this.snapshot());
-      this.emit('lag', this.lastFlushAt - pendingSince);
-    };
-    const wait = this.lastFlushAt + this.minIntervalMs - performance.now();
-    if (wait <= 0) setImmediate(flush);
-    else this.flushTimer = setTimeout(flush, wait);
+  private flush(pendingSince: number): void {
+    if (this.closed) return;
+    this.emit('update', this.snapshot());
+    this.emit('lag', performance.now() - pendingSince);
   }
 }

@@ -8,6 +8,7 @@ import { createEtcdClient } from '../core/etcd-client';
 import { DEFAULT_ETCD_ENDPOINT, endpointsFromEnv } from '../core/etcd-config';
 import { AUTO_SUBSET_ABOVE, nextSubset, subsetOptionsOf, type SubsetChoice } from './subset';
 import { meshObserver } from '../core/mesh-observer';
+import { countResolverWork } from './resolver-etcd-coalesce';
 
 type GrpcUri = grpc.experimental.GrpcUri;
 type ResolverListener = grpc.experimental.ResolverListener;
@@ -144,7 +145,11 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     }
     const watcher = new EndpointWatcher(client, this.keyPrefix, this.log);
     this.watcher = watcher;
-    watcher.on('update', (snap: EndpointSnapshot) => this.onUpdate(snap));
+    // Each update is one full-set rebuild (coalesced: resolver-etcd-coalesce.ts).
+    watcher.on('update', (snap: EndpointSnapshot) => {
+      countResolverWork('rebuilds');
+      this.onUpdate(snap);
+    });
     watcher.on('state', (next) => meshObserver()?.watchState?.(this.keyPrefix, next));
     watcher.on('lag', (ms: number) => meshObserver()?.deliveryLag?.(this.keyPrefix, ms));
     watcher.on('error', (err: Error) => {
@@ -217,6 +222,7 @@ export class EtcdResolver implements grpc.experimental.Resolver {
       if (weight !== DEFAULT_WEIGHT) weights += `${weights ? ',' : ''}${JSON.stringify(addr)}:{"weight":${weight}}`;
     }
     if (endpoints.length === 0 && this.delivered > 0) {
+      countResolverWork('heldEmpty');
       this.log.warn({ event: 'resolver.empty_held', revision: snap.revision, keeping: this.delivered }, 'registry is empty; keeping the last endpoint set until a backend registers');
       return;
     }
@@ -225,6 +231,7 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     this.everDelivered = true;
     if (this.log.isLevelEnabled('debug')) this.log.debug({ event: 'resolver.update', revision: snap.revision, endpoints: [...cache.keys()], registered }, `resolved ${endpoints.length} endpoints`);
     meshObserver()?.resolverUpdate?.(this.keyPrefix, endpoints.length);
+    countResolverWork('deliveries');
     this.listener(grpc.experimental.statusOrFromValue(endpoints), { [ENDPOINT_ATTRIBUTES_OPTION]: `{${weights}}` }, null, `etcd revision ${snap.revision}`);
   }
 }

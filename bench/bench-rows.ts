@@ -96,6 +96,18 @@ export function addRows(report: Report, f: BenchFigures, p: Plan, flags: BenchFl
     report.row('scale', `resolver heap used at ${m.endpoints} (baseline)`, `${fmtMB(m.at10k.heapUsed)} (${fmtMB(m.baseline.heapUsed)})`);
     report.row('scale', 'RSS / heap used after churn', `${fmtMB(m.afterChurn.rss)} / ${fmtMB(m.afterChurn.heapUsed)}`);
   }
+  if (f.burst) {
+    const b = f.burst;
+    for (const count of [...new Set(b.summary.map((x) => x.resolvers))]) {
+      const old = b.summary.find((x) => x.resolvers === count && x.mode === 'immediate')!;
+      const cur = b.summary.find((x) => x.resolvers === count && x.mode === 'default')!;
+      const what = `${count} resolver${count > 1 ? 's' : ''} in one process`;
+      report.row('burst', `${b.registrations} puts in one txn, ${what}: rebuilds per resolver (before)`, `${cur.txnRebuilds} (${old.txnRebuilds})`, '1', cur.txnRebuilds === 1);
+      report.row('burst', `${b.registrations} separate puts, ${what}: rebuilds per resolver (before)`, `${cur.putsRebuilds} (${old.putsRebuilds}); written in ${cur.putsWriteMs} ms, exact after ${cur.putsExactMs} ms`, '<= 10 (or 1 per 100 ms to exact, + 3)', cur.putsRebuilds <= Math.max(10, Math.ceil(cur.putsExactMs / 100) + 3));
+      report.row('burst', `  process CPU, txn | separate puts (before)`, `${cur.txnCpuMs} ms (${old.txnCpuMs}) | ${cur.putsCpuMs} ms (${old.putsCpuMs})`);
+      report.row('burst', `  empty sets handed over | sets not exact`, `${cur.emptyDeliveries + old.emptyDeliveries} | ${cur.wrong + old.wrong}`, '0 | 0', cur.emptyDeliveries + old.emptyDeliveries + cur.wrong + old.wrong === 0);
+    }
+  }
   if (f.fleet) {
     const { own, shared, herd: h, wide: w } = f.fleet;
     for (const r of [own, shared]) {

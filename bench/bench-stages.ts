@@ -15,11 +15,14 @@ import { benchLeave, type LeaveResult } from './bench-time-to-leave';
 import { benchScale, type ScaleResult } from './bench-scale';
 import { benchHerd, benchRegistrations, type HerdResult, type RegistrationsResult } from './scale-herd';
 import { benchWide, type WideResult } from './scale-wide';
+import { benchBurst, type BurstResult } from './scale-burst';
+import { goScaleBinaries } from './scale-fleet-go';
 import { benchLoadAware, type LoadAwareResult } from './bench-load-aware';
 import { benchMetrics, type MetricsOverheadResult } from './bench-metrics';
 import { benchXds, type XdsBenchResult } from './bench-xds';
 import { benchErrors, errorsUnavailable, type ErrorsResult } from './bench-errors';
 import type { BenchFlags, Plan, Section } from './bench-plan';
+import { round } from './bench-report';
 
 /**
  * Every figure of a run, under the keys of the JSON line, in the order the
@@ -37,7 +40,9 @@ export interface BenchFigures {
   join?: JoinResult;
   trafficLoop?: { ok: number; failed: number; errors: Record<string, number> };
   scale?: ScaleResult;
-  fleet?: { own: RegistrationsResult; shared: RegistrationsResult; herd: HerdResult; wide: WideResult };
+  burst?: BurstResult;
+  /** `goHerd`: the same herd from Go's fleet (clientv3, naming/endpoints, naming/resolver) on the same etcd; `goSkipped`: why it did not run. */
+  fleet?: { own: RegistrationsResult; shared: RegistrationsResult; herd: HerdResult; goHerd?: HerdResult; goSkipped?: string; wide: WideResult };
   metrics?: MetricsOverheadResult;
   xds?: XdsBenchResult;
 }
@@ -195,6 +200,8 @@ async function scaleAndFleet(c: StageContext, fx: Fixture, figures: BenchFigures
     { etcdEndpoints: fx.endpoints, client: fx.writer, prefix: `${prefix}scale`, service, sizes: p.scaleSizes, firstSetTrials: p.firstSetTrials, churnPerSecond: p.churnPerSecond, churnSeconds: p.churnSeconds, leases: 4 },
     log,
   );
+  log(`scale: a burst of 1,000 registrations (one transaction, then 1,000 separate puts) under 1 and 50 resolvers in one process, old coalescing vs current, ${p.burstRounds} round(s)`);
+  figures.burst = await benchBurst({ registrations: 1_000, resolverCounts: [1, 50], perClient: 10, settleMs: 500, rounds: p.burstRounds }, log);
   // The herd stops every member, which must not touch the bench's cluster.
   const f = p.fleet;
   const fleetEtcd = await LocalEtcdCluster.start(3);
@@ -207,11 +214,21 @@ async function scaleAndFleet(c: StageContext, fx: Fixture, figures: BenchFigures
   const own = await benchRegistrations(ro, false, log);
   const shared = await benchRegistrations(ro, true, log);
   log(`scale: outage herd, ${f.herdRegistrations} registrations (TTL ${f.herdTtl} s) + ${f.herdResolvers} resolvers, every etcd member SIGSTOPped for 3x TTL`);
-  const herd = await benchHerd(
-    { cluster: fleetEtcd, client: fleetClient, prefix: `${prefix}herd`, service, registrations: f.herdRegistrations, resolvers: f.herdResolvers, registrarProcesses: f.herdProcesses, resolverProcesses: f.herdProcesses, resolversPerClient: 10, registrationsPerClient: 50, ttl: f.herdTtl, outageTtls: 3 },
+  const herdOpts = { cluster: fleetEtcd, client: fleetClient, service, registrations: f.herdRegistrations, resolvers: f.herdResolvers, registrarProcesses: f.herdProcesses, resolverProcesses: f.herdProcesses, resolversPerClient: 10, registrationsPerClient: 50, ttl: f.herdTtl, outageTtls: 3, settleTimeoutMs: f.herdSettleMs };
+  const herd = await benchHerd({ ...herdOpts, prefix: `${prefix}herd` }, log);
+  // The same herd from Go's fleet, on the same etcd, right after ours.
+  const go = await goScaleBinaries();
+  let goHerd: HerdResult | undefined;
+  const goSkipped = typeof go === 'string' ? go : undefined;
+  if (typeof go === 'string') log(`scale: Go fleet and client skipped: ${go}`);
+  else {
+    log(`scale: the same herd from a Go fleet (clientv3 + naming/endpoints Manager, naming/resolver; built ${go.buildMs ? `in ${round(go.buildMs / 1000, 1)} s` : 'before: cached'})`);
+    goHerd = await benchHerd({ ...herdOpts, prefix: `${prefix}goherd`, go: { binary: go.fleet } }, log);
+  }
+  log(`scale: one client over ${f.wideBackends} real greeter ports (its defaults, then --subset 0${goSkipped ? '' : ', and a grpc-go client'}) vs over 3, ${f.wideRounds} round(s) of ${f.wideRunMs / 1000} s, concurrency 16`);
+  const wide = await benchWide(
+    { endpoints: fleetEtcd.endpoints.split(','), prefix: `${prefix}wide`, wide: f.wideBackends, narrow: 3, concurrency: 16, warmMs: 1_000, durationMs: f.wideRunMs, idleMs: 3_000, rounds: f.wideRounds, goClient: typeof go === 'string' ? undefined : go.wideClient },
     log,
   );
-  log(`scale: one client over ${f.wideBackends} real greeter ports (its defaults, then --subset 0) vs over 3, ${f.wideRounds} round(s) of ${f.wideRunMs / 1000} s, concurrency 16`);
-  const wide = await benchWide({ endpoints: fleetEtcd.endpoints.split(','), prefix: `${prefix}wide`, wide: f.wideBackends, narrow: 3, concurrency: 16, warmMs: 1_000, durationMs: f.wideRunMs, idleMs: 3_000, rounds: f.wideRounds }, log);
-  figures.fleet = { own, shared, herd, wide };
+  figures.fleet = { own, shared, herd, goHerd, goSkipped, wide };
 }

@@ -17,6 +17,7 @@ import { Report, round } from './bench-report';
 import { plan, SECTIONS, type BenchFlags, type Section } from './bench-plan';
 import { runStages } from './bench-stages';
 import { addRows } from './bench-rows';
+import { versusRows, versusTable } from './scale-versus';
 
 const log = (s: string) => process.stdout.write(`${s}\n`);
 
@@ -49,6 +50,8 @@ async function main(flags: BenchFlags): Promise<void> {
   const figures = await runStages({ flags, plan: p, only, log, defer: (undo) => cleanups.push(undo) });
   const report = new Report();
   addRows(report, figures, p, flags);
+  // Ours against Go's (the scale section's herd and its client over 1,000 backends, when both ran).
+  const versus = versusRows(figures.fleet?.herd, figures.fleet?.goHerd, figures.fleet?.wide);
 
   const load1 = loadavg();
   const durationS = round((performance.now() - t0) / 1000, 1);
@@ -61,6 +64,7 @@ async function main(flags: BenchFlags): Promise<void> {
     concurrency: flags.concurrency,
     loadAvgStart: load0.map((l) => round(l, 2)),
     ...figures,
+    ...(versus.length ? { versusGo: versus } : {}),
     loadAvgEnd: load1.map((l) => round(l, 2)),
     durationS,
     targets: Object.fromEntries(verdicts.map((r) => [`${r.section}: ${r.metric}`, r.ok])),
@@ -70,6 +74,14 @@ async function main(flags: BenchFlags): Promise<void> {
   log('');
   log(report.table());
   log('');
+  if (versus.length) {
+    const h = figures.fleet!.herd;
+    log(versusTable(versus, `ours vs Go: ${h.registrations} registrations in ${p.fleet.herdProcesses} processes and ${h.resolvers} resolvers in ${p.fleet.herdProcesses}, TTL ${h.ttl} s, every etcd member SIGSTOPped for 3 TTL; one client over ${figures.fleet!.wide.wideFull.backends} backends`));
+    log('');
+  } else if (figures.fleet?.goSkipped) {
+    log(`ours vs Go: not run (${figures.fleet.goSkipped})`);
+    log('');
+  }
   log(`${verdicts.filter((r) => r.ok).length}/${verdicts.length} targets met in ${durationS} s; load average now ${load1.map((l) => l.toFixed(2)).join(' ')}`);
   await cleanup();
   process.stdout.write(`${JSON.stringify(json)}\n`);

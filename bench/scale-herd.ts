@@ -3,6 +3,7 @@ import type { LocalEtcdCluster } from '../demo/etcd-local';
 import { servicePrefix } from '../balancer/endpoint-codec';
 import type { FleetReport } from './scale-fleet';
 import { FleetProcess } from './scale-fleet-process';
+import { GoFleetProcess, type FleetHandle } from './scale-fleet-go';
 import { EtcdRateSampler, etcdMessagesReceived } from './scale-etcd-rate';
 import { epochNow, round } from './bench-report';
 import { sleep } from './bench-processes';
@@ -121,9 +122,17 @@ export interface HerdOptions {
   ttl: number;
   /** Outage length in TTLs (3 in the issue). */
   outageTtls: number;
+  /** Whose fleet: ours (bench/scale-fleet.ts, the default) or Go's (test/peers/go/fleet, this binary). */
+  go?: { binary: string };
+  /** Steady state before the outage over which etcd's rate and the fleet's CPU are taken, ms (default max(3 s, 2 TTL)). */
+  steadyMs?: number;
+  /** How long to wait after etcd answers for every registration back and every resolver right, ms (default 20 s). */
+  settleTimeoutMs?: number;
 }
 
 export interface HerdResult {
+  /** Whose fleet ran: ours, or Go's (clientv3, naming/endpoints, naming/resolver). */
+  fleet: 'ours' | 'go';
   registrations: number;
   resolvers: number;
   ttl: number;
@@ -164,6 +173,14 @@ export interface HerdResult {
   steadyPerS: number;
   peakPerS: number;
   firstSecondMsgs: number;
+  /** Whether every registration was back and every resolver right within settleTimeoutMs. */
+  settled: boolean;
+  /** CPU of the fleet's processes from just before SIGSTOP to the end (settled + 1.5 s), s: registrars, resolvers, both. */
+  recoveryCpuS: { registrars: number; resolvers: number; total: number };
+  /** At steady state (steadyMs before the outage): registrar CPU per registration, µs per s; resolver CPU per resolver, µs per s. */
+  steadyCpuUsPerRegPerS: number;
+  steadyCpuUsPerResolverPerS: number;
+  steadyMs: number;
 }
 
 /**
@@ -175,8 +192,10 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
   const keyPrefix = servicePrefix(o.prefix, o.service);
   const endpoints = o.cluster.endpoints.split(',');
   const all = Array.from({ length: o.registrations }, (_, i) => fleetAddr(i));
-  const registrars = Array.from({ length: o.registrarProcesses }, () => new FleetProcess());
-  const resolvers = Array.from({ length: o.resolverProcesses }, () => new FleetProcess());
+  const spawn = (): FleetHandle => (o.go ? new GoFleetProcess(o.go.binary) : new FleetProcess());
+  const registrars = Array.from({ length: o.registrarProcesses }, spawn);
+  const resolvers = Array.from({ length: o.resolverProcesses }, spawn);
+  const who = o.go ? 'Go fleet' : 'our fleet';
   const sampler = new EtcdRateSampler(o.cluster.members, 200);
   let stopped = false;
   try {
@@ -184,11 +203,28 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
     await Promise.all(registrars.map((p, i) => p.call({ cmd: 'register', endpoints, prefix: o.prefix, service: o.service, addrs: addrs[i], ttl: o.ttl, shared: false, perClient: o.registrationsPerClient }, 180_000)));
     const counts = split(Array.from({ length: o.resolvers }, (_, i) => i), resolvers.length).map((x) => x.length);
     await Promise.all(resolvers.map((p, i) => p.call({ cmd: 'resolve', endpoints, path: `${o.prefix}/${o.service}`, count: counts[i], perClient: o.resolversPerClient, expected: all }, 180_000)));
-    progress(`  herd: ${o.registrations} registrations (TTL ${o.ttl} s) and ${o.resolvers} resolvers up, every set full`);
+    progress(`  herd (${who}): ${o.registrations} registrations (TTL ${o.ttl} s) and ${o.resolvers} resolvers up, every set full`);
+    const report = async () => {
+      const regs = await Promise.all(registrars.map((p) => p.call<FleetReport>({ cmd: 'report' })));
+      const ress = await Promise.all(resolvers.map((p) => p.call<FleetReport>({ cmd: 'report' })));
+      return { regs, ress };
+    };
+    const cpuOf = (r: FleetReport[]) => r.reduce((a, x) => a + x.cpuMs, 0);
     sampler.start();
-    await sleep(2_000);
-    const steady = sampler.rates(epochNow() - 1_600, epochNow());
+    // Settle after the start-up (grants, puts, the resolvers' first lists), then the steady window.
+    await sleep(1_000);
+    const steadyMs = o.steadyMs ?? Math.max(3_000, 2 * o.ttl * 1000);
+    const s0 = await report();
+    const ts0 = epochNow();
+    await sleep(steadyMs);
+    const s1 = await report();
+    const ts1 = epochNow();
+    const steady = sampler.rates(ts0 + 200, ts1);
     const steadyPerS = steady.length ? steady.reduce((s, r) => s + r.perS, 0) / steady.length : NaN;
+    const steadyS = (ts1 - ts0) / 1000;
+    const steadyCpuUsPerRegPerS = ((cpuOf(s1.regs) - cpuOf(s0.regs)) * 1000) / o.registrations / steadyS;
+    const steadyCpuUsPerResolverPerS = ((cpuOf(s1.ress) - cpuOf(s0.ress)) * 1000) / Math.max(1, o.resolvers) / steadyS;
+    const before = s1;
 
     const outageMs = o.outageTtls * o.ttl * 1000;
     const tStop = epochNow();
@@ -198,17 +234,12 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
     const tCont = epochNow();
     for (const m of o.cluster.members) m.proc?.kill('SIGCONT');
     stopped = false;
-    progress(`  herd: every etcd member stopped for ${outageMs} ms, resumed`);
+    progress(`  herd (${who}): every etcd member stopped for ${outageMs} ms, resumed`);
 
     const answered = await until(async () => sampler.firstAnsweredAfter(tCont) !== undefined, 10_000, 20);
     if (!answered) throw new Error(`etcd did not answer /metrics within 10 s of SIGCONT (samples since: ${sampler.samples.filter((x) => x.t >= tCont).map((x) => `${round(x.t - tCont, 0)}:${x.total ?? '-'}`).join(' ')})`);
     const tAnswer = sampler.firstAnsweredAfter(tCont)!.t;
 
-    const report = async () => {
-      const regs = await Promise.all(registrars.map((p) => p.call<FleetReport>({ cmd: 'report' })));
-      const ress = await Promise.all(resolvers.map((p) => p.call<FleetReport>({ cmd: 'report' })));
-      return { regs, ress };
-    };
     let last = await report();
     const settled = await until(
       async () => {
@@ -217,7 +248,7 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
         const correct = last.ress.every((r) => r.resolvers.size.every((s) => s === o.registrations));
         return back && correct && (await countKeys(o.client, keyPrefix)) === o.registrations;
       },
-      20_000,
+      o.settleTimeoutMs ?? 20_000,
       200,
     );
     // Wait a little longer so a late lease expiry in etcd (deleting keys) would show up in the resolvers.
@@ -231,10 +262,13 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
     const grantTook = last.regs.flatMap((r) => r.registrations.lastRegisteredAt.map((t, i) => t - r.registrations.lastGrantingAt[i]));
     const pct = (xs: number[], q: number) => round([...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(q * xs.length))], 0);
     const lastChange = Math.max(...last.ress.flatMap((r) => r.resolvers.lastChangeAt));
-    const before = sampler.lastAnsweredBefore(tStop);
+    const lastSample = sampler.lastAnsweredBefore(tStop);
     const afterOne = sampler.firstAnsweredAfter(tCont + 1_000);
     const peak = sampler.rates(tCont, tCont + 5_000).reduce((m, r) => Math.max(m, r.perS), 0);
+    const regCpu = (cpuOf(last.regs) - cpuOf(before.regs)) / 1000;
+    const resCpu = (cpuOf(last.ress) - cpuOf(before.ress)) / 1000;
     const r: HerdResult = {
+      fleet: o.go ? 'go' : 'ours',
       registrations: o.registrations,
       resolvers: o.resolvers,
       ttl: o.ttl,
@@ -261,13 +295,19 @@ export async function benchHerd(o: HerdOptions, progress: (s: string) => void): 
       keysAfter: await countKeys(o.client, keyPrefix),
       steadyPerS: round(steadyPerS, 0),
       peakPerS: round(peak, 0),
-      firstSecondMsgs: before?.total !== undefined && afterOne?.total !== undefined ? round(((afterOne.total - before.total) * 1000) / (afterOne.t - tCont), 0) : NaN,
+      firstSecondMsgs: lastSample?.total !== undefined && afterOne?.total !== undefined ? round(((afterOne.total - lastSample.total) * 1000) / (afterOne.t - tCont), 0) : NaN,
+      settled,
+      recoveryCpuS: { registrars: round(regCpu, 2), resolvers: round(resCpu, 2), total: round(regCpu + resCpu, 2) },
+      steadyCpuUsPerRegPerS: round(steadyCpuUsPerRegPerS, 1),
+      steadyCpuUsPerResolverPerS: round(steadyCpuUsPerResolverPerS, 1),
+      steadyMs,
     };
-    if (!settled) progress(`  herd: NOT settled within 20 s of etcd answering`);
+    if (!settled) progress(`  herd (${who}): NOT settled within ${(o.settleTimeoutMs ?? 20_000) / 1000} s of etcd answering`);
     progress(
-      `  herd: etcd answered ${r.answerAfterContMs} ms after SIGCONT; all ${r.registrations} registered again ${r.reregisteredMs} ms after that (p50 ${r.reregisteredP50Ms}, p90 ${r.reregisteredP90Ms}; went LOST p50 ${r.lostP50Ms}, last ${r.lostMaxMs}; grants began p50 ${r.grantStartP50Ms}, last ${r.grantStartMaxMs}; a grant took p50 ${r.grantTookP50Ms}, max ${r.grantTookMaxMs}; ${r.losses} leases lost); ` +
+      `  herd (${who}): etcd answered ${r.answerAfterContMs} ms after SIGCONT; all ${r.registrations} registered again ${r.reregisteredMs} ms after that (p50 ${r.reregisteredP50Ms}, p90 ${r.reregisteredP90Ms}; went LOST p50 ${r.lostP50Ms}, last ${r.lostMaxMs}; grants began p50 ${r.grantStartP50Ms}, last ${r.grantStartMaxMs}; a grant took p50 ${r.grantTookP50Ms}, max ${r.grantTookMaxMs}; ${r.losses} leases lost); ` +
         `resolvers settled ${r.resolversSettledMs} ms after it (${r.resolversCorrect}/${r.resolvers} correct); empty sets ${r.emptySets}, smallest set ${r.minSetAfterFull}, ${r.deliveriesPerResolver} sets per resolver; ` +
-        `etcd msgs/s steady ${r.steadyPerS}, peak ${r.peakPerS}, first second ${r.firstSecondMsgs}`,
+        `etcd msgs/s steady ${r.steadyPerS}, peak ${r.peakPerS}, first second ${r.firstSecondMsgs}; ` +
+        `fleet CPU over the episode ${r.recoveryCpuS.total} s (registrars ${r.recoveryCpuS.registrars}, resolvers ${r.recoveryCpuS.resolvers}); steady ${r.steadyCpuUsPerRegPerS} µs/s per registration, ${r.steadyCpuUsPerResolverPerS} µs/s per resolver`,
     );
     return r;
   } finally {

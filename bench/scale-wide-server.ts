@@ -5,7 +5,7 @@
  * machine that cannot run N processes; the client side is what is measured.
  *
  * Requests: {id, cmd: 'start', endpoints, prefix, service, count} → {ports};
- * {id, cmd: 'stop'}.
+ * {id, cmd: 'served'} → {served, connections} since the last ask; {id, cmd: 'stop'}.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
@@ -16,9 +16,12 @@ import { serveFleetCalls } from './scale-fleet-process';
 
 const server = new grpc.Server();
 let served = 0;
+/** Client connections (peer addresses) that carried a call since the last `served`: how many backends a client really spread over. */
+let peers = new Set<string>();
 server.addService(greeterPackage().Greeter.service, {
   SayHello: (call: grpc.ServerUnaryCall<HelloRequest, HelloReply>, cb: grpc.sendUnaryData<HelloReply>) => {
     served++;
+    peers.add(call.getPeer());
     cb(null, { message: `Hello ${call.request.name || 'world'} from scale-wide` });
   },
 });
@@ -43,8 +46,13 @@ async function handle(req: { id: number; cmd: string; [k: string]: unknown }): P
   switch (req.cmd) {
     case 'start':
       return start(req as unknown as { endpoints: string[]; prefix: string; service: string; count: number });
-    case 'served':
-      return served;
+    case 'served': {
+      // Calls served and distinct client connections that carried one, since the last ask.
+      const r = { served, connections: peers.size };
+      served = 0;
+      peers = new Set();
+      return r;
+    }
     case 'stop':
       await Promise.race([Promise.all(groups.map((g) => g.close())), new Promise((r) => setTimeout(r, 3_000))]);
       client?.close();

@@ -18,6 +18,9 @@ export interface GoPeers {
   server: string;
   /** test/peers/go/greeter-client, built. */
   client: string;
+  /** test/peers/go/fleet and wide-client: the Go side of the scale bench (bench/scale-fleet-go.ts). */
+  fleet: string;
+  wideClient: string;
   /** Wall time of the build in this run (0 when taken from the cache). */
   buildMs: number;
   cached: boolean;
@@ -47,5 +50,5 @@ export async function buildGoPeers(): Promise<GoPeers> {
   const cachedBefore = spawnSync('bash', [BUILD, '--check'], { encoding: 'utf8' }).status === 0;
   const { stdout } = await execFileP('bash', [BUILD], { timeout: 600_000, maxBuffer: 16 * 1024 * 1024 });
   const dir = stdout.trim().split('\n').pop()!;
-  return { server: path.join(dir, 'greeter-server'), client: path.join(dir, 'greeter-client'), buildMs: cachedBefore ? 0 : Date.now() - t0, cached: cachedBefore };
+  return { server: path.join(dir, 'greeter-server'), client: path.join(dir, 'greeter-client'), fleet: path.join(dir, 'fleet'), wideClient: path.join(dir, 'wide-client'), buildMs: cachedBefore ? 0 : Date.now() - t0, cached: cachedBefore };
 }
