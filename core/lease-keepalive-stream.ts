@@ -73,9 +73,8 @@ export function leaseKeepAliveFor(client: Etcd3): LeaseKeepAliveStream {
  *   gets a keepalive at once on the new one.
  * - A stream with a keepalive unanswered for max(1 s, TTL/3 of the shortest
  *   lease) is stuck (a frozen member: TCP is up, nobody answers; gRPC's own
- *   keepalive would take 15 s): it is cancelled while still writable, so
- *   etcd3 marks the member failed (its channels reset, one strike on its
- *   circuit breaker) and the next stream goes to another member.
+ *   keepalive would take 15 s): it is ended and cancelled, and the next
+ *   stream opened after the backoff, on a member etcd3 picks at random.
  * - The deadline is enforced whether or not a stream is open: with every
  *   member frozen, each lease is reported lost at its deadline, and once none
  *   is left the stream is closed (no stream is opened for nobody).
@@ -234,13 +233,19 @@ export class LeaseKeepAliveStream implements LeaseKeepAlive {
     stream.write({ ID: e.id });
   }
 
-  /** Cancel a stream nobody answers on, without half-closing it first: etcd3 then marks its member failed. */
+  /**
+   * Give up a stream nobody answers on. Half-closed before the cancel, so
+   * etcd3 does not mark the member failed: that would reset every channel of
+   * the client to it (a frozen member's watches and probes reconnecting at
+   * the thaw) and steer nothing, as the next stream's member is picked at
+   * random all the same.
+   */
   private giveUpStuck(now: number): void {
     const stream = this.stream!;
     this.log.warn({ event: 'lease_keepalive.stream_stuck', waitedMs: Math.round(now - this.progressAt), outstanding: this.outstanding, leases: this.leases.size }, 'no keepalive answered on the LeaseKeepAlive stream; opening another');
     this.dropStream();
     this.counters.streamFailures++;
-    stream.cancel();
+    endAndCancel(stream);
     this.scheduleReopen();
   }
 
