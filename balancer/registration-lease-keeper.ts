@@ -113,7 +113,7 @@ export interface LeaseKeeperOptions {
  *   client's one LeaseKeepAlive stream (core/lease-keepalive-stream.ts,
  *   shared by every registration, group and lease of that client): it is
  *   `lost` when etcd answers TTL 0 or no keepalive is confirmed within the
- *   TTL (send time of the last answered keepalive + TTL, monotonic clock).
+ *   TTL (a TTL after the last answer, Go clientv3's deadline; monotonic).
  *   A lost lease is never re-granted by itself: on LOST we wait for the
  *   probe shared by every registration on the client (whenEtcdAnswers), then
  *   a full-jitter delay (a fleet that lost etcd together does not grant in

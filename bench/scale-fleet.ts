@@ -1,7 +1,8 @@
 /**
  * One process of a simulated fleet (forked by bench/scale-herd.ts with an IPC
  * channel): many real registrations (each LeaseRegistration with its own
- * lease, keepalive stream and own-key watch, as a `mesh server` holds; or
+ * lease and own-key watch, as a `mesh server` holds, kept alive on its etcd
+ * client's one LeaseKeepAlive stream, or etcd3's own per lease; or
  * one LeaseRegistrationGroup sharing a lease) and/or many real EtcdResolver
  * instances (each its own Get + watch, built as grpc-js builds them, a
  * recording listener in place of a channel). Several such processes stand

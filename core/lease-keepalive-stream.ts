@@ -21,8 +21,10 @@ interface Entry {
   readonly ttlMs: number;
   readonly intervalMs: number;
   readonly coalesceMs: number;
-  /** Monotonic ms until which etcd holds the lease for sure. */
+  /** Monotonic ms until which etcd holds the lease for sure (last answered send + TTL). */
   validUntil: number;
+  /** Monotonic ms at which the lease is reported lost without a newer answer (last answer + TTL, Go's deadline). */
+  deadline: number;
   /** When the next keepalive is due (monotonic ms). */
   nextSendAt: number;
   /** Send times of the keepalives on the current stream not answered yet, oldest first. */
@@ -56,11 +58,13 @@ export function leaseKeepAliveFor(client: Etcd3): LeaseKeepAliveStream {
  *   other are written together: after one such batch their schedules are
  *   aligned, so a thousand leases granted together cost a few timer wake-ups
  *   per interval, not a thousand.
- * - Deadline: a lease's `validUntil` is the send time of its last answered
- *   keepalive plus the TTL etcd answered (answers on a stream come in order,
- *   so the oldest unanswered send time of that lease is the one answered).
- *   One timer serves every lease: the earliest of the next keepalive due, the
- *   next deadline, and the stuck check below.
+ * - Deadline, as Go's: a lease is lost once the TTL etcd last answered has
+ *   passed since that answer (since keep() before the first). `validUntil`
+ *   is the stricter proof: the send time of its last answered keepalive
+ *   plus that TTL (answers on a stream come in order, so the oldest
+ *   unanswered send time of that lease is the one answered). One timer
+ *   serves every lease: the earliest of the next keepalive due, the next
+ *   deadline, and the stuck check below.
  * - A stream that breaks (an error or end from etcd: a member killed or
  *   restarted, the client's channels reset) is opened again after a
  *   full-jitter backoff (100 ms doubling to 1 s, reset by an answer), so a
@@ -69,9 +73,8 @@ export function leaseKeepAliveFor(client: Etcd3): LeaseKeepAliveStream {
  *   gets a keepalive at once on the new one.
  * - A stream with a keepalive unanswered for max(1 s, TTL/3 of the shortest
  *   lease) is stuck (a frozen member: TCP is up, nobody answers; gRPC's own
- *   keepalive would take 15 s): it is cancelled while still writable, so
- *   etcd3 marks the member failed (its channels reset, one strike on its
- *   circuit breaker) and the next stream goes to another member.
+ *   keepalive would take 15 s): it is ended and cancelled, and the next
+ *   stream opened after the backoff, on a member etcd3 picks at random.
  * - The deadline is enforced whether or not a stream is open: with every
  *   member frozen, each lease is reported lost at its deadline, and once none
  *   is left the stream is closed (no stream is opened for nobody).
@@ -111,7 +114,8 @@ export class LeaseKeepAliveStream implements LeaseKeepAlive {
   keep(id: string, ttlSeconds: number, grantSentAt: number, lost: (err: Error) => void): KeptLease {
     const ttlMs = ttlSeconds * 1000;
     const intervalMs = ttlMs / 3;
-    const entry: Entry = { id, ttlMs, intervalMs, coalesceMs: Math.min(MAX_COALESCE_MS, intervalMs / 4), validUntil: grantSentAt + ttlMs, nextSendAt: monotonicMs(), pending: [], lost };
+    const now = monotonicMs();
+    const entry: Entry = { id, ttlMs, intervalMs, coalesceMs: Math.min(MAX_COALESCE_MS, intervalMs / 4), validUntil: grantSentAt + ttlMs, deadline: now + ttlMs, nextSendAt: now, pending: [], lost };
     const handle: KeptLease = {
       id,
       get validUntil() {
@@ -185,6 +189,7 @@ export class LeaseKeepAliveStream implements LeaseKeepAlive {
       return;
     }
     this.counters.confirmed++;
+    e.deadline = now + ttl * 1000;
     if (sentAt !== undefined) e.validUntil = Math.max(e.validUntil, sentAt + ttl * 1000);
   }
 
@@ -197,7 +202,7 @@ export class LeaseKeepAliveStream implements LeaseKeepAlive {
     const expired: Entry[] = [];
     const stream = this.stream;
     for (const e of this.leases.values()) {
-      if (now >= e.validUntil) {
+      if (now >= e.deadline) {
         expired.push(e);
         continue;
       }
@@ -207,7 +212,7 @@ export class LeaseKeepAliveStream implements LeaseKeepAlive {
         if (now >= e.nextSendAt - e.coalesceMs) this.send(stream, e, now);
         next = Math.min(next, e.nextSendAt);
       }
-      next = Math.min(next, e.validUntil);
+      next = Math.min(next, e.deadline);
     }
     for (const e of expired) this.lose(e, new EtcdLeaseInvalidError(`${e.id}: no keepalive confirmed within the ${e.ttlMs / 1000}s TTL`));
     if (this.closeIfEmpty()) return;
@@ -228,13 +233,19 @@ export class LeaseKeepAliveStream implements LeaseKeepAlive {
     stream.write({ ID: e.id });
   }
 
-  /** Cancel a stream nobody answers on, without half-closing it first: etcd3 then marks its member failed. */
+  /**
+   * Give up a stream nobody answers on. Half-closed before the cancel, so
+   * etcd3 does not mark the member failed: that would reset every channel of
+   * the client to it (a frozen member's watches and probes reconnecting at
+   * the thaw) and steer nothing, as the next stream's member is picked at
+   * random all the same.
+   */
   private giveUpStuck(now: number): void {
     const stream = this.stream!;
     this.log.warn({ event: 'lease_keepalive.stream_stuck', waitedMs: Math.round(now - this.progressAt), outstanding: this.outstanding, leases: this.leases.size }, 'no keepalive answered on the LeaseKeepAlive stream; opening another');
     this.dropStream();
     this.counters.streamFailures++;
-    stream.cancel();
+    endAndCancel(stream);
     this.scheduleReopen();
   }
 

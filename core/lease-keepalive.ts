@@ -7,13 +7,18 @@
  * Contract:
  * - `keep(id, ttl, grantSentAt, lost)` starts keeping lease `id` alive: a
  *   keepalive at once, then one every TTL/3 (Go's interval) while the lease
- *   is kept. The lease is then etcd's until `validUntil` for sure: the send
+ *   is kept. The lease is etcd's until `validUntil` for sure: the send
  *   time of the last confirmed keepalive plus the TTL etcd answered (the
  *   grant's send time plus its TTL before the first answer).
  * - `lost(err)` is called at most once, and the lease is no longer kept,
- *   when the lease is gone or may be: etcd answered TTL 0 (expired,
- *   revoked), or `validUntil` passed without a newer confirmed keepalive
- *   ("no keepalive confirmed within the TTL"), or the client was closed.
+ *   when etcd answered TTL 0 (expired, revoked), or no keepalive was
+ *   confirmed within the TTL: the TTL etcd last answered has passed since
+ *   that answer arrived (since keep() before the first answer), Go
+ *   clientv3's deadline; or the client was closed. Between `validUntil` and
+ *   that deadline the lease may be gone (etcd expires it a TTL after it
+ *   processed the last keepalive, somewhere between send and answer): a
+ *   holder that must never overlap another (a lock) stops at `validUntil`;
+ *   a registration, which re-grants on `lost`, waits for the deadline.
  * - `release()` stops keeping it (etcd expires it within its TTL unless
  *   revoked); idempotent; no `lost` after it.
  * - Time is monotonic (`monotonicMs()`); the wall clock is never read.
