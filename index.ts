@@ -36,7 +36,11 @@ export { CompactedError } from './core/etcd-errors';
 
 /** The grpc-js resolver for `etcd:///<prefix>/<service>` targets. */
 export { registerEtcdResolver, unregisterEtcdClient, ETCD_SCHEME, ETCD_CLIENT_OPTION } from './balancer/resolver-etcd';
-export { subsetFor, nextSubset, defaultClientId, SUBSET_SIZE_OPTION, CLIENT_ID_OPTION } from './balancer/subset';
+export { subsetFor, nextSubset, defaultClientId, SUBSET_SIZE_OPTION, CLIENT_ID_OPTION, HASHED_CLIENT_ID } from './balancer/subset';
+/** Subsetting by membership rank (no client ids): the aperture ring, the member key space, and waiting for member keys to be revoked before closing etcd. */
+export { apertureSubset } from './balancer/subset-aperture';
+export { MEMBERS_ROOT, subsetMembersClosed } from './balancer/subset-members';
+export { SUBSET_OVERLAP_OPTION } from './balancer/subset-plan';
 /** Channel options for a mesh client: load balancing policy, hedging, retries. */
 export { meshClientOptions, meshChannelOptions, meshServiceConfig, type MeshChannelConfig } from './balancer/channel';
 /** A backend's lease-backed presence in the registry. */

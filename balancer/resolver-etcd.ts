@@ -6,7 +6,7 @@ import { DEFAULT_WEIGHT, type EndpointAttributes } from './endpoint-codec';
 import { componentLogger, type Logger } from '../core/logger';
 import { createEtcdClient } from '../core/etcd-client';
 import { DEFAULT_ETCD_ENDPOINT, endpointsFromEnv } from '../core/etcd-config';
-import { AUTO_SUBSET_ABOVE, nextSubset, subsetOptionsOf, type SubsetChoice } from './subset';
+import { SubsetPlan } from './subset-plan';
 import { meshObserver } from '../core/mesh-observer';
 import { countResolverWork } from './resolver-etcd-coalesce';
 
@@ -103,12 +103,10 @@ export class EtcdResolver implements grpc.experimental.Resolver {
   private readonly keyPrefix: string;
   private readonly log: Logger;
   private everDelivered = false;
-  /** Deterministic subsetting (subset.ts), from the channel options; undefined: every backend. */
-  private readonly subset: SubsetChoice | undefined;
-  /** The registry and the subset last delivered: nextSubset keeps held backends when others only leave. */
-  private subsetState: { registry: string[]; held: string[] } | undefined;
-  /** Whether `auto` subsetting is in force (the registry outgrew AUTO_SUBSET_ABOVE). */
-  private autoEngaged = false;
+  /** Deterministic subsetting (subset-plan.ts), from the channel options; undefined: every backend. */
+  private readonly subset: SubsetPlan | undefined;
+  /** The last snapshot, picked from again when the subset plan says its choice changed (a new membership rank). */
+  private lastSnap: EndpointSnapshot | undefined;
   /** The endpoints of the last delivery by address, handed over again while their address stays. */
   private endpointCache = new Map<string, Endpoint>();
 
@@ -119,8 +117,8 @@ export class EtcdResolver implements grpc.experimental.Resolver {
   ) {
     this.keyPrefix = keyPrefixOf(target);
     this.log = componentLogger('resolver', { target: grpc.experimental.uriToString(target) });
-    this.subset = subsetOptionsOf(options);
-    if (this.subset && !this.subset.auto) this.log.info({ event: 'resolver.subset', size: this.subset.size, clientId: this.subset.clientId }, `subsetting: ${this.subset.size} backends per client, client id ${this.subset.clientId}`);
+    this.subset = SubsetPlan.fromOptions(options, this.keyPrefix, this.log);
+    this.subset?.on('change', () => this.lastSnap && this.onUpdate(this.lastSnap));
   }
 
   /** A valid host name for `:authority`: the service, i.e. the last path segment. */
@@ -145,6 +143,7 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     }
     const watcher = new EndpointWatcher(client, this.keyPrefix, this.log);
     this.watcher = watcher;
+    this.subset?.attach(client);
     // Each update is one full-set rebuild (coalesced: resolver-etcd-coalesce.ts).
     watcher.on('update', (snap: EndpointSnapshot) => {
       countResolverWork('rebuilds');
@@ -169,8 +168,8 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     this.watcher = undefined;
     this.delivered = 0;
     this.everDelivered = false;
-    this.subsetState = undefined;
-    this.autoEngaged = false;
+    this.subset?.reset();
+    this.lastSnap = undefined;
     this.endpointCache = new Map();
   }
 
@@ -180,30 +179,14 @@ export class EtcdResolver implements grpc.experimental.Resolver {
     for (const e of snap.endpoints) byAddr.set(e.addr, e.attributes);
     const registered = byAddr.size;
     // Subsetting picks from the whole registry, so the held-back rule below
-    // sees an empty subset only when the registry itself is empty.
-    // `auto` subsets only a registry larger than AUTO_SUBSET_ABOVE; crossing
-    // back under it hands over every backend and forgets the subset held.
-    const subsetting = this.subset !== undefined && registered > 0 && (!this.subset.auto || registered > AUTO_SUBSET_ABOVE);
-    if (this.subset?.auto && subsetting !== this.autoEngaged) {
-      this.autoEngaged = subsetting;
-      if (!subsetting) this.subsetState = undefined;
-      this.log.info(
-        { event: 'resolver.subset_auto', engaged: subsetting, size: this.subset.size, clientId: this.subset.clientId, registered, above: AUTO_SUBSET_ABOVE },
-        subsetting ? `registry holds ${registered} backends (> ${AUTO_SUBSET_ABOVE}): subsetting to ${this.subset.size}, client id ${this.subset.clientId}` : `registry holds ${registered} backends: using every one`,
-      );
-    }
+    // sees an empty subset only when the registry itself is empty; the plan
+    // may hold a delivery back while it waits for its membership rank.
+    this.lastSnap = snap;
     let addrs: Iterable<string> = byAddr.keys();
-    if (this.subset && subsetting) {
-      const all = [...byAddr.keys()];
-      const held = nextSubset(this.subsetState?.registry, this.subsetState?.held, all, this.subset.clientId, this.subset.size);
-      const was = new Set(this.subsetState?.held ?? []);
-      const added = held.filter((b) => !was.has(b));
-      const removed = [...was].filter((b) => !held.includes(b));
-      if (added.length || removed.length) {
-        this.log.info({ event: 'resolver.subset_change', revision: snap.revision, added, removed, size: held.length, registered }, `subset: +${added.length} -${removed.length}, ${held.length} of ${registered}`);
-      }
-      this.subsetState = { registry: all, held };
-      addrs = held;
+    if (this.subset) {
+      const picked = this.subset.pick([...byAddr.keys()], snap.revision);
+      if (picked === undefined) return;
+      addrs = picked;
     }
     // Every delivery is the full set, but one during a fleet's churn must not
     // cost an allocation per endpoint per resolver: endpoint objects are

@@ -25,8 +25,10 @@ import { hostname } from 'node:os';
  * Contract: pure and deterministic: the same (backends as a set, client id,
  * size) always gives the same subset on every host and Node version. With
  * dense client ids 0..M-1 (M a multiple of subset_count) every backend gets
- * exactly M x size / S connections when size divides S; hashed ids (the
- * default) are balanced only statistically (see docs/cli.md).
+ * exactly M x size / S connections when size divides S; hashed ids are
+ * balanced only statistically (see docs/cli.md). Used for ids given by the
+ * user (`--client-id`) and hashed ones; clients ranked by etcd membership
+ * use the aperture ring instead (subset-aperture.ts).
  */
 
 /** 32-bit FNV-1a of a string's UTF-16 code units: stable across hosts and runs. */
@@ -49,12 +51,13 @@ export function fnv1a32(text: string, seed = 0x811c9dc5): number {
 export const MAX_CLIENT_ID = 0x7fffffff;
 
 /**
- * The client id when none is given: a hash of host name and pid, so two
- * processes on one host, or one pid on two hosts, differ. Stable for the
- * life of the process; a restarted process gets a new id (and so maybe a
- * different subset). Give `--client-id` (e.g. a StatefulSet ordinal) for
- * ids that are dense and survive restarts: only dense ids give the exact
- * balance.
+ * The hashed client id: a hash of host name and pid, so two processes on
+ * one host, or one pid on two hosts, differ. Stable for the life of the
+ * process; a restarted process gets a new id (and so maybe a different
+ * subset). Used with `--client-id hash`, and where the client cannot join
+ * the etcd membership that ranks clients (its role may not write there).
+ * Give `--client-id` (e.g. a StatefulSet ordinal) for ids that are dense
+ * and survive restarts.
  */
 export function defaultClientId(host = hostname(), pid = process.pid): number {
   return fnv1a32(`${host}/${pid}`) & MAX_CLIENT_ID;
@@ -104,16 +107,25 @@ export function subsetFor(backends: readonly string[], clientId: number, size: n
  * Balance after losses is therefore statistical until the next join.
  */
 export function nextSubset(prevRegistry: readonly string[] | undefined, held: readonly string[] | undefined, registry: readonly string[], clientId: number, size: number): string[] {
-  const ideal = subsetFor(registry, clientId, size);
-  if (!prevRegistry || !held) return ideal;
+  return nextHeld(prevRegistry, held, registry, subsetFor(registry, clientId, size), size, fnv1a32(`client:${clientId}`));
+}
+
+/**
+ * nextSubset's rule for any ideal (SRE subsets, the aperture ring of
+ * subset-aperture.ts, auto's taper of subset-auto.ts): `ideal` is what a
+ * fresh client would pick from `registry`, `size` how many it wants (it may
+ * grow as backends leave: auto's taper), `seed` keys this client's order of
+ * replacements.
+ */
+export function nextHeld(prevRegistry: readonly string[] | undefined, held: readonly string[] | undefined, registry: readonly string[], ideal: readonly string[], size: number, seed: number): string[] {
+  if (!prevRegistry || !held) return [...ideal];
   const before = new Set(prevRegistry);
-  if (registry.some((b) => !before.has(b))) return ideal;
+  if (registry.some((b) => !before.has(b))) return [...ideal];
   const now = new Set(registry);
   const kept = held.filter((b) => now.has(b));
-  if (kept.length === held.length) return [...held].sort();
   const want = Math.min(size, now.size);
+  if (kept.length === held.length && kept.length >= want) return [...held].sort();
   const keptSet = new Set(kept);
-  const seed = fnv1a32(`client:${clientId}`);
   const spares = (pool: Iterable<string>) =>
     [...pool].filter((b) => !keptSet.has(b)).sort((x, y) => fnv1a32(x, seed) - fnv1a32(y, seed) || (x < y ? -1 : 1));
   // Ideal members first; then any registered backend, when the ideal is mostly held already.
@@ -128,16 +140,25 @@ export function nextSubset(prevRegistry: readonly string[] | undefined, held: re
 }
 
 /**
- * Channel options the etcd resolver reads (numbers). SUBSET_SIZE_OPTION:
- * N >= 1 hands grpc-js subsetFor(registry, client id, N); 0 turns
- * subsetting off (every registered backend); unset is the default, `auto`:
- * every backend while the registry holds at most AUTO_SUBSET_ABOVE of them,
- * AUTO_SUBSET_SIZE above that. The client id is CLIENT_ID_OPTION, else
- * defaultClientId().
+ * Channel options the etcd resolver reads. SUBSET_SIZE_OPTION (a number):
+ * N >= 1 hands grpc-js N backends of the registry; 0 turns subsetting off
+ * (every registered backend); unset is the default, `auto`: every backend
+ * while the registry holds at most AUTO_SUBSET_ABOVE of them, then a subset
+ * that shrinks by one per backend beyond that down to AUTO_SUBSET_SIZE
+ * (subset-auto.ts). Who this client is among the others, CLIENT_ID_OPTION:
+ * - a number, 0..MAX_CLIENT_ID: that id, SRE subsets (subsetFor), nothing
+ *   written to etcd: as before the membership ranks existed;
+ * - `'hash'`: defaultClientId() (host name and pid), nothing written;
+ * - unset: the client's rank among the live subsetting clients of the
+ *   service, kept in etcd under MEMBERS_ROOT (subset-members.ts), on the
+ *   aperture ring (subset-aperture.ts); defaultClientId() where the etcd
+ *   role may not write there.
  */
 export const SUBSET_SIZE_OPTION = 'etcd_mesh.subset_size';
-/** This client's id for subsetting (a number, 0..MAX_CLIENT_ID); see SUBSET_SIZE_OPTION. */
+/** This client's id for subsetting (a number, 0..MAX_CLIENT_ID, or `'hash'`); see SUBSET_SIZE_OPTION. */
 export const CLIENT_ID_OPTION = 'etcd_mesh.client_id';
+/** CLIENT_ID_OPTION's value for "a hash of host name and pid, no membership key". */
+export const HASHED_CLIENT_ID = 'hash';
 
 /**
  * Registries larger than this are subset by default. Below it a client's
@@ -150,19 +171,24 @@ export const AUTO_SUBSET_ABOVE = 100;
 /** The subset size `auto` uses over a large registry: about what --subset 10 measured, with room for ejections. */
 export const AUTO_SUBSET_SIZE = 20;
 
-/** What a channel's options ask for: `size` backends (auto: only over a registry larger than AUTO_SUBSET_ABOVE), or undefined for every backend. */
+/** What a channel's options ask for: `size` backends (auto: the taper of subset-auto.ts), or undefined for every backend. */
 export interface SubsetChoice {
   size: number;
+  /** The id used when not ranked by membership: the one given, else defaultClientId(). */
   clientId: number;
   auto: boolean;
+  /** Rank by etcd membership (no id given): see SUBSET_SIZE_OPTION. */
+  members: boolean;
 }
 
 /** The subsetting a channel's options ask for (see SUBSET_SIZE_OPTION), or undefined when it is off. */
 export function subsetOptionsOf(options: Record<string, unknown>): SubsetChoice | undefined {
   const size = options[SUBSET_SIZE_OPTION];
   const id = options[CLIENT_ID_OPTION];
-  const clientId = typeof id === 'number' && Number.isInteger(id) && id >= 0 ? id : defaultClientId();
-  if (size === undefined) return { size: AUTO_SUBSET_SIZE, clientId, auto: true };
+  const given = typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= MAX_CLIENT_ID;
+  const clientId = given ? id : defaultClientId();
+  const members = !given && id !== HASHED_CLIENT_ID;
+  if (size === undefined) return { size: AUTO_SUBSET_SIZE, clientId, auto: true, members };
   if (typeof size !== 'number' || !Number.isInteger(size) || size < 1) return undefined;
-  return { size, clientId, auto: false };
+  return { size, clientId, auto: false, members };
 }

@@ -1,8 +1,10 @@
 import type { Etcd3 } from 'etcd3';
-import { Option, type Command } from 'commander';
+import { InvalidArgumentError, Option, type Command } from 'commander';
 import { addEtcdOptions, addServiceOptions, connectEtcd, UsageError, type EtcdFlags, type ServiceFlags } from './common';
 import { intIn } from './parse';
-import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE, CLIENT_ID_OPTION, MAX_CLIENT_ID, SUBSET_SIZE_OPTION } from '../balancer/subset';
+import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE, CLIENT_ID_OPTION, HASHED_CLIENT_ID, MAX_CLIENT_ID, SUBSET_SIZE_OPTION } from '../balancer/subset';
+import { AUTO_SUBSET_FULL_AT } from '../balancer/subset-auto';
+import { MEMBERS_ROOT, subsetMembersClosed } from '../balancer/subset-members';
 import { addClientTlsOptions, clientCredentials, type ClientTlsFlags } from './tls';
 import { addMetricsOption } from './metrics-flag';
 import { meshTarget, openGreeterClient, type GreeterClient } from '../services/greeter-client';
@@ -21,8 +23,8 @@ export interface MeshClientFlags extends EtcdFlags, ServiceFlags, ClientTlsFlags
   lb?: LbPolicy;
   /** `--subset N`: deterministic subsetting, N backends of the registry (balancer/subset.ts); 0: off; unset: auto. */
   subset?: number;
-  /** `--client-id`: this client's index for subsetting; default a hash of host name and pid. */
-  clientId?: number;
+  /** `--client-id`: this client's index for subsetting, or `hash`; default its rank among the service's subsetting clients (etcd membership). */
+  clientId?: number | typeof HASHED_CLIENT_ID;
   /** `--no-health-check` makes it false; on by default (gRPC A17 client-side health checking). */
   healthCheck?: boolean;
   /** `--health-service`: the service name each backend's health Watch asks about; default "" (the server as a whole). */
@@ -88,9 +90,26 @@ export function loadAwareOptionsOf(flags: { lb?: LbPolicy; failureCodes?: string
 export function addSubsetOptions(cmd: Command): Command {
   return cmd
     .addOption(
-      new Option('--subset <n>', `connect to only N of the registered backends, chosen by deterministic subsetting; 0: to every one (default: every one up to ${AUTO_SUBSET_ABOVE} registered, ${AUTO_SUBSET_SIZE} of them above that)`).argParser(intIn(0, 100_000)),
+      new Option(
+        '--subset <n>',
+        `connect to only N of the registered backends, chosen by deterministic subsetting; 0: to every one (default: every one up to ${AUTO_SUBSET_ABOVE} registered, then one fewer per backend beyond, ${AUTO_SUBSET_SIZE} from ${AUTO_SUBSET_FULL_AT} registered on)`,
+      ).argParser(intIn(0, 100_000)),
     )
-    .addOption(new Option('--client-id <id>', `this client's index for subsetting, 0..${MAX_CLIENT_ID}; dense ids 0..M-1 balance exactly (default: a hash of host name and pid)`).argParser(intIn(0, MAX_CLIENT_ID)));
+    .addOption(
+      new Option(
+        '--client-id <id>',
+        `this client's index for subsetting, 0..${MAX_CLIENT_ID} (dense ids 0..M-1 balance exactly), or "${HASHED_CLIENT_ID}" (a hash of host name and pid); default: its rank among the live subsetting clients of the service, kept under a lease in etcd at ${MEMBERS_ROOT}/<prefix>/<service>/ (a hash where the role may not write there)`,
+      ).argParser(parseClientId),
+    );
+}
+
+const parseClientIdNumber = intIn(0, MAX_CLIENT_ID);
+
+/** `--client-id`: an integer 0..MAX_CLIENT_ID, or `hash`. */
+function parseClientId(value: string): number | typeof HASHED_CLIENT_ID {
+  if (value === HASHED_CLIENT_ID) return HASHED_CLIENT_ID;
+  if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError(`${JSON.stringify(value)} is neither an integer nor "${HASHED_CLIENT_ID}"`);
+  return parseClientIdNumber(value);
 }
 
 /** A Greeter client on the mesh channel, and the etcd client its resolver reads (none with --target). */
@@ -133,7 +152,9 @@ export async function openMeshClient(flags: MeshClientFlags): Promise<MeshClient
       if (closed) return;
       closed = true;
       channel.close();
-      etcd?.close();
+      // A membership key (subsetting without --client-id) goes with its
+      // lease: let the revoke land before etcd closes, or it stays a TTL.
+      if (etcd) void subsetMembersClosed().finally(() => etcd.close());
     },
   };
 }

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE, CLIENT_ID_OPTION, defaultClientId, fnv1a32, nextSubset, subsetFor, SUBSET_SIZE_OPTION } from '../balancer/subset';
 import { EtcdResolver } from '../balancer/resolver-etcd';
+import { AUTO_SUBSET_FULL_AT } from '../balancer/subset-auto';
+import { SUBSET_OVERLAP_OPTION } from '../balancer/subset-plan';
 import { decodeEndpoint, encodeEndpoint, type EndpointRecord } from '../balancer/endpoint-codec';
 
 /**
@@ -155,10 +157,15 @@ describe('deterministic subsetting', () => {
 });
 
 describe('the resolver\'s default subsetting (auto)', () => {
-  /** Feed a resolver registry snapshots directly (no etcd needed for this part) and record the sizes it hands over. */
+  /**
+   * Feed a resolver registry snapshots directly (no etcd needed for this
+   * part) and record the sizes it hands over. Without the make-before-break
+   * overlap (subset-plan.ts; test/subset-members.test.ts tests it), which
+   * hands over dropped backends for a while longer.
+   */
   function resolverSizes(options: Record<string, unknown>, registrySizes: number[]): number[] {
     const sizes: number[] = [];
-    const r = new EtcdResolver({ scheme: 'etcd', authority: '', path: 'auto/greeter' }, (res) => (res.ok && sizes.push(res.value.length), true), options);
+    const r = new EtcdResolver({ scheme: 'etcd', authority: '', path: 'auto/greeter' }, (res) => (res.ok && sizes.push(res.value.length), true), { [SUBSET_OVERLAP_OPTION]: 0, ...options });
     const addr = (i: number) => `10.9.${i >> 8}.${i & 255}:80`;
     for (const n of registrySizes) {
       const endpoints = Array.from({ length: n }, (_, i) => decodeEndpoint(`auto/greeter/${addr(i)}`, encodeEndpoint(addr(i))) as EndpointRecord);
@@ -168,8 +175,8 @@ describe('the resolver\'s default subsetting (auto)', () => {
     return sizes;
   }
 
-  it(`every backend up to ${AUTO_SUBSET_ABOVE} registered, ${AUTO_SUBSET_SIZE} above, every one again below; --subset 0 never subsets, --subset N always`, () => {
-    expect(resolverSizes({}, [3, AUTO_SUBSET_ABOVE, AUTO_SUBSET_ABOVE + 1, 1_000, AUTO_SUBSET_ABOVE])).toEqual([3, AUTO_SUBSET_ABOVE, AUTO_SUBSET_SIZE, AUTO_SUBSET_SIZE, AUTO_SUBSET_ABOVE]);
+  it(`every backend up to ${AUTO_SUBSET_ABOVE} registered, one fewer per backend beyond, ${AUTO_SUBSET_SIZE} from ${AUTO_SUBSET_FULL_AT}, every one again below; --subset 0 never subsets, --subset N always`, () => {
+    expect(resolverSizes({}, [3, AUTO_SUBSET_ABOVE, AUTO_SUBSET_ABOVE + 1, 150, AUTO_SUBSET_FULL_AT, 1_000, AUTO_SUBSET_ABOVE])).toEqual([3, AUTO_SUBSET_ABOVE, AUTO_SUBSET_ABOVE - 1, 50, AUTO_SUBSET_SIZE, AUTO_SUBSET_SIZE, AUTO_SUBSET_ABOVE]);
     expect(resolverSizes({ [SUBSET_SIZE_OPTION]: 0 }, [3, 1_000])).toEqual([3, 1_000]);
     expect(resolverSizes({ [SUBSET_SIZE_OPTION]: 5 }, [3, 50, 1_000])).toEqual([3, 5, 5]);
   });
