@@ -4,8 +4,9 @@ import { defineConfig } from 'vitest/config';
 /**
  * Two groups of files, one after the other:
  * - `shared`: files whose assertions hold on a busy machine (usage errors,
- *   etcdctl parity, coordination semantics, peers that mostly wait): two at
- *   a time, so one file's waiting (TTL expiries, a 30 s connection watch)
+ *   etcdctl parity, coordination semantics, peers that mostly wait): three
+ *   at a time on 2 cores (each waits much of the time), so one file's
+ *   waiting (TTL expiries, a 30 s connection watch)
  *   overlaps another's work.
  * - `alone`: files with timing bounds under faults or load (rebalancing
  *   within a second, shares within points, open-loop rates), the demo's
@@ -68,7 +69,7 @@ export default defineConfig({
   test: {
     reporters: ['default'],
     projects: [
-      { test: { ...common, name: 'shared', include: SHARED, maxWorkers: 2, sequence: { groupOrder: 0 } } },
+      { test: { ...common, name: 'shared', include: SHARED, maxWorkers: 3, sequence: { groupOrder: 0 } } },
       { test: { ...common, name: 'alone', include: ['test/**/*.test.ts'], exclude: SHARED, fileParallelism: false, sequence: { groupOrder: 1 } } },
     ],
   },

@@ -32,7 +32,7 @@ export async function etcdMessagesReceived(members: EtcdMember[], timeoutMs = 40
  * member resumed from SIGSTOP (its pooled keep-alive connection stalled
  * mid-exchange) hung past its abort signal, and the sampler with it.
  */
-function getText(url: string, timeoutMs: number): Promise<string | undefined> {
+export function getText(url: string, timeoutMs: number): Promise<string | undefined> {
   return new Promise((resolve) => {
     const req = http.get(url, { agent: false }, (res) => {
       if (res.statusCode !== 200) {

@@ -11,7 +11,6 @@
  *   npm run build && node dist/bench/scale-keepalive.js [--leases 1000] [--ttl 5] [--window 30] [--rounds 1] [--members 1] [--per-client N] [--modes lease,stream]
  */
 import { readFileSync } from 'node:fs';
-import * as http from 'node:http';
 import type { Etcd3 } from 'etcd3';
 import { LocalEtcdCluster, type EtcdMember } from '../demo/etcd-local';
 import { createEtcdClient } from '../core/etcd-client';
@@ -22,6 +21,7 @@ import { FleetProcess } from './scale-fleet-process';
 import { fleetAddr } from './scale-herd';
 import { round } from './bench-report';
 import { sleep } from './bench-processes';
+import { getText } from './scale-etcd-rate';
 
 /** One member's LeaseKeepAlive counters (go-grpc-prometheus, on its /metrics). */
 export interface KeepAliveCounters {
@@ -55,25 +55,6 @@ export async function leaseKeepAliveCounters(members: EtcdMember[], timeoutMs = 
 /** LeaseKeepAlive streams open on each member now (undefined: the member did not answer). */
 export async function openKeepAliveStreams(members: EtcdMember[]): Promise<(number | undefined)[]> {
   return (await leaseKeepAliveCounters(members)).map((c) => (c ? c.started - c.handled : undefined));
-}
-
-function getText(url: string, timeoutMs: number): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const req = http.get(url, { agent: false }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (body += c));
-      res.on('end', () => done(res.statusCode === 200 ? body : undefined));
-      res.on('error', () => done(undefined));
-    });
-    const timer = setTimeout(() => done(undefined), timeoutMs);
-    req.on('error', () => done(undefined));
-    function done(v: string | undefined): void {
-      clearTimeout(timer);
-      req.destroy();
-      resolve(v);
-    }
-  });
 }
 
 /** CPU seconds (user + system) of a process so far, from /proc (Linux); undefined elsewhere. */

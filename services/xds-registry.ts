@@ -9,8 +9,8 @@ import type { XdsEndpoint } from './xds-resources';
 /**
  * The registry as `mesh xds` serves it: every `<prefix>/<service>/<host:port>`
  * key, grouped by service, followed with the project's EndpointWatcher (Get,
- * then Watch from revision + 1; changes coalesced, at most one state per
- * `minIntervalMs`, the first after a quiet spell at once).
+ * then Watch from revision + 1; changes coalesced as the watcher does: a
+ * short lull, at most one state per `minIntervalMs`, none held over ~100 ms).
  *
  * Rules, each logged when it applies:
  * - An endpoint whose host is not an IP literal is left out (warned once per

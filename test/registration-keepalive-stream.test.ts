@@ -1,6 +1,6 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { Etcd3 } from 'etcd3';
-import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
+import { useTestEtcd } from './harness/etcd-cluster';
 import { createEtcdClient } from '../core/etcd-client';
 import { leaseKeepAliveFor } from '../core/lease-keepalive-stream';
 import { LeaseRegistration } from '../balancer/registration-lease';
@@ -15,18 +15,10 @@ import { leaseKeepAliveCounters, openKeepAliveStreams } from '../bench/scale-kee
  * use a client of their own, so nothing else in the file holds a lease.
  */
 describe('registrations: one LeaseKeepAlive stream per etcd client', () => {
-  let t: Partial<TestEtcd> = {};
   const clients: Etcd3[] = [];
-  beforeAll(async () => {
-    t = await startTestEtcd(3);
-  }, 30_000);
-  afterAll(
-    () =>
-      stopTestEtcd(t, () => {
-        for (const c of clients) c.close();
-      }),
-    30_000,
-  );
+  const t = useTestEtcd(3, () => {
+    for (const c of clients) c.close();
+  });
 
   const newClient = () => {
     const c = createEtcdClient({ endpoints: t.etcd!.members.map((m) => m.endpoint) });

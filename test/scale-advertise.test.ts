@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { createInterface } from 'node:readline';
-import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
+import { useTestEtcd } from './harness/etcd-cluster';
 import { MESH_MAIN, MeshProcess, runMesh } from './harness/mesh-process';
 import { waitFor } from './harness/ports';
 import { subsetFor } from '../balancer/subset';
@@ -22,13 +22,9 @@ import { GreeterServer } from '../services/greeter-server';
 const errorLines = (stderr: string[]) => stderr.filter((l) => l.trim() !== '' && !l.startsWith('{'));
 
 describe('server --advertise and client --subset (loopback)', () => {
-  let t: Partial<TestEtcd> = {};
   const greeters: GreeterServer[] = [];
-  beforeAll(async () => {
-    t = await startTestEtcd(1);
-  }, 30_000);
   // shutdown() is idempotent: the ones a test already stopped resolve at once.
-  afterAll(() => stopTestEtcd(t, () => Promise.all(greeters.map((g) => g.shutdown('test file over')))), 30_000);
+  const t = useTestEtcd(1, () => Promise.all(greeters.map((g) => g.shutdown('test file over'))));
 
   it('usage errors: unspecified bind address without --advertise, bad --advertise, --subset misuse', async () => {
     const cases: [string[], RegExp][] = [

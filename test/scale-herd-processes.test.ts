@@ -1,6 +1,6 @@
 import { loadavg } from 'node:os';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
+import { describe, expect, it } from 'vitest';
+import { useTestEtcd } from './harness/etcd-cluster';
 import { MeshProcess } from './harness/mesh-process';
 import { freePort } from './harness/ports';
 import type { LoadReport } from '../services/load-generator';
@@ -21,11 +21,7 @@ const TTL = 2;
 const OUTAGE_MS = 6_000;
 
 describe('scale: a herd of 60 real mesh servers through an etcd freeze', () => {
-  let t: Partial<TestEtcd> = {};
-  beforeAll(async () => {
-    t = await startTestEtcd(3);
-  }, 30_000);
-  afterAll(() => stopTestEtcd(t), 30_000);
+  const t = useTestEtcd(3);
 
   it('60 servers (TTL 2) under load, every etcd member stopped 6 s: all 60 registered again within 3 s of the thaw, 0 failed calls', async () => {
     const etcd = t.etcd!;

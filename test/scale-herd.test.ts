@@ -1,5 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestEtcd, stopTestEtcd, type TestEtcd } from './harness/etcd-cluster';
+import { describe, expect, it } from 'vitest';
+import { useTestEtcd } from './harness/etcd-cluster';
 import { benchHerd } from '../bench/scale-herd';
 import { LeaseRegistrationGroup } from '../balancer/registration-group';
 import { decodeEndpoint, DecodeError } from '../balancer/endpoint-codec';
@@ -12,11 +12,7 @@ import { decodeEndpoint, DecodeError } from '../balancer/endpoint-codec';
  * TTL, then SIGCONTed. And the shared-lease group registration on its own.
  */
 describe('scale: outage herd', () => {
-  let t: Partial<TestEtcd> = {};
-  beforeAll(async () => {
-    t = await startTestEtcd(3);
-  }, 30_000);
-  afterAll(() => stopTestEtcd(t), 30_000);
+  const t = useTestEtcd(3);
 
   // The targets are 3 s (re-registration) and 1 s (resolvers); on this
   // shared 2-core machine re-registration took 2-7 s (docs/scale.md says why),

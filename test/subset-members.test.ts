@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type * as grpc from '@grpc/grpc-js';
 import type { Etcd3 } from 'etcd3';
-import { startTestEtcd, stopTestEtcd, EtcdCluster, type TestEtcd } from './harness/etcd-cluster';
+import { useTestEtcd, EtcdCluster } from './harness/etcd-cluster';
 import { MeshProcess } from './harness/mesh-process';
 import { runMeshInProcess } from './harness/mesh-inprocess';
 import { waitFor } from './harness/ports';
@@ -305,16 +305,10 @@ async function putRegistry(etcd: Etcd3, registry: string, backends: string[]): P
 }
 
 describe('membership ranks: real resolvers on one etcd', () => {
-  let t: Partial<TestEtcd> = {};
   const open: Client[] = [];
-  beforeAll(async () => {
-    t = await startTestEtcd(1);
-  }, 30_000);
-  afterAll(() =>
-    stopTestEtcd(t, () => {
-      for (const c of open.splice(0)) closeClient(c);
-    }),
-  );
+  const t = useTestEtcd(1, () => {
+    for (const c of open.splice(0)) closeClient(c);
+  });
 
   it('10 clients with --subset 3 over 10 servers: 3 connections each (hashed ids: 1..6); a join and a leave move at most one connection per client; the key goes at once', async () => {
     const registry = 'ten/greeter/';
@@ -498,12 +492,8 @@ describe('membership refused: the hashed id, one warning', () => {
 });
 
 describe('real `mesh load` processes', () => {
-  let t: Partial<TestEtcd> = {};
   const greeters: GreeterServer[] = [];
-  beforeAll(async () => {
-    t = await startTestEtcd(1);
-  }, 30_000);
-  afterAll(() => stopTestEtcd(t, () => Promise.all(greeters.map((g) => g.shutdown('test file over')))), 30_000);
+  const t = useTestEtcd(1, () => Promise.all(greeters.map((g) => g.shutdown('test file over'))));
 
   it('3 `mesh load --subset 1` over 3 servers: one client on each server; their keys gone as they exit', async () => {
     const servers3 = Array.from({ length: 3 }, () => new GreeterServer({ host: '127.0.0.1', port: 0, etcd: t.client, prefix: 'rl', service: 'greeter', ttlSeconds: 10 }));

@@ -1,3 +1,4 @@
+import { afterAll, beforeAll } from 'vitest';
 import type { Etcd3 } from 'etcd3';
 import { LocalEtcdCluster } from '../../demo/etcd-local';
 import { createEtcdClient } from '../../core/etcd-client';
@@ -16,6 +17,20 @@ export interface TestEtcd {
 export async function startTestEtcd(size = 1): Promise<TestEtcd> {
   const etcd = await LocalEtcdCluster.start(size);
   return { etcd, client: createEtcdClient({ endpoints: etcd.members.map((m) => m.endpoint) }) };
+}
+
+/**
+ * A describe's (or file's) own etcd: started in beforeAll, stopped in
+ * afterAll after `extra` (what the tests opened on it). The object is
+ * filled in by beforeAll, so read its fields inside tests and hooks.
+ */
+export function useTestEtcd(size = 1, extra?: () => unknown): Partial<TestEtcd> {
+  const t: Partial<TestEtcd> = {};
+  beforeAll(async () => {
+    Object.assign(t, await startTestEtcd(size));
+  }, 30_000);
+  afterAll(() => stopTestEtcd(t, extra), 30_000);
+  return t;
 }
 
 /**
