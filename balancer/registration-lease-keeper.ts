@@ -134,6 +134,8 @@ export abstract class LeaseKeeper extends EventEmitter<RegistrationEvents> {
   private currentLeaseId: string | undefined;
   private readonly backoff = new Backoff(50, 500);
   private retryTimer: NodeJS.Timeout | undefined;
+  /** A `lost` heard while grant() was still writing under that lease (its attempt generation): the attempt fails on it. */
+  private lostWhileGranting: { gen: number; err: unknown } | undefined;
   private firstRegistered: Promise<void> | undefined;
   /** Set once the keys were first written; before that, a refusal by etcd fails start(). */
   private registeredOnce = false;
@@ -249,6 +251,12 @@ export abstract class LeaseKeeper extends EventEmitter<RegistrationEvents> {
         await lease.revoke().catch(() => undefined);
         return;
       }
+      // Lost while its keys were being written (etcd frozen past the TTL
+      // mid-attempt): the keeper no longer keeps it, so REGISTERED on it
+      // would last one TTL at most. Fail the attempt instead: revoked, retried.
+      const lostMeanwhile = this.lostWhileGranting;
+      this.lostWhileGranting = undefined;
+      if (lostMeanwhile?.gen === gen) throw lostMeanwhile.err;
       this.pendingLease = undefined;
       this.lease = lease;
       this.currentLeaseId = id;
@@ -282,6 +290,11 @@ export abstract class LeaseKeeper extends EventEmitter<RegistrationEvents> {
   }
 
   private onLeaseLost(gen: number, err: unknown): void {
+    if (gen === this.gen && this.cell.is('GRANTING')) {
+      // grant() is still writing under it: it fails the attempt when its writes return.
+      this.lostWhileGranting = { gen, err };
+      return;
+    }
     if (gen !== this.gen || this.cell.is('CLOSED', 'GRANTING')) return;
     this.lease = undefined;
     this.onLeaseGone();

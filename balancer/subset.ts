@@ -187,7 +187,9 @@ export function subsetOptionsOf(options: Record<string, unknown>): SubsetChoice 
   const id = options[CLIENT_ID_OPTION];
   const given = typeof id === 'number' && Number.isInteger(id) && id >= 0 && id <= MAX_CLIENT_ID;
   const clientId = given ? id : defaultClientId();
-  const members = !given && id !== HASHED_CLIENT_ID;
+  // Ranks only when no id was given at all: an id out of range (an unmasked
+  // hash, say) still means "I chose my id", so it falls back to the hashed one.
+  const members = id === undefined;
   if (size === undefined) return { size: AUTO_SUBSET_SIZE, clientId, auto: true, members };
   if (typeof size !== 'number' || !Number.isInteger(size) || size < 1) return undefined;
   return { size, clientId, auto: false, members };

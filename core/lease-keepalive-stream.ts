@@ -254,6 +254,8 @@ export class LeaseKeepAliveStream implements LeaseKeepAlive {
     if (err instanceof ClientClosedError) {
       this.clientClosed = err;
       for (const e of [...this.leases.values()]) this.lose(e, err);
+      // Nothing is kept any more: no timer may hold the process open.
+      this.closeStream();
       return;
     }
     if (this.leases.size === 0) return;
